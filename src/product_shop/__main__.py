@@ -1,0 +1,5 @@
+import sys
+
+from product_shop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Access control (spec §9): JWT verification, roles, the Actor, permissions, step-up MFA."""

@@ -1,0 +1,56 @@
+"""The authenticated caller. Services receive an Actor, never raw token claims."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from product_shop.audit.log import AuditActor
+
+
+class Role(StrEnum):
+    PATIENT = "patient"
+    CLINICIAN = "clinician"
+    PRACTICE_ADMIN = "practice_admin"
+    FINANCE = "finance"
+    STAFF = "staff"
+    CATALOGUE_ADMIN = "catalogue_admin"
+    SERVICE = "service"
+
+
+# Roles whose tokens must name the practice they work for.
+PRACTICE_ROLES = frozenset(
+    {Role.PATIENT, Role.CLINICIAN, Role.PRACTICE_ADMIN, Role.FINANCE, Role.STAFF}
+)
+PRACTICE_STAFF_ROLES = frozenset({Role.CLINICIAN, Role.PRACTICE_ADMIN, Role.FINANCE, Role.STAFF})
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    actor_id: str
+    name: str | None
+    role: Role
+    practice_id: uuid.UUID | None
+    mfa: bool
+    auth_time: datetime | None
+
+    @property
+    def is_patient(self) -> bool:
+        return self.role is Role.PATIENT
+
+    @property
+    def is_practice_staff(self) -> bool:
+        return self.role in PRACTICE_STAFF_ROLES
+
+    @property
+    def patient_id(self) -> uuid.UUID | None:
+        """A patient's own id (the token subject); None for everyone else."""
+        return uuid.UUID(self.actor_id) if self.is_patient else None
+
+    def has_fresh_mfa(self, now: datetime, max_age: timedelta) -> bool:
+        return self.mfa and self.auth_time is not None and now - self.auth_time <= max_age
+
+    def audit_actor(self) -> AuditActor:
+        return AuditActor(actor_id=self.actor_id, role=self.role.value, name=self.name)

@@ -1,0 +1,1 @@
+"""Append-only, per-stream hash-chained audit log (spec §8)."""

@@ -1,0 +1,129 @@
+"""Writing audit entries. Each entry chains to the previous entry of its own stream:
+
+    entry_hash = sha256(prev_hash || canonical_json(entry))
+
+so writers on different streams never wait for each other, and a stream's history cannot be
+edited without breaking its chain. Entries are added to the caller's session: they commit with
+the change they describe, or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from product_shop.audit.tables import AuditEntry
+from product_shop.core.clock import Clock, SystemClock
+from product_shop.core.ids import new_id
+from product_shop.db.base import json_default
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class AuditActor:
+    """Who did it. Built from the authenticated Actor by the caller."""
+
+    actor_id: str
+    role: str
+    name: str | None
+
+
+def canonical_json(document: dict[str, Any]) -> str:
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default
+    )
+
+
+def entry_document(entry: AuditEntry) -> dict[str, Any]:
+    """The hashed content of an entry (everything but its own hash)."""
+    return {
+        "entry_id": str(entry.entry_id),
+        "stream_type": entry.stream_type,
+        "stream_id": entry.stream_id,
+        "stream_seq": entry.stream_seq,
+        "recorded_at": entry.recorded_at.astimezone(UTC).isoformat(),
+        "actor_id": entry.actor_id,
+        "actor_role": entry.actor_role,
+        "actor_name": entry.actor_name,
+        "action": entry.action,
+        "practice_id": str(entry.practice_id) if entry.practice_id else None,
+        "before": entry.before,
+        "after": entry.after,
+    }
+
+
+def compute_hash(prev_hash: str, document: dict[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(document)).encode()).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+
+    def record(
+        self,
+        session: Session,
+        *,
+        stream_type: str,
+        stream_id: str | uuid.UUID,
+        action: str,
+        actor: AuditActor,
+        practice_id: uuid.UUID | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> AuditEntry:
+        stream_key = str(stream_id)
+        head = session.execute(
+            select(AuditEntry.stream_seq, AuditEntry.entry_hash)
+            .where(AuditEntry.stream_type == stream_type, AuditEntry.stream_id == stream_key)
+            .order_by(AuditEntry.stream_seq.desc())
+            .limit(1)
+        ).first()
+        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+        entry = AuditEntry(
+            entry_id=new_id(),
+            stream_type=stream_type,
+            stream_id=stream_key,
+            stream_seq=seq,
+            recorded_at=at or self._clock.now(),
+            actor_id=actor.actor_id,
+            actor_role=actor.role,
+            actor_name=actor.name,
+            action=action,
+            practice_id=practice_id,
+            before=_plain(before),
+            after=_plain(after),
+            prev_hash=prev_hash,
+        )
+        entry.entry_hash = compute_hash(prev_hash, entry_document(entry))
+        session.add(entry)
+        return entry
+
+
+def verify_stream(entries: list[AuditEntry]) -> bool:
+    """True when the entries (one stream, in order) form an unbroken chain."""
+    prev = GENESIS_HASH
+    for expected_seq, entry in enumerate(entries, start=1):
+        if entry.stream_seq != expected_seq or entry.prev_hash != prev:
+            return False
+        if compute_hash(prev, entry_document(entry)) != entry.entry_hash:
+            return False
+        prev = entry.entry_hash
+    return True
+
+
+def _plain(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Round-trip through canonical JSON so what is hashed is exactly what is stored."""
+    if document is None:
+        return None
+    loaded: dict[str, Any] = json.loads(canonical_json(document))
+    return loaded

@@ -1,0 +1,435 @@
+"""Catalogue use cases. Each change adds its row, its audit entry and its outbox events to the
+caller's session; the caller (the request) commits them together or not at all."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor, Role
+from product_shop.access.policy import Action, require
+from product_shop.audit.log import AuditLog
+from product_shop.catalogue import repository
+from product_shop.catalogue.model import (
+    AvailabilityStatus,
+    FulfilmentType,
+    PracticeOffer,
+    check_availability_transition,
+    is_purchasable,
+)
+from product_shop.catalogue.schemas import (
+    Catalogue,
+    CatalogueItem,
+    CatalogueView,
+    PracticeSettingsIn,
+    ProductCreate,
+    ProductPatch,
+)
+from product_shop.catalogue.schemas import Product as ProductOut
+from product_shop.catalogue.tables import PracticeProductSetting, Product
+from product_shop.core.clock import Clock, SystemClock
+from product_shop.core.errors import BadRequest, Conflict, NotFound, PreconditionFailed
+from product_shop.core.ids import new_id
+from product_shop.events import types as ev
+from product_shop.events.outbox import Outbox
+
+
+class ProductReferences(Protocol):
+    """Finds what references a product, for the deprecation workflow (spec §3.1)."""
+
+    def active_order_ids(self, session: Session, product_id: uuid.UUID) -> list[uuid.UUID]: ...
+
+
+class NoActiveOrders:
+    def active_order_ids(self, session: Session, product_id: uuid.UUID) -> list[uuid.UUID]:
+        return []
+
+
+class CatalogueService:
+    def __init__(
+        self,
+        *,
+        audit: AuditLog,
+        outbox: Outbox,
+        clock: Clock | None = None,
+        references: ProductReferences | None = None,
+    ) -> None:
+        self._audit = audit
+        self._outbox = outbox
+        self._clock = clock or SystemClock()
+        self._references = references or NoActiveOrders()
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def catalogue(
+        self,
+        session: Session,
+        actor: Actor,
+        *,
+        practice_id: uuid.UUID | None = None,
+        category: str | None = None,
+    ) -> Catalogue:
+        require(actor, Action.BROWSE_CATALOGUE)
+        view, practice = _view_for(actor, practice_id)
+        rows = repository.products_with_settings(
+            session, practice, category=category, offered_only=view in ("patient", "service")
+        )
+        items = [
+            item for product, setting in rows if (item := _item(view, product, setting)) is not None
+        ]
+        return Catalogue(practice_id=practice, view=view, items=items)
+
+    def catalogue_item(
+        self,
+        session: Session,
+        actor: Actor,
+        product_id: uuid.UUID,
+        *,
+        practice_id: uuid.UUID | None = None,
+    ) -> CatalogueItem:
+        require(actor, Action.BROWSE_CATALOGUE)
+        view, practice = _view_for(actor, practice_id)
+        rows = repository.products_with_settings(session, practice, product_ids=[product_id])
+        item = _item(view, *rows[0]) if rows else None
+        if item is None:
+            raise NotFound("No such product in this catalogue.")
+        return item
+
+    # ---- the Primoro catalogue team ------------------------------------------------------
+
+    def create_product(self, session: Session, actor: Actor, data: ProductCreate) -> ProductOut:
+        require(actor, Action.MANAGE_PRODUCTS)
+        now = self._clock.now()
+        product = Product(
+            product_id=new_id(),
+            name=data.name,
+            description=data.description,
+            imagery_ref=data.imagery_ref,
+            category=data.category,
+            fulfilment_type=data.fulfilment_type.value,
+            cost_price_minor=data.cost_price_minor,
+            currency=data.currency,
+            availability_status=data.availability_status.value,
+            version=1,
+            created_at=now,
+            created_by=actor.actor_id,
+            updated_at=now,
+            updated_by=actor.actor_id,
+        )
+        session.add(product)
+        snapshot = product_snapshot(product)
+        self._audit.record(
+            session,
+            stream_type="product",
+            stream_id=product.product_id,
+            action="product.created",
+            actor=actor.audit_actor(),
+            after=snapshot,
+            at=now,
+        )
+        self._outbox.emit(
+            session,
+            ev.PRODUCT_CREATED,
+            aggregate_id=product.product_id,
+            data={"product": snapshot, "changed_by": _changed_by(actor)},
+            at=now,
+        )
+        return ProductOut.model_validate(snapshot)
+
+    def get_product(self, session: Session, actor: Actor, product_id: uuid.UUID) -> ProductOut:
+        require(actor, Action.MANAGE_PRODUCTS)
+        product = repository.get_product(session, product_id)
+        if product is None:
+            raise NotFound("No such product.")
+        return ProductOut.model_validate(product_snapshot(product))
+
+    def update_product(
+        self,
+        session: Session,
+        actor: Actor,
+        product_id: uuid.UUID,
+        patch: ProductPatch,
+        *,
+        expected_version: int | None = None,
+    ) -> ProductOut:
+        require(actor, Action.MANAGE_PRODUCTS)
+        product = repository.get_product(session, product_id, for_update=True)
+        if product is None:
+            raise NotFound("No such product.")
+        _check_version(expected_version, product.version)
+        requested = {name: getattr(patch, name) for name in patch.model_fields_set}
+        nullable = {"imagery_ref"}
+        if any(value is None and name not in nullable for name, value in requested.items()):
+            raise BadRequest(
+                "Only imagery_ref may be cleared with null.", code="field_not_nullable"
+            )
+        before = product_snapshot(product)
+        if "availability_status" in requested:
+            check_availability_transition(
+                AvailabilityStatus(product.availability_status),
+                AvailabilityStatus(requested["availability_status"]),
+            )
+        elif product.availability_status == AvailabilityStatus.DEPRECATED:
+            raise Conflict(
+                "A deprecated product can no longer be edited.", code="product_deprecated"
+            )
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in requested.items():
+            stored = value.value if isinstance(value, AvailabilityStatus) else value
+            if getattr(product, name) != stored:
+                changes[name] = {"before": getattr(product, name), "after": stored}
+                setattr(product, name, stored)
+        if not changes:
+            return ProductOut.model_validate(before)
+        now = self._clock.now()
+        product.version += 1
+        product.updated_at = now
+        product.updated_by = actor.actor_id
+        after = product_snapshot(product)
+        self._audit.record(
+            session,
+            stream_type="product",
+            stream_id=product.product_id,
+            action="product.updated",
+            actor=actor.audit_actor(),
+            before=before,
+            after=after,
+            at=now,
+        )
+        changed_by = _changed_by(actor)
+        self._outbox.emit(
+            session,
+            ev.PRODUCT_UPDATED,
+            aggregate_id=product.product_id,
+            data={
+                "product_id": product.product_id,
+                "changes": changes,
+                "product": after,
+                "changed_by": changed_by,
+            },
+            at=now,
+        )
+        if "availability_status" in changes:
+            self._availability_changed(session, product, changes["availability_status"], actor)
+        return ProductOut.model_validate(after)
+
+    def _availability_changed(
+        self, session: Session, product: Product, change: dict[str, Any], actor: Actor
+    ) -> None:
+        now = self._clock.now()
+        self._outbox.emit(
+            session,
+            ev.PRODUCT_AVAILABILITY_CHANGED,
+            aggregate_id=product.product_id,
+            data={
+                "product_id": product.product_id,
+                "before": change["before"],
+                "after": change["after"],
+                "purchasable": change["after"] == AvailabilityStatus.AVAILABLE,
+                "changed_by": _changed_by(actor),
+            },
+            at=now,
+        )
+        if change["after"] != AvailabilityStatus.DEPRECATED:
+            return
+        order_ids = self._references.active_order_ids(session, product.product_id)
+        affected = {
+            "active_order_ids": [str(order_id) for order_id in order_ids],
+            "hygiene_subscriptions": {
+                "product_id": str(product.product_id),
+                "action": "check_plans_referencing_product",
+            },
+        }
+        self._audit.record(
+            session,
+            stream_type="product",
+            stream_id=product.product_id,
+            action="product.deprecated",
+            actor=actor.audit_actor(),
+            after={"affected": affected},
+            at=now,
+        )
+        self._outbox.emit(
+            session,
+            ev.PRODUCT_DEPRECATED,
+            aggregate_id=product.product_id,
+            data={
+                "product_id": product.product_id,
+                "affected": affected,
+                "notify_module_owners": ["product_shop", "hygiene_subscriptions"],
+                "changed_by": _changed_by(actor),
+            },
+            at=now,
+        )
+
+    # ---- practice admins -----------------------------------------------------------------
+
+    def set_practice_settings(
+        self,
+        session: Session,
+        actor: Actor,
+        product_id: uuid.UUID,
+        data: PracticeSettingsIn,
+        *,
+        expected_version: int | None = None,
+    ) -> CatalogueItem:
+        require(actor, Action.CONFIGURE_PRACTICE_CATALOGUE)
+        practice_id = actor.practice_id
+        assert practice_id is not None  # practice roles always carry one (access.tokens)
+        product = repository.get_product(session, product_id)
+        if product is None:
+            raise NotFound("No such product in this catalogue.")
+        if product.availability_status == AvailabilityStatus.DEPRECATED:
+            raise Conflict("This product has been deprecated.", code="product_deprecated")
+        setting = repository.get_setting(session, practice_id, product_id, for_update=True)
+        _check_version(expected_version, setting.version if setting else 0)
+        before = _settings_snapshot(setting, product.currency) if setting else None
+        now = self._clock.now()
+        if setting is None:
+            setting = PracticeProductSetting(
+                practice_id=practice_id, product_id=product_id, version=0
+            )
+            session.add(setting)
+        setting.retail_price_minor = data.retail_price_minor
+        setting.practice_note = data.practice_note or None
+        setting.visible = data.visible
+        setting.in_clinic_stock_available = data.in_clinic_stock_available
+        after = _settings_snapshot(setting, product.currency)
+        if after == before:
+            item = _item("practice", product, setting)
+            assert item is not None
+            return item
+        setting.version += 1
+        setting.updated_at = now
+        setting.updated_by = actor.actor_id
+        self._audit.record(
+            session,
+            stream_type="practice_catalogue",
+            stream_id=practice_id,
+            action="practice_product.settings_changed",
+            actor=actor.audit_actor(),
+            practice_id=practice_id,
+            before={"product_id": str(product_id), "settings": before},
+            after={"product_id": str(product_id), "settings": after},
+            at=now,
+        )
+        item = _item("practice", product, setting)
+        assert item is not None
+        self._outbox.emit(
+            session,
+            ev.PRACTICE_PRODUCT_SETTINGS_CHANGED,
+            aggregate_id=practice_id,
+            data={
+                "practice_id": practice_id,
+                "product_id": product_id,
+                "before": before,
+                "after": after,
+                "purchasable": item.purchasable,
+                "changed_by": _changed_by(actor),
+            },
+            at=now,
+        )
+        return item
+
+
+def product_snapshot(product: Product) -> dict[str, Any]:
+    return {
+        "product_id": str(product.product_id),
+        "name": product.name,
+        "description": product.description,
+        "imagery_ref": product.imagery_ref,
+        "category": product.category,
+        "fulfilment_type": product.fulfilment_type,
+        "cost_price_minor": product.cost_price_minor,
+        "currency": product.currency,
+        "availability_status": product.availability_status,
+        "version": product.version,
+    }
+
+
+def _settings_snapshot(setting: PracticeProductSetting, currency: str) -> dict[str, Any]:
+    return {
+        "retail_price_minor": setting.retail_price_minor,
+        "currency": currency,
+        "practice_note": setting.practice_note,
+        "visible": setting.visible,
+        "in_clinic_stock_available": setting.in_clinic_stock_available,
+    }
+
+
+def _changed_by(actor: Actor) -> dict[str, str]:
+    return {"actor_id": actor.actor_id, "role": actor.role.value}
+
+
+def _check_version(expected: int | None, actual: int) -> None:
+    if expected is not None and expected != actual:
+        raise PreconditionFailed(
+            f"The record changed since you read it (version {actual}, If-Match {expected}).",
+            code="version_mismatch",
+        )
+
+
+def _view_for(
+    actor: Actor, practice_id: uuid.UUID | None
+) -> tuple[CatalogueView, uuid.UUID | None]:
+    """Which view a caller gets, and for which practice. Practice roles see only their own."""
+    if actor.practice_id is not None and practice_id not in (None, actor.practice_id):
+        raise NotFound("No such catalogue.")
+    if actor.role is Role.PATIENT:
+        return "patient", actor.practice_id
+    if actor.is_practice_staff:
+        return "practice", actor.practice_id
+    if actor.role is Role.SERVICE:
+        if practice_id is None:
+            raise BadRequest(
+                "Service callers must name the practice (?practice_id=...).",
+                code="practice_id_required",
+            )
+        return "service", practice_id
+    return "catalogue", practice_id
+
+
+def _item(
+    view: CatalogueView, product: Product, setting: PracticeProductSetting | None
+) -> CatalogueItem | None:
+    """The item as this view may see it; None when the view may not see the product at all."""
+    availability = AvailabilityStatus(product.availability_status)
+    if view == "patient" and (
+        setting is None or not setting.visible or availability is AvailabilityStatus.DEPRECATED
+    ):
+        return None
+    if view == "service" and setting is None:
+        return None
+    offer = (
+        PracticeOffer(
+            retail_price_minor=setting.retail_price_minor,
+            practice_note=setting.practice_note,
+            visible=setting.visible,
+            in_clinic_stock_available=setting.in_clinic_stock_available,
+        )
+        if setting is not None
+        else None
+    )
+    fields: dict[str, Any] = {
+        "product_id": product.product_id,
+        "name": product.name,
+        "description": product.description,
+        "imagery_ref": product.imagery_ref,
+        "category": product.category,
+        "fulfilment_type": product.fulfilment_type,
+        "availability_status": availability,
+        "retail_price_minor": offer.retail_price_minor if offer else None,
+        "currency": product.currency,
+        "practice_note": offer.practice_note if offer else None,
+        "purchasable": is_purchasable(availability, FulfilmentType(product.fulfilment_type), offer),
+    }
+    if view != "patient":
+        fields["visible"] = offer.visible if offer else False
+        fields["in_clinic_stock_available"] = offer.in_clinic_stock_available if offer else False
+    if view in ("practice", "catalogue"):
+        fields["cost_price_minor"] = product.cost_price_minor
+    if view == "practice":
+        fields["settings_version"] = setting.version if setting else 0
+    return CatalogueItem(**fields)

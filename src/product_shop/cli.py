@@ -1,0 +1,138 @@
+"""The `product-shop` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from product_shop.config import ConfigurationError, Settings
+from product_shop.logging import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ConfigurationError as exc:
+        print(f"product-shop: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="product-shop", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="Set up and serve the embedded demo (SQLite + demo data)")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--data-dir", type=Path, default=Path("var"))
+    demo.set_defaults(handler=_demo)
+
+    users = sub.add_parser("demo-users", help="Print the demo users with fresh tokens")
+    users.add_argument("--json", action="store_true", help="JSON list (the only format)")
+    users.add_argument("--mfa", action="store_true", help="Tokens that carry MFA (amr: mfa)")
+    users.add_argument("--data-dir", type=Path, default=Path("var"))
+    users.set_defaults(handler=_demo_users)
+
+    serve = sub.add_parser(
+        "serve", help="Serve the API with settings from PRODUCT_SHOP_* variables"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    db = sub.add_parser("db", help="Database migrations")
+    db_sub = db.add_subparsers(required=True, metavar="ACTION")
+    upgrade = db_sub.add_parser("upgrade", help="Migrate PRODUCT_SHOP_DATABASE_URL to head")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(handler=_db_upgrade)
+    current = db_sub.add_parser("current", help="Print the database's revision and the head")
+    current.set_defaults(handler=_db_current)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from product_shop.demo.runtime import prepare
+    from product_shop.web.app import create_app
+
+    configure_logging("INFO", json=True)
+    context = prepare(args.data_dir)
+    app = create_app(context=context)
+    base = f"http://{args.host}:{args.port}"
+    data_dir = args.data_dir
+    print(
+        f"""
+Product Shop demo — data in {data_dir.resolve()}
+  API            {base}/v1/catalogue
+  API docs       {base}/docs   (OpenAPI: {base}/openapi.json)
+  Health         {base}/healthz   {base}/readyz
+
+Get a token (every seeded user, fresh tokens; add --mfa for MFA tokens):
+  .venv/bin/product-shop demo-users --json --data-dir {data_dir}
+For example, as a patient of Harbour Dental Care:
+  TOKEN=$(.venv/bin/product-shop demo-users --json --data-dir {data_dir} \\
+    | python3 -c 'import json,sys; print([u for u in json.load(sys.stdin) \\
+      if u["handle"]=="harbour-patient-amelia"][0]["token"])')
+  curl -H "Authorization: Bearer $TOKEN" {base}/v1/catalogue
+""",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+def _demo_users(args: argparse.Namespace) -> int:
+    from product_shop.demo.runtime import demo_users
+
+    print(json.dumps(demo_users(args.data_dir, mfa=args.mfa), indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings()
+    settings.check()
+    configure_logging(settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        "product_shop.web.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from product_shop.db.engine import make_engine
+    from product_shop.db.migrate import upgrade
+
+    settings = Settings()
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    upgrade(make_engine(settings.database_url), args.revision)
+    print(f"migrated to {args.revision}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from product_shop.db.engine import make_engine
+    from product_shop.db.migrate import current_revision, head_revision
+
+    with make_engine(Settings().database_url).connect() as connection:
+        print(json.dumps({"current": current_revision(connection), "head": head_revision()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The one settings object (environment prefix PRODUCT_SHOP_).
+
+In production the service refuses to start with the demo identity provider, demo secrets,
+an embedded SQLite database, or no way to verify access tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_SECRET_PREFIX = "demo-"  # noqa: S105 (a marker to refuse, not a secret)
+# Marker line the demo identity provider writes into its public key file.
+DEMO_KEY_MARKER = "Product Shop demo identity provider key"
+DEFAULT_ISSUER = "https://access-manager.primoro.local"
+DEFAULT_AUDIENCE = "product-shop"
+# Asymmetric algorithms only: never "none", never HMAC (a public key must not become a secret).
+ALLOWED_JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "ES256", "ES384", "EdDSA")
+
+
+class ConfigurationError(RuntimeError):
+    """The service cannot start safely with these settings."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRODUCT_SHOP_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///var/product_shop.sqlite3"
+    data_dir: Path = Path("var")
+
+    jwt_issuer: str = DEFAULT_ISSUER
+    jwt_audience: str = DEFAULT_AUDIENCE
+    jwt_jwks_url: str | None = None
+    jwt_public_key: str | None = Field(default=None, description="PEM public key")
+    jwt_public_key_file: Path | None = None
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
+    jwt_leeway_seconds: int = 30
+
+    demo_mode: bool = False
+    # Secrets for signed inbound webhooks (payments, rewards, suppliers). Demo values are refused
+    # in production.
+    webhook_secret: SecretStr = SecretStr("demo-webhook-secret-change-me")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def public_key_pem(self) -> str | None:
+        if self.jwt_public_key:
+            return self.jwt_public_key
+        if self.jwt_public_key_file is not None:
+            return self.jwt_public_key_file.read_text()
+        return None
+
+    def check(self) -> None:
+        """Refuse settings that would be unsafe; raises ConfigurationError."""
+        bad = [a for a in self.jwt_algorithms if a not in ALLOWED_JWT_ALGORITHMS]
+        if bad or not self.jwt_algorithms:
+            raise ConfigurationError(
+                f"jwt_algorithms may only name asymmetric algorithms "
+                f"{', '.join(ALLOWED_JWT_ALGORITHMS)}; refused: {', '.join(bad) or '(empty)'}"
+            )
+        if self.environment != "production":
+            return
+        problems: list[str] = []
+        if self.demo_mode:
+            problems.append("demo_mode is on (the demo identity provider must not run)")
+        if self.webhook_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
+            problems.append("webhook_secret is a demo secret")
+        if not (self.jwt_jwks_url or self.public_key_pem()):
+            problems.append("no JWT verification key: set jwt_jwks_url or jwt_public_key")
+        pem = self.public_key_pem()
+        if pem and DEMO_KEY_MARKER in pem:
+            problems.append("the JWT public key is the demo identity provider's key")
+        if self.jwt_public_key_file and "demo-idp" in self.jwt_public_key_file.parts:
+            problems.append("the JWT public key file belongs to the demo identity provider")
+        if not self.database_url.startswith("postgresql"):
+            problems.append("production needs PostgreSQL (database_url)")
+        if problems:
+            raise ConfigurationError("refusing to start in production: " + "; ".join(problems))

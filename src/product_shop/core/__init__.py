@@ -1,0 +1,1 @@
+"""Shared kernel: one error tree, one clock, one id generator, one money type."""

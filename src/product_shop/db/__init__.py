@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy 2 metadata, engine set-up, the unit of work and Alembic migrations."""

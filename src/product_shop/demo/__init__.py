@@ -1,0 +1,1 @@
+"""Demo data and the embedded demo set-up (`product-shop demo`)."""

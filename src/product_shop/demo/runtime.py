@@ -1,0 +1,82 @@
+"""The embedded default: settings for a data directory, set-up, and demo tokens."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from product_shop.access.demo_idp import ensure_key_pair, issue_token, public_key_file
+from product_shop.config import Settings
+from product_shop.context import AppContext
+from product_shop.core.clock import utcnow
+from product_shop.db.engine import Database
+from product_shop.db.migrate import upgrade
+from product_shop.demo.data import USERS
+from product_shop.demo.seed import is_seeded, seed
+
+
+def demo_settings(data_dir: Path) -> Settings:
+    """SQLite in the data directory (unless PRODUCT_SHOP_DATABASE_URL says otherwise), the demo
+    identity provider's public key, development mode."""
+    data_dir = data_dir.resolve()
+    overrides: dict[str, Any] = {
+        "environment": "development",
+        "demo_mode": True,
+        "data_dir": data_dir,
+        "jwt_public_key_file": public_key_file(data_dir),
+        "jwt_jwks_url": None,
+    }
+    if "PRODUCT_SHOP_DATABASE_URL" not in os.environ:
+        overrides["database_url"] = f"sqlite:///{data_dir / 'product_shop.sqlite3'}"
+    return Settings(**overrides)
+
+
+def prepare(data_dir: Path) -> AppContext:
+    """Create the data directory and key, migrate, seed once. Returns the wired context."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_key_pair(data_dir)
+    settings = demo_settings(data_dir)
+    database = Database(settings.database_url)
+    upgrade(database.engine)
+    context = AppContext.build(settings, database=database)
+    with database.unit_of_work() as session:
+        if not is_seeded(session):
+            seed(session, context.catalogue)
+    return context
+
+
+def demo_users(
+    data_dir: Path, *, mfa: bool = False, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Every seeded user with a fresh token from the demo identity provider."""
+    pair = ensure_key_pair(data_dir)
+    settings = demo_settings(data_dir)
+    issued_at = now or utcnow()
+    users = []
+    for user in USERS:
+        practice_id = str(user.practice.practice_id) if user.practice else None
+        token = issue_token(
+            pair.private_pem,
+            subject=user.subject,
+            role=user.role,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            now=issued_at,
+            name=user.name,
+            practice_id=practice_id,
+            mfa=mfa,
+        )
+        users.append(
+            {
+                "handle": user.handle,
+                "name": user.name,
+                "role": user.role,
+                "practice_id": practice_id,
+                "practice_name": user.practice.name if user.practice else None,
+                "patient_id": user.patient_id,
+                "token": token,
+            }
+        )
+    return users

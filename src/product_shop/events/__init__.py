@@ -1,0 +1,1 @@
+"""Transactional outbox, event types and their JSON Schemas (CloudEvents 1.0)."""

@@ -1,0 +1,68 @@
+"""Every outbound event type, with its JSON Schema under `events/schemas/` (versioned by name)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+EVENT_SOURCE = "/primoro/product-shop"
+_PREFIX = "com.primoro.productshop."
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    name: str
+    aggregate_type: str
+    description: str
+
+    @property
+    def schema_file(self) -> str:
+        return self.name.removeprefix(_PREFIX) + ".json"
+
+    def schema(self) -> dict[str, Any]:
+        return load_schema(self.schema_file)
+
+
+@cache
+def load_schema(filename: str) -> dict[str, Any]:
+    text = resources.files("product_shop.events").joinpath("schemas", filename).read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _t(suffix: str, aggregate_type: str, description: str) -> EventType:
+    return EventType(_PREFIX + suffix, aggregate_type, description)
+
+
+PRODUCT_CREATED = _t("product.created.v1", "product", "A catalogue product was created.")
+PRODUCT_UPDATED = _t(
+    "product.updated.v1", "product", "Catalogue fields of a product changed (before and after)."
+)
+PRODUCT_AVAILABILITY_CHANGED = _t(
+    "product.availability_changed.v1",
+    "product",
+    "A product's availability status changed; consumers (Hygiene Subscriptions) re-check plans.",
+)
+PRODUCT_DEPRECATED = _t(
+    "product.deprecated.v1",
+    "product",
+    "A product was deprecated; names the active orders and subscription references affected.",
+)
+PRACTICE_PRODUCT_SETTINGS_CHANGED = _t(
+    "practice_product.settings_changed.v1",
+    "practice_catalogue",
+    "A practice changed its retail price, note, visibility or in-clinic stock flag for a product.",
+)
+
+ALL_EVENT_TYPES: tuple[EventType, ...] = (
+    PRODUCT_CREATED,
+    PRODUCT_UPDATED,
+    PRODUCT_AVAILABILITY_CHANGED,
+    PRODUCT_DEPRECATED,
+    PRACTICE_PRODUCT_SETTINGS_CHANGED,
+)
+
+BY_NAME = {t.name: t for t in ALL_EVENT_TYPES}

@@ -1,0 +1,149 @@
+"""Catalogue routes: patients browse, practice admins set prices, the catalogue team manages."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from product_shop.catalogue.schemas import (
+    Catalogue,
+    CatalogueItem,
+    PracticeSettingsIn,
+    Product,
+    ProductCreate,
+    ProductPatch,
+)
+from product_shop.web.deps import ActorDep, ContextDep, IfMatchDep, SessionDep
+from product_shop.web.problems import problem_responses
+
+router = APIRouter(prefix="/v1", tags=["catalogue"])
+
+PracticeQuery = Annotated[
+    uuid.UUID | None,
+    Query(description="Service and catalogue-team callers: the practice whose offer to show."),
+]
+
+
+@router.get(
+    "/catalogue",
+    response_model=Catalogue,
+    response_model_exclude_unset=True,
+    summary="The catalogue as the caller may see it",
+    description=(
+        "Patients: their practice's visible products with retail price and note, never cost. "
+        "Practice staff: every product with cost price and the practice's settings. "
+        "Services (Hygiene Subscriptions): the practice's offered products, price and "
+        "availability, read live."
+    ),
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
+def list_catalogue(
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+    practice_id: PracticeQuery = None,
+    category: Annotated[str | None, Query(max_length=80)] = None,
+) -> Catalogue:
+    return context.catalogue.catalogue(session, actor, practice_id=practice_id, category=category)
+
+
+@router.get(
+    "/catalogue/{product_id}",
+    response_model=CatalogueItem,
+    response_model_exclude_unset=True,
+    summary="One product as the caller may see it",
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
+def get_catalogue_item(
+    product_id: uuid.UUID,
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+    practice_id: PracticeQuery = None,
+) -> CatalogueItem:
+    return context.catalogue.catalogue_item(session, actor, product_id, practice_id=practice_id)
+
+
+@router.put(
+    "/catalogue/{product_id}/practice-settings",
+    response_model=CatalogueItem,
+    response_model_exclude_unset=True,
+    summary="Set the caller's practice's retail price, note, visibility and in-clinic stock flag",
+    responses=problem_responses(400, 401, 403, 404, 409, 412, 422),
+)
+def put_practice_settings(
+    product_id: uuid.UUID,
+    body: PracticeSettingsIn,
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+    expected_version: IfMatchDep,
+    response: Response,
+) -> CatalogueItem:
+    item = context.catalogue.set_practice_settings(
+        session, actor, product_id, body, expected_version=expected_version
+    )
+    response.headers["ETag"] = f'"{item.settings_version}"'
+    return item
+
+
+@router.post(
+    "/products",
+    response_model=Product,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a catalogue product (Primoro catalogue team)",
+    responses=problem_responses(400, 401, 403, 409, 422),
+)
+def create_product(
+    body: ProductCreate,
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+) -> Product:
+    product = context.catalogue.create_product(session, actor, body)
+    response.headers["Location"] = f"/v1/products/{product.product_id}"
+    response.headers["ETag"] = f'"{product.version}"'
+    return product
+
+
+@router.get(
+    "/products/{product_id}",
+    response_model=Product,
+    summary="Read a catalogue product (Primoro catalogue team)",
+    responses=problem_responses(401, 403, 404, 422),
+)
+def get_product(
+    product_id: uuid.UUID,
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+) -> Product:
+    product = context.catalogue.get_product(session, actor, product_id)
+    response.headers["ETag"] = f'"{product.version}"'
+    return product
+
+
+@router.patch(
+    "/products/{product_id}",
+    response_model=Product,
+    summary="Change a catalogue product; availability_status 'deprecated' retires it",
+    responses=problem_responses(400, 401, 403, 404, 409, 412, 422),
+)
+def patch_product(
+    product_id: uuid.UUID,
+    body: ProductPatch,
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+    expected_version: IfMatchDep,
+    response: Response,
+) -> Product:
+    product = context.catalogue.update_product(
+        session, actor, product_id, body, expected_version=expected_version
+    )
+    response.headers["ETag"] = f'"{product.version}"'
+    return product

@@ -1,0 +1,71 @@
+"""FastAPI dependencies: the unit of work, the authenticated Actor, the app context."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor
+from product_shop.context import AppContext
+from product_shop.core.errors import BadRequest, Unauthenticated
+
+_bearer = HTTPBearer(auto_error=False, description="Access Manager JWT")
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+def db_session(context: Annotated[AppContext, Depends(get_context)]) -> Iterator[Session]:
+    """One unit of work per request: commit when the route returns, roll back when it raises.
+
+    Runs with scope="function", so the commit happens before the response is sent: a client
+    never sees success for a change that did not commit.
+    """
+    session = context.database.new_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def current_actor(
+    context: Annotated[AppContext, Depends(get_context)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("Send an Access Manager token as 'Authorization: Bearer <token>'.")
+    return context.verifier.verify(credentials.credentials)
+
+
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+
+
+def if_match_version(
+    if_match: Annotated[
+        str | None,
+        Header(description='Optimistic concurrency: the version you read, e.g. "3".'),
+    ] = None,
+) -> int | None:
+    if if_match is None:
+        return None
+    found = _IF_MATCH.match(if_match)
+    if not found:
+        raise BadRequest('If-Match must be a version such as "3".', code="invalid_if_match")
+    return int(found.group(1))
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
+ActorDep = Annotated[Actor, Depends(current_actor)]
+IfMatchDep = Annotated[int | None, Depends(if_match_version)]

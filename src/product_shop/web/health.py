@@ -1,0 +1,68 @@
+"""Liveness and readiness: open to anonymous callers (load balancers, orchestrators)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from product_shop.db.migrate import current_revision, head_revision
+from product_shop.web.deps import ContextDep
+from product_shop.web.problems import problem_responses
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    database: Literal["ok", "unreachable"]
+    migrations: Literal["at_head", "behind", "unknown"]
+    revision: str | None
+    head: str | None
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="The database is reachable and migrated to head",
+    responses={503: {"model": Readiness, "description": "Not ready"}},
+)
+def readyz(context: ContextDep) -> Readiness | JSONResponse:
+    head = head_revision()
+    try:
+        with context.database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            revision = current_revision(connection)
+    except Exception:  # any failure to reach the database means not ready
+        body = Readiness(
+            status="not_ready",
+            database="unreachable",
+            migrations="unknown",
+            revision=None,
+            head=head,
+        )
+        return JSONResponse(body.model_dump(), status_code=503)
+    at_head = revision == head
+    body = Readiness(
+        status="ready" if at_head else "not_ready",
+        database="ok",
+        migrations="at_head" if at_head else "behind",
+        revision=revision,
+        head=head,
+    )
+    return body if at_head else JSONResponse(body.model_dump(), status_code=503)
+
+
+__all__ = ["problem_responses", "router"]

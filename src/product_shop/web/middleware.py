@@ -1,0 +1,98 @@
+"""Request context: a request id on every log line and response, one access log line per
+request, security headers, and the last-resort 500 problem (no stack trace ever leaves)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from product_shop.core.ids import new_id
+from product_shop.logging import get_logger
+from product_shop.web.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+log = get_logger("product_shop.http")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or str(new_id())
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status_holder: dict[str, Any] = {"status": None}
+        path: str = scope.get("path", "")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if path.startswith("/v1/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled_error", method=scope.get("method"), path=path)
+            if status_holder["status"] is None:
+                await _send_internal_error(send_with_headers, path, request_id)
+                status_holder["status"] = 500
+        finally:
+            log.info(
+                "request",
+                method=scope.get("method"),
+                path=path,
+                status=status_holder["status"],
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == REQUEST_ID_HEADER.encode():
+            candidate = value.decode("latin-1")
+            return candidate if _SAFE_REQUEST_ID.match(candidate) else None
+    return None
+
+
+async def _send_internal_error(send: Send, path: str, request_id: str) -> None:
+    body = json.dumps(
+        {
+            "type": PROBLEM_TYPE_BASE + "internal_error",
+            "title": "Internal server error",
+            "status": 500,
+            "detail": "Something went wrong on our side. Quote the request id if you report it.",
+            "code": "internal_error",
+            "instance": path,
+            "request_id": request_id,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

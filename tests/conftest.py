@@ -1,0 +1,280 @@
+"""Test harness.
+
+Every test that touches the database runs on both engines (`engine` parameter):
+- SQLite: a migrated template file made once per run, copied for each test.
+- PostgreSQL: one schema per test worker, migrated once; every table is truncated after each
+  test. In CI (CI=true) PostgreSQL must answer: its tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from product_shop.access.actor import Actor, Role
+from product_shop.access.demo_idp import KeyPair, generate_key_pair, issue_token
+from product_shop.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
+from product_shop.context import AppContext
+from product_shop.db.engine import Database, make_engine
+from product_shop.db.migrate import upgrade
+from product_shop.db.models import metadata
+from product_shop.web.app import create_app
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pg_base_url() -> str:
+    return os.environ.get("PRODUCT_SHOP_TEST_DATABASE_URL", DEFAULT_PG_URL)
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+# ---- engines -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url() -> Iterator[str]:
+    """A migrated schema of our own in the test database; dropped at the end of the run."""
+    base = pg_base_url()
+    schema = f"ps_test_{_worker()}_{os.getpid()}"
+    admin = create_engine(base, connect_args={"connect_timeout": 3})
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        admin.dispose()
+        message = f"PostgreSQL is not reachable at {make_url(base).render_as_string()}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI requires the PostgreSQL tests to run)")
+        pytest.skip(message)
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
+    engine = make_engine(rendered)
+    upgrade(engine)
+    engine.dispose()
+    yield rendered
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_schema_url: str) -> Iterator[Database]:
+    database = Database(pg_schema_url)
+    yield database
+    database.dispose()
+
+
+def _truncate_all(database: Database) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
+    with database.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def database(
+    engine_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Database]:
+    if engine_name == "sqlite":
+        if request.node.get_closest_marker("postgres_only"):
+            pytest.skip("PostgreSQL-only behaviour")
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "product_shop.sqlite3"
+        shutil.copyfile(template, path)
+        database = Database(f"sqlite:///{path}")
+        yield database
+        database.dispose()
+        return
+    database = request.getfixturevalue("pg_database")
+    _truncate_all(database)
+    yield database
+    _truncate_all(database)
+
+
+# ---- identity ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def key_pair() -> KeyPair:
+    return generate_key_pair()
+
+
+@pytest.fixture(scope="session")
+def other_key_pair() -> KeyPair:
+    return generate_key_pair()
+
+
+@dataclass(frozen=True)
+class Person:
+    """A test user: their Actor for service calls and a token for HTTP calls."""
+
+    actor: Actor
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def make_token(key_pair: KeyPair) -> TokenFactory:
+    def factory(
+        *,
+        role: str,
+        subject: str | None = None,
+        practice_id: uuid.UUID | None = None,
+        name: str | None = "Test User",
+        mfa: bool = False,
+        now: datetime | None = None,
+        ttl: timedelta = timedelta(hours=1),
+        issuer: str = DEFAULT_ISSUER,
+        audience: str = DEFAULT_AUDIENCE,
+        private_pem: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        return issue_token(
+            private_pem or key_pair.private_pem,
+            subject=subject or str(uuid.uuid4()),
+            role=role,
+            issuer=issuer,
+            audience=audience,
+            now=now or datetime.now(UTC),
+            name=name,
+            practice_id=str(practice_id) if practice_id else None,
+            mfa=mfa,
+            ttl=ttl,
+            extra=extra,
+        )
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def person(make_token: TokenFactory) -> Callable[..., Person]:
+    def factory(role: str, practice_id: uuid.UUID | None = None, name: str = "Test User") -> Person:
+        subject = str(uuid.uuid4()) if role != "service" else "hygiene-subscriptions"
+        token = make_token(role=role, subject=subject, practice_id=practice_id, name=name)
+        actor = Actor(
+            actor_id=subject,
+            name=name,
+            role=Role(role),
+            practice_id=practice_id,
+            mfa=False,
+            auth_time=None,
+        )
+        return Person(actor=actor, token=token)
+
+    return factory
+
+
+# ---- the application -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database: Database, key_pair: KeyPair, tmp_path: Path) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=database.url,
+        data_dir=tmp_path,
+        jwt_public_key=key_pair.public_pem,
+    )
+
+
+@pytest.fixture
+def context(settings: Settings, database: Database) -> AppContext:
+    return AppContext.build(settings, database=database)
+
+
+@pytest.fixture
+def client(context: AppContext) -> Iterator[TestClient]:
+    with TestClient(create_app(context=context), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+# ---- a small world: two practices and their people ----------------------------------------
+
+
+@dataclass
+class World:
+    practice_a: uuid.UUID
+    practice_b: uuid.UUID
+    catalogue_admin: Person
+    admin_a: Person
+    admin_b: Person
+    clinician_a: Person
+    finance_a: Person
+    staff_a: Person
+    patient_a: Person
+    patient_a2: Person
+    patient_b: Person
+    service: Person
+
+
+@pytest.fixture(scope="session")
+def world(person: Callable[..., Person]) -> World:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    return World(
+        practice_a=a,
+        practice_b=b,
+        catalogue_admin=person("catalogue_admin", name="Cat Admin"),
+        admin_a=person("practice_admin", a, "Alice Admin"),
+        admin_b=person("practice_admin", b, "Bob Admin"),
+        clinician_a=person("clinician", a, "Dr Clare"),
+        finance_a=person("finance", a, "Fin Ance"),
+        staff_a=person("staff", a, "Stan Staff"),
+        patient_a=person("patient", a, "Penny Patient"),
+        patient_a2=person("patient", a, "Paul Patient"),
+        patient_b=person("patient", b, "Petra Patient"),
+        service=person("service"),
+    )
+
+
+# ---- reporting: CI's log counts the PostgreSQL tests ----------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        counts[outcome] = sum(
+            1
+            for report in terminalreporter.stats.get(outcome, [])
+            if "postgresql" in getattr(report, "nodeid", "")
+            and getattr(report, "when", "call") in ("call", "setup")
+        )
+    line = "PostgreSQL tests: {passed} passed, {failed} failed, {error} errors, {skipped} skipped"
+    terminalreporter.write_line(line.format(**counts))

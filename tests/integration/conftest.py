@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from product_shop.catalogue.schemas import PracticeSettingsIn, ProductCreate
+from product_shop.context import AppContext
+from product_shop.db.engine import Database
+from tests.conftest import Person, World
+
+
+@pytest.fixture
+def make_product(context: AppContext, world: World) -> Callable[..., uuid.UUID]:
+    def factory(**fields: Any) -> uuid.UUID:
+        values: dict[str, Any] = {
+            "name": "Oral-B Pro 3 Electric Toothbrush",
+            "description": "Round head, pressure control.",
+            "category": "Electric toothbrushes",
+            "fulfilment_type": "Drop-Ship",
+            "cost_price_minor": 3999,
+        }
+        values.update(fields)
+        with context.database.unit_of_work() as session:
+            product = context.catalogue.create_product(
+                session, world.catalogue_admin.actor, ProductCreate.model_validate(values)
+            )
+        return product.product_id
+
+    return factory
+
+
+@pytest.fixture
+def offer(context: AppContext) -> Callable[..., None]:
+    def factory(
+        admin: Person,
+        product_id: uuid.UUID,
+        price: int = 5999,
+        *,
+        visible: bool = True,
+        stock: bool = False,
+        note: str | None = None,
+    ) -> None:
+        with context.database.unit_of_work() as session:
+            context.catalogue.set_practice_settings(
+                session,
+                admin.actor,
+                product_id,
+                PracticeSettingsIn(
+                    retail_price_minor=price,
+                    practice_note=note,
+                    visible=visible,
+                    in_clinic_stock_available=stock,
+                ),
+            )
+
+    return factory
+
+
+def count_rows(database: Database, table: Any, *where: Any) -> int:
+    with database.engine.connect() as connection:
+        statement = select(func.count()).select_from(table)
+        for condition in where:
+            statement = statement.where(condition)
+        return int(connection.execute(statement).scalar_one())

@@ -1,0 +1,49 @@
+"""Spec §9's access table, pinned."""
+
+import uuid
+
+import pytest
+
+from product_shop.access.actor import Actor, Role
+from product_shop.access.policy import PERMISSIONS, Action, allowed, require
+from product_shop.core.errors import Forbidden
+
+R = Role
+EXPECTED = {
+    Action.BROWSE_CATALOGUE: {
+        R.PATIENT,
+        R.CLINICIAN,
+        R.PRACTICE_ADMIN,
+        R.FINANCE,
+        R.STAFF,
+        R.CATALOGUE_ADMIN,
+        R.SERVICE,
+    },
+    Action.CONFIGURE_PRACTICE_CATALOGUE: {R.PRACTICE_ADMIN},
+    Action.MANAGE_PRODUCTS: {R.CATALOGUE_ADMIN},
+    Action.CHECKOUT: {R.PATIENT},
+    Action.VIEW_OWN_ORDERS: {R.PATIENT},
+    Action.VIEW_PRACTICE_ORDERS: {R.PRACTICE_ADMIN, R.CLINICIAN},
+    Action.INITIATE_REFUND: {R.PRACTICE_ADMIN, R.STAFF, R.FINANCE},
+    Action.VIEW_DASHBOARDS: {R.PRACTICE_ADMIN, R.FINANCE},
+}
+
+
+def _actor(role: Role) -> Actor:
+    return Actor("x", "X", role, uuid.uuid4(), mfa=False, auth_time=None)
+
+
+def test_permission_table_is_spec_section_9() -> None:
+    assert {action: set(roles) for action, roles in PERMISSIONS.items()} == EXPECTED
+
+
+@pytest.mark.parametrize("action", list(Action))
+@pytest.mark.parametrize("role", list(Role))
+def test_require_refuses_every_role_outside_the_table(action: Action, role: Role) -> None:
+    actor = _actor(role)
+    if role in EXPECTED[action]:
+        require(actor, action)
+        assert allowed(actor, action)
+    else:
+        with pytest.raises(Forbidden):
+            require(actor, action)

@@ -1,0 +1,75 @@
+"""In production the service refuses to start with demo keys, demo secrets or unsafe settings."""
+
+from pathlib import Path
+
+import pytest
+
+from product_shop.access.demo_idp import DEMO_KEY_HEADER, KeyPair
+from product_shop.config import ConfigurationError, Settings
+from product_shop.web.app import create_app
+
+PG = "postgresql+psycopg://shop@db.internal/shop"
+
+
+def _production(key_pair: KeyPair, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "production",
+        "database_url": PG,
+        "jwt_public_key": key_pair.public_pem,
+        "webhook_secret": "a-real-secret-from-the-vault",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) -> None:
+    _production(key_pair).check()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"demo_mode": True}, "demo_mode"),
+        ({"webhook_secret": "demo-webhook-secret-change-me"}, "webhook_secret is a demo secret"),
+        ({"jwt_public_key": None}, "no JWT verification key"),
+        ({"database_url": "sqlite:///var/shop.sqlite3"}, "PostgreSQL"),
+    ],
+)
+def test_production_refuses_unsafe_settings(
+    key_pair: KeyPair, overrides: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=reason):
+        _production(key_pair, **overrides).check()
+
+
+def test_production_refuses_the_demo_identity_providers_key(
+    key_pair: KeyPair, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError, match="demo identity provider"):
+        _production(key_pair, jwt_public_key=DEMO_KEY_HEADER + key_pair.public_pem).check()
+    key_file = tmp_path / "demo-idp" / "public-key.pem"
+    key_file.parent.mkdir()
+    key_file.write_text(key_pair.public_pem)
+    with pytest.raises(ConfigurationError, match="demo identity provider"):
+        _production(key_pair, jwt_public_key=None, jwt_public_key_file=key_file).check()
+
+
+def test_the_app_factory_refuses_to_start_with_demo_settings_in_production(
+    key_pair: KeyPair,
+) -> None:
+    with pytest.raises(ConfigurationError):
+        create_app(_production(key_pair, demo_mode=True))
+
+
+@pytest.mark.parametrize("algorithms", [["HS256"], ["none"], ["RS256", "HS384"], []])
+def test_symmetric_or_none_algorithms_are_refused_in_any_environment(algorithms: list[str]) -> None:
+    with pytest.raises(ConfigurationError, match="asymmetric"):
+        Settings(environment="development", jwt_algorithms=algorithms).check()
+
+
+def test_settings_read_the_product_shop_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCT_SHOP_DATABASE_URL", PG)
+    monkeypatch.setenv("PRODUCT_SHOP_ENVIRONMENT", "production")
+    settings = Settings()
+    assert settings.database_url == PG
+    assert settings.environment == "production"
