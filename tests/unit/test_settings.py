@@ -73,3 +73,14 @@ def test_settings_read_the_product_shop_prefix(monkeypatch: pytest.MonkeyPatch) 
     settings = Settings()
     assert settings.database_url == PG
     assert settings.environment == "production"
+
+
+def test_concurrent_first_use_of_a_data_dir_yields_one_demo_key(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from product_shop.access.demo_idp import ensure_key_pair, public_key_file
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        pairs = list(pool.map(lambda _: ensure_key_pair(tmp_path), range(6)))
+    assert len({p.private_pem for p in pairs}) == 1
+    assert public_key_file(tmp_path).read_text() == DEMO_KEY_HEADER + pairs[0].public_pem

@@ -8,6 +8,8 @@ production the settings check refuses to start with this key (see `config.Settin
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,18 +57,42 @@ def public_key_file(data_dir: Path) -> Path:
 
 
 def ensure_key_pair(data_dir: Path) -> KeyPair:
-    """Load the demo key pair from the data directory, creating it on first use."""
+    """Load the demo key pair from the data directory, creating it on first use.
+
+    Safe when several processes start on a fresh directory at once: the private key is created
+    exclusively (one writer wins, the others load its key) and the public key is derived from it.
+    """
     directory = key_dir(data_dir)
-    private_file = directory / "signing-key.pem"
-    public_file = directory / "public-key.pem"
-    if private_file.exists() and public_file.exists():
-        return KeyPair(private_file.read_text(), public_file.read_text())
     directory.mkdir(parents=True, exist_ok=True)
-    pair = generate_key_pair()
-    private_file.write_text(pair.private_pem)
-    private_file.chmod(0o600)
-    public_file.write_text(DEMO_KEY_HEADER + pair.public_pem)
-    return pair
+    private_file = directory / "signing-key.pem"
+    if not private_file.exists():
+        candidate = generate_key_pair()
+        staging = directory / f".signing-key.{os.getpid()}.{secrets.token_hex(4)}"
+        staging.write_text(candidate.private_pem)
+        staging.chmod(0o600)
+        try:
+            os.link(staging, private_file)  # fails if another process got there first
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink()
+    private_pem = private_file.read_text()
+    public_pem = _public_pem(private_pem)
+    public_file = directory / "public-key.pem"
+    if not public_file.exists() or public_file.read_text() != DEMO_KEY_HEADER + public_pem:
+        staging = directory / f".public-key.{os.getpid()}.{secrets.token_hex(4)}"
+        staging.write_text(DEMO_KEY_HEADER + public_pem)
+        staging.replace(public_file)
+    return KeyPair(private_pem, public_pem)
+
+
+def _public_pem(private_pem: str) -> str:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def issue_token(
