@@ -1,0 +1,1 @@
+"""Ports (Protocols) for the other Primoro modules, and their HTTP adapters."""

@@ -1,0 +1,100 @@
+"""Integrated Payments: the only payment path (spec §5.1). Product Shop never sees card data.
+
+The port names what Product Shop needs; `HttpIntegratedPayments` speaks the module's HTTP
+contract (served for the demo and tests by `simulators.payments`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class PaymentState(StrEnum):
+    REQUIRES_PAYMENT = "requires_payment"
+    PROCESSING = "processing"
+    CAPTURED = "captured"
+    FAILED = "failed"
+
+
+# Card and wallet payments only (spec §5.1). Direct debit and other gateways are refused.
+ACCEPTED_METHODS = frozenset({"card", "apple_pay", "google_pay"})
+REFUSED_GATEWAYS = frozenset({"stripe", "paypal", "adyen", "square", "klarna", "braintree"})
+REFUSED_METHODS = frozenset({"direct_debit", "bacs", "sepa_debit", "bank_transfer"})
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentIntent:
+    intent_id: str
+    payment_url: str
+    amount_minor: int
+    currency: str
+    merchant_reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentStatus:
+    intent_id: str
+    state: PaymentState
+    amount_minor: int
+    currency: str
+    merchant_reference: str
+    transaction_ref: str | None = None
+    method: str | None = None
+    card_scheme: str | None = None
+    card_last4: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundReason:
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    refund_ref: str
+    transaction_ref: str
+    amount_minor: int
+    currency: str
+    status: str
+
+
+class PaymentsUnavailable(Exception):
+    """Integrated Payments did not answer (timeout, connection, 5xx). The outcome is unknown."""
+
+
+class PaymentRejected(Exception):
+    """Integrated Payments answered with a definite refusal (4xx)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class IntegratedPayments(Protocol):
+    def create_intent(
+        self, *, amount_minor: int, currency: str, merchant_reference: str, idempotency_key: str
+    ) -> PaymentIntent: ...
+
+    def get_payment(self, intent_id: str) -> PaymentStatus: ...
+
+    def set_order_reference(self, intent_id: str, order_id: uuid.UUID) -> None: ...
+
+    def refund(
+        self,
+        *,
+        transaction_ref: str,
+        amount_minor: int,
+        currency: str,
+        reason_code: str,
+        initiated_by: str,
+        idempotency_key: str,
+    ) -> RefundResult: ...
+
+    def refund_reasons(self) -> list[RefundReason]: ...
