@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     # in production.
     webhook_secret: SecretStr = SecretStr("demo-webhook-secret-change-me")
 
+    # Integrated Payments (the only payment path, spec §5.1).
+    payments_base_url: str = "http://127.0.0.1:8101"
+    payments_api_key: SecretStr = SecretStr("demo-payments-api-key")
+    payments_timeout_seconds: float = 5.0
+    # How long an unpaid checkout stays open.
+    checkout_ttl_minutes: int = 24 * 60
+
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -70,6 +77,8 @@ class Settings(BaseSettings):
             problems.append("demo_mode is on (the demo identity provider must not run)")
         if self.webhook_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("webhook_secret is a demo secret")
+        if self.payments_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
+            problems.append("payments_api_key is a demo secret")
         if not (self.jwt_jwks_url or self.public_key_pem()):
             problems.append("no JWT verification key: set jwt_jwks_url or jwt_public_key")
         pem = self.public_key_pem()

@@ -220,7 +220,7 @@ def test_roles_outside_the_table_are_forbidden(
 def test_the_catalogue_team_creates_and_edits_products(client: TestClient, world: World) -> None:
     created = client.post(
         "/v1/products",
-        headers=world.catalogue_admin.headers,
+        headers={**world.catalogue_admin.headers, "Idempotency-Key": str(uuid.uuid4())},
         json={
             "name": "Waterpik Cordless Advanced",
             "description": "Rechargeable water flosser.",

@@ -54,7 +54,7 @@ def test_creating_a_product_writes_one_audit_entry_and_one_event(
 ) -> None:
     response = client.post(
         "/v1/products",
-        headers=world.catalogue_admin.headers,
+        headers={**world.catalogue_admin.headers, "Idempotency-Key": str(uuid.uuid4())},
         json={
             "name": "Oral-B iO9",
             "category": "Electric toothbrushes",
@@ -202,7 +202,7 @@ def test_a_product_creation_that_fails_part_way_leaves_no_product_no_audit_and_n
 
     response = client.post(
         "/v1/products",
-        headers=world.catalogue_admin.headers,
+        headers={**world.catalogue_admin.headers, "Idempotency-Key": str(uuid.uuid4())},
         json={"name": "X", "category": "Y", "fulfilment_type": "Digital", "cost_price_minor": 0},
     )
 
@@ -272,7 +272,7 @@ def test_the_response_is_sent_only_after_the_commit(
     monkeypatch.setattr(Session, "commit", failing_commit)
     response = client.post(
         "/v1/products",
-        headers=world.catalogue_admin.headers,
+        headers={**world.catalogue_admin.headers, "Idempotency-Key": str(uuid.uuid4())},
         json={"name": "X", "category": "Y", "fulfilment_type": "Digital", "cost_price_minor": 0},
     )
     monkeypatch.undo()

@@ -17,6 +17,7 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "database_url": PG,
         "jwt_public_key": key_pair.public_pem,
         "webhook_secret": "a-real-secret-from-the-vault",
+        "payments_api_key": "a-real-api-key-from-the-vault",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -31,6 +32,7 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
     [
         ({"demo_mode": True}, "demo_mode"),
         ({"webhook_secret": "demo-webhook-secret-change-me"}, "webhook_secret is a demo secret"),
+        ({"payments_api_key": "demo-payments-api-key"}, "payments_api_key is a demo secret"),
         ({"jwt_public_key": None}, "no JWT verification key"),
         ({"database_url": "sqlite:///var/shop.sqlite3"}, "PostgreSQL"),
     ],

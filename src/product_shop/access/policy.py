@@ -17,6 +17,7 @@ class Action(StrEnum):
     VIEW_PRACTICE_ORDERS = "orders.view_practice"
     INITIATE_REFUND = "refunds.initiate"
     VIEW_DASHBOARDS = "dashboards.view"
+    SET_PMS_INVOICE_REF = "orders.set_pms_invoice_ref"
 
 
 _P, _C, _PA, _F, _S, _CA, _SV = (
@@ -41,6 +42,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     # "Named, authenticated staff member" with fresh MFA (checked where the refund is made).
     Action.INITIATE_REFUND: frozenset({_PA, _S, _F}),
     Action.VIEW_DASHBOARDS: frozenset({_PA, _F}),
+    # An optional enrichment reference (spec §5.2), recorded by the practice's admin or finance.
+    Action.SET_PMS_INVOICE_REF: frozenset({_PA, _F}),
 }
 
 

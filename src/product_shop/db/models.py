@@ -2,9 +2,26 @@
 
 from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.tables import PracticeProductSetting, Product
+from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
 from product_shop.db.base import Base
+from product_shop.events.inbox import InboxMessage
 from product_shop.events.tables import OutboxEvent
+from product_shop.idempotency.tables import IdempotencyKey
+from product_shop.orders.tables import Order, OrderLine
 
 metadata = Base.metadata
 
-__all__ = ["AuditEntry", "OutboxEvent", "PracticeProductSetting", "Product", "metadata"]
+__all__ = [
+    "AuditEntry",
+    "Checkout",
+    "CheckoutLine",
+    "IdempotencyKey",
+    "InboxMessage",
+    "Order",
+    "OrderLine",
+    "OutboxEvent",
+    "PaymentCapture",
+    "PracticeProductSetting",
+    "Product",
+    "metadata",
+]

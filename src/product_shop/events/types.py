@@ -57,12 +57,47 @@ PRACTICE_PRODUCT_SETTINGS_CHANGED = _t(
     "A practice changed its retail price, note, visibility or in-clinic stock flag for a product.",
 )
 
+ORDER_CREATED = _t(
+    "order.created.v1",
+    "order",
+    "An order exists (payment captured). Communication Hub sends the order confirmation.",
+)
+PAYMENT_RECEIPT = _t(
+    "payment.receipt.v1", "order", "Communication Hub sends the patient a payment receipt."
+)
+REVENUE_SALE = _t(
+    "revenue.sale.v1",
+    "order",
+    "Financial Insights: revenue for a confirmed order (event_type sale).",
+)
+FINANCE_ORDER_RECORDED = _t(
+    "finance.order_recorded.v1",
+    "order",
+    "Finance: order-level data for reconciliation and VAT reporting.",
+)
+PAYMENT_ORDER_REFERENCE = _t(
+    "payment.order_reference.v1",
+    "order",
+    "Integrated Payments: set the order id as the commerce order reference on the payment.",
+)
+CHECKOUT_PAYMENT_FAILED = _t(
+    "checkout.payment_failed.v1",
+    "checkout",
+    "A payment failed or was declined; Communication Hub surfaces the payment exception.",
+)
+
 ALL_EVENT_TYPES: tuple[EventType, ...] = (
     PRODUCT_CREATED,
     PRODUCT_UPDATED,
     PRODUCT_AVAILABILITY_CHANGED,
     PRODUCT_DEPRECATED,
     PRACTICE_PRODUCT_SETTINGS_CHANGED,
+    ORDER_CREATED,
+    PAYMENT_RECEIPT,
+    REVENUE_SALE,
+    FINANCE_ORDER_RECORDED,
+    PAYMENT_ORDER_REFERENCE,
+    CHECKOUT_PAYMENT_FAILED,
 )
 
 BY_NAME = {t.name: t for t in ALL_EVENT_TYPES}

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from product_shop import __version__
 from product_shop.config import Settings
 from product_shop.context import AppContext
-from product_shop.web import catalogue, health
+from product_shop.web import catalogue, checkout, health, orders
 from product_shop.web.docs import install_docs
 from product_shop.web.middleware import RequestContextMiddleware
 from product_shop.web.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
@@ -41,6 +41,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(catalogue.router)
+    app.include_router(checkout.router)
+    app.include_router(orders.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app

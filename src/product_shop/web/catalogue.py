@@ -6,7 +6,9 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import JSONResponse
 
+from product_shop.access.policy import Action, require
 from product_shop.catalogue.schemas import (
     Catalogue,
     CatalogueItem,
@@ -15,7 +17,9 @@ from product_shop.catalogue.schemas import (
     ProductCreate,
     ProductPatch,
 )
+from product_shop.idempotency.store import Claim
 from product_shop.web.deps import ActorDep, ContextDep, IfMatchDep, SessionDep
+from product_shop.web.idempotency import IdempotencyKeyHeader, run_idempotent
 from product_shop.web.problems import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
@@ -93,20 +97,27 @@ def put_practice_settings(
     "/products",
     response_model=Product,
     status_code=status.HTTP_201_CREATED,
-    summary="Create a catalogue product (Primoro catalogue team)",
+    summary="Create a catalogue product (Primoro catalogue team); Idempotency-Key required",
     responses=problem_responses(400, 401, 403, 409, 422),
 )
 def create_product(
     body: ProductCreate,
     actor: ActorDep,
-    session: SessionDep,
     context: ContextDep,
-    response: Response,
-) -> Product:
-    product = context.catalogue.create_product(session, actor, body)
-    response.headers["Location"] = f"/v1/products/{product.product_id}"
-    response.headers["ETag"] = f'"{product.version}"'
-    return product
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    require(actor, Action.MANAGE_PRODUCTS)
+
+    def create(claim: Claim) -> tuple[Product, str]:
+        with context.database.unit_of_work() as session:
+            product = context.catalogue.create_product(session, actor, body)
+            location = f"/v1/products/{product.product_id}"
+            context.idempotency.complete(
+                session, claim, 201, product.model_dump(mode="json"), location
+            )
+        return product, location
+
+    return run_idempotent(context, actor, idempotency_key, "POST /v1/products", body, create)
 
 
 @router.get(

@@ -1,0 +1,510 @@
+"""Completing a checkout: the one place where an Order is born (spec §3.2, §5.2, §15.2).
+
+Triggered by the patient app (`POST /v1/checkouts/{id}/complete`) and by Integrated Payments'
+webhook. Either way: read the payment's status through the sync API (never trust a callback's
+body alone), then, only for a confirmed capture, write in ONE transaction the capture record,
+the order and its lines, the audit entries and the outbox events, and mark the checkout
+completed. The checkout row is locked, and `orders.checkout_id` is unique, so any number of
+concurrent or repeated completions make exactly one order; every successful call returns it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor, Role
+from product_shop.audit.log import AuditActor, AuditLog
+from product_shop.checkout.model import CheckoutStatus, transition
+from product_shop.checkout.service import load_lines, load_owned, lock_checkout
+from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
+from product_shop.core.clock import Clock
+from product_shop.core.errors import Conflict, ProductShopError, ServiceUnavailable
+from product_shop.core.ids import new_id
+from product_shop.db.engine import Database
+from product_shop.events import inbox
+from product_shop.events import types as ev
+from product_shop.events.outbox import Outbox
+from product_shop.integrations.payments import (
+    IntegratedPayments,
+    PaymentState,
+    PaymentStatus,
+    PaymentsUnavailable,
+)
+from product_shop.orders.model import LineState, OrderStatus, RefundStatus
+from product_shop.orders.queries import order_document
+from product_shop.orders.schemas import OrderOut
+from product_shop.orders.tables import Order, OrderLine
+
+PAYMENTS_ACTOR = Actor(
+    actor_id="integrated-payments",
+    name="Integrated Payments",
+    role=Role.SERVICE,
+    practice_id=None,
+    mfa=False,
+    auth_time=None,
+)
+INBOX_SOURCE = "integrated_payments"
+T = TypeVar("T")
+_ATTEMPTS = 4
+
+
+class PaymentFailed(ProductShopError):
+    status = 402
+    code = "payment_failed"
+    title = "Payment failed"
+
+
+class FulfilmentTrigger(Protocol):
+    """Starts fulfilment for a new order, inside the order's transaction (fulfilment issue)."""
+
+    def order_created(self, session: Session, order: Order, lines: list[OrderLine]) -> None: ...
+
+
+class NoFulfilmentYet:
+    def order_created(self, session: Session, order: Order, lines: list[OrderLine]) -> None:
+        return None
+
+
+class CheckoutCompletion:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        payments: IntegratedPayments,
+        audit: AuditLog,
+        outbox: Outbox,
+        clock: Clock,
+        fulfilment: FulfilmentTrigger | None = None,
+    ) -> None:
+        self._database = database
+        self._payments = payments
+        self._audit = audit
+        self._outbox = outbox
+        self._clock = clock
+        self._fulfilment = fulfilment or NoFulfilmentYet()
+
+    # ---- entry points ----------------------------------------------------------------------
+
+    def complete_for_patient(self, actor: Actor, checkout_id: uuid.UUID) -> OrderOut:
+        with self._database.unit_of_work() as session:
+            load_owned(session, actor, checkout_id)  # 404 unless this patient's checkout
+        return self._complete(checkout_id, actor, message=None)
+
+    def handle_payment_webhook(
+        self, message_id: str, intent_id: str, merchant_reference: str
+    ) -> str:
+        """Process an authentic payments callback once. Returns what happened, for the response."""
+        try:
+            checkout_id = uuid.UUID(merchant_reference)
+        except ValueError:
+            return "ignored"
+        with self._database.unit_of_work() as session:
+            if inbox.seen(session, INBOX_SOURCE, message_id):
+                return "duplicate"
+            checkout = session.get(Checkout, checkout_id)
+            if checkout is None or checkout.payment_intent_id != intent_id:
+                # Unknown, or a superseded intent of a retried checkout: record and ignore.
+                inbox.record(session, INBOX_SOURCE, message_id, "payment", self._clock.now())
+                return "ignored"
+        try:
+            self._complete(checkout_id, PAYMENTS_ACTOR, message=message_id)
+        except PaymentFailed:
+            return "payment_failed"
+        except Conflict:
+            return "not_captured"
+        return "order_created"
+
+    # ---- the use case -----------------------------------------------------------------------
+
+    def _complete(self, checkout_id: uuid.UUID, actor: Actor, *, message: str | None) -> OrderOut:
+        with self._database.unit_of_work() as session:
+            checkout = session.get(Checkout, checkout_id)
+            assert checkout is not None
+            done = self._settled(session, checkout, message)
+            if done is not None:
+                return done
+            intent_id = checkout.payment_intent_id
+            assert intent_id is not None
+            expected = (checkout.amount_due_minor, checkout.currency)
+        try:
+            status = self._payments.get_payment(intent_id)
+        except PaymentsUnavailable as exc:
+            raise ServiceUnavailable(
+                "We could not confirm the payment with Integrated Payments yet. No order was "
+                "created and you will not be charged twice; try again in a moment.",
+                code="payment_status_unknown",
+            ) from exc
+        _check_matches(status, checkout_id, expected)
+        if status.state is PaymentState.CAPTURED:
+            return self._with_retries(
+                lambda s: self._create_order(s, checkout_id, status, actor, message)
+            )
+        if status.state is PaymentState.FAILED:
+            self._with_retries(
+                lambda s: self._record_failure(s, checkout_id, status, actor, message)
+            )
+            with self._database.unit_of_work() as session:
+                checkout = session.get(Checkout, checkout_id)
+                assert checkout is not None
+                self._settled(session, checkout, None)
+        raise Conflict(
+            "The payment has not been made yet: complete it on the payment page first.",
+            code="payment_not_captured",
+        )
+
+    def _with_retries(self, work: Callable[[Session], T]) -> T:
+        """Concurrent completions race on the checkout row (PostgreSQL: lock; SQLite: the
+        single writer). The loser retries and finds the winner's order."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._database.unit_of_work() as session:
+                    return work(session)
+            except (IntegrityError, OperationalError):
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _settled(
+        self, session: Session, checkout: Checkout, message: str | None
+    ) -> OrderOut | None:
+        """The answer when the checkout is already settled; None when it still awaits payment."""
+        if checkout.status == CheckoutStatus.COMPLETED and checkout.order_id is not None:
+            if message is not None and not inbox.seen(session, INBOX_SOURCE, message):
+                inbox.record(session, INBOX_SOURCE, message, "payment", self._clock.now())
+            order = session.get(Order, checkout.order_id)
+            assert order is not None
+            return order_document(session, order)
+        if checkout.status == CheckoutStatus.FAILED:
+            raise PaymentFailed(
+                f"{checkout.failure_reason or 'The payment did not go through.'} "
+                "No order was created. You can try again through the payment page.",
+                failure_code=checkout.failure_code,
+                retry_url=f"/v1/checkouts/{checkout.checkout_id}/retry",
+            )
+        if checkout.status != CheckoutStatus.AWAITING_PAYMENT:
+            raise Conflict(
+                f"This checkout is {checkout.status}.", code=f"checkout_{checkout.status}"
+            )
+        return None
+
+    def _create_order(
+        self,
+        session: Session,
+        checkout_id: uuid.UUID,
+        status: PaymentStatus,
+        actor: Actor,
+        message: str | None,
+    ) -> OrderOut:
+        checkout = lock_checkout(session, checkout_id)
+        if checkout.status == CheckoutStatus.COMPLETED:
+            done = self._settled(session, checkout, message)
+            assert done is not None
+            return done
+        if checkout.payment_intent_id != status.intent_id:
+            raise Conflict(
+                "The checkout moved on to another payment attempt.", code="payment_superseded"
+            )
+        now = self._clock.now()
+        assert status.transaction_ref is not None
+        if message is not None:
+            inbox.record(session, INBOX_SOURCE, message, "payment", now)
+        capture = PaymentCapture(
+            transaction_ref=status.transaction_ref,
+            intent_id=status.intent_id,
+            checkout_id=checkout_id,
+            amount_minor=status.amount_minor,
+            currency=status.currency,
+            method=status.method or "card",
+            card_scheme=status.card_scheme,
+            card_last4=status.card_last4,
+            confirmed_at=now,
+        )
+        session.add(capture)
+        session.flush()
+        order_id = new_id()
+        order = Order(
+            order_id=order_id,
+            checkout_id=checkout_id,
+            patient_id=checkout.patient_id,
+            practice_id=checkout.practice_id,
+            status=OrderStatus.CREATED.value,
+            fulfilment_status=OrderStatus.CREATED.value,
+            refund_status=RefundStatus.NONE.value,
+            currency=checkout.currency,
+            total_minor=checkout.total_minor,
+            captured_minor=status.amount_minor,
+            refunded_minor=0,
+            payment_ref=status.transaction_ref,
+            payment_method=capture.method,
+            redemption_ref=checkout.redemption_ref,
+            pms_invoice_ref=None,
+            created_by=str(checkout.patient_id),
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        session.add(order)
+        checkout_lines = load_lines(session, checkout_id)
+        lines = [_order_line(order_id, line, now) for line in checkout_lines]
+        session.add_all(lines)
+        before_status = checkout.status
+        checkout.status = transition(
+            CheckoutStatus(checkout.status), CheckoutStatus.COMPLETED
+        ).value
+        checkout.order_id = order_id
+        checkout.updated_at = now
+        checkout.version += 1
+        session.flush()
+        self._record_order_created(session, checkout, order, lines, capture, actor, before_status)
+        self._fulfilment.order_created(session, order, lines)
+        return order_document(session, order)
+
+    def _record_order_created(
+        self,
+        session: Session,
+        checkout: Checkout,
+        order: Order,
+        lines: list[OrderLine],
+        capture: PaymentCapture,
+        actor: Actor,
+        before_status: str,
+    ) -> None:
+        now = order.created_at
+        who = (
+            actor.audit_actor()
+            if actor.role is not Role.SERVICE
+            else AuditActor(actor.actor_id, "service", actor.name)
+        )
+        self._audit.record(
+            session,
+            stream_type="checkout",
+            stream_id=checkout.checkout_id,
+            action="checkout.completed",
+            actor=who,
+            practice_id=order.practice_id,
+            before={"status": before_status},
+            after={"status": checkout.status, "order_id": str(order.order_id)},
+            at=now,
+        )
+        self._audit.record(
+            session,
+            stream_type="order",
+            stream_id=order.order_id,
+            action="payment.captured",
+            actor=who,
+            practice_id=order.practice_id,
+            after={
+                "payment_ref": capture.transaction_ref,
+                "intent_id": capture.intent_id,
+                "amount_minor": capture.amount_minor,
+                "currency": capture.currency,
+                "method": capture.method,
+            },
+            at=now,
+        )
+        self._audit.record(
+            session,
+            stream_type="order",
+            stream_id=order.order_id,
+            action="order.created",
+            actor=who,
+            practice_id=order.practice_id,
+            before={"status": None},
+            after={
+                "status": order.status,
+                "created_by": order.created_by,
+                "total_minor": order.total_minor,
+            },
+            at=now,
+        )
+        line_docs = [
+            {
+                "line_item_id": str(line.line_item_id),
+                "product_id": str(line.product_id),
+                "name": line.product_name,
+                "quantity": line.quantity,
+                "unit_price_minor": line.unit_price_minor,
+                "fulfilment_type": line.fulfilment_type,
+            }
+            for line in lines
+        ]
+        ids = {
+            "order_id": order.order_id,
+            "checkout_id": order.checkout_id,
+            "patient_id": order.patient_id,
+            "practice_id": order.practice_id,
+        }
+        emit = self._outbox.emit
+        emit(
+            session,
+            ev.ORDER_CREATED,
+            aggregate_id=order.order_id,
+            data={
+                **ids,
+                "status": order.status,
+                "total_minor": order.total_minor,
+                "currency": order.currency,
+                "lines": line_docs,
+                "created_by": order.created_by,
+                "created_at": now,
+                "notification": "order_confirmation",
+            },
+            at=now,
+        )
+        emit(
+            session,
+            ev.PAYMENT_RECEIPT,
+            aggregate_id=order.order_id,
+            data={
+                "order_id": order.order_id,
+                "patient_id": order.patient_id,
+                "practice_id": order.practice_id,
+                "amount_minor": capture.amount_minor,
+                "currency": capture.currency,
+                "payment_ref": capture.transaction_ref,
+                "payment_method": capture.method,
+                "card_scheme": capture.card_scheme,
+                "card_last4": capture.card_last4,
+                "redemption_ref": order.redemption_ref,
+                "paid_at": now,
+                "notification": "payment_receipt",
+            },
+            at=now,
+        )
+        emit(
+            session,
+            ev.REVENUE_SALE,
+            aggregate_id=order.order_id,
+            data={
+                "order_id": order.order_id,
+                "practice_id": order.practice_id,
+                "amount": order.total_minor,
+                "currency": order.currency,
+                "event_type": "sale",
+                "timestamp": now,
+            },
+            at=now,
+        )
+        emit(
+            session,
+            ev.FINANCE_ORDER_RECORDED,
+            aggregate_id=order.order_id,
+            data={
+                "order_id": order.order_id,
+                "practice_id": order.practice_id,
+                "patient_id": order.patient_id,
+                "currency": order.currency,
+                "total_minor": order.total_minor,
+                "captured_minor": order.captured_minor,
+                "payment_ref": order.payment_ref,
+                "redemption_ref": order.redemption_ref,
+                "pms_invoice_ref": None,
+                "lines": line_docs,
+                "created_at": now,
+            },
+            at=now,
+        )
+        emit(
+            session,
+            ev.PAYMENT_ORDER_REFERENCE,
+            aggregate_id=order.order_id,
+            data={
+                "order_id": order.order_id,
+                "intent_id": capture.intent_id,
+                "payment_ref": capture.transaction_ref,
+            },
+            at=now,
+        )
+
+    def _record_failure(
+        self,
+        session: Session,
+        checkout_id: uuid.UUID,
+        status: PaymentStatus,
+        actor: Actor,
+        message: str | None,
+    ) -> None:
+        checkout = lock_checkout(session, checkout_id)
+        now = self._clock.now()
+        if message is not None and not inbox.seen(session, INBOX_SOURCE, message):
+            inbox.record(session, INBOX_SOURCE, message, "payment", now)
+        if (
+            checkout.status != CheckoutStatus.AWAITING_PAYMENT
+            or checkout.payment_intent_id != status.intent_id
+        ):
+            return
+        checkout.status = transition(CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED).value
+        checkout.failure_code = status.failure_code or "payment_failed"
+        checkout.failure_reason = status.failure_message or "The payment did not go through."
+        checkout.updated_at = now
+        checkout.version += 1
+        who = (
+            actor.audit_actor()
+            if actor.role is not Role.SERVICE
+            else AuditActor(actor.actor_id, "service", actor.name)
+        )
+        self._audit.record(
+            session,
+            stream_type="checkout",
+            stream_id=checkout_id,
+            action="checkout.payment_failed",
+            actor=who,
+            practice_id=checkout.practice_id,
+            before={"status": CheckoutStatus.AWAITING_PAYMENT.value},
+            after={
+                "status": checkout.status,
+                "failure_code": checkout.failure_code,
+                "intent_id": status.intent_id,
+            },
+            at=now,
+        )
+        self._outbox.emit(
+            session,
+            ev.CHECKOUT_PAYMENT_FAILED,
+            aggregate_id=checkout_id,
+            data={
+                "checkout_id": checkout_id,
+                "patient_id": checkout.patient_id,
+                "practice_id": checkout.practice_id,
+                "intent_id": status.intent_id,
+                "failure_code": checkout.failure_code,
+                "failure_reason": checkout.failure_reason,
+                "amount_minor": checkout.amount_due_minor,
+                "currency": checkout.currency,
+                "attempt": checkout.payment_attempts,
+                "notification": "payment_exception",
+            },
+            at=now,
+        )
+
+
+def _check_matches(
+    status: PaymentStatus, checkout_id: uuid.UUID, expected: tuple[int, str]
+) -> None:
+    """Never turn a payment into an order unless it is this checkout's, for its amount."""
+    if (
+        status.merchant_reference != str(checkout_id)
+        or (status.amount_minor, status.currency) != expected
+    ):
+        raise Conflict("The payment does not match this checkout.", code="payment_mismatch")
+
+
+def _order_line(order_id: uuid.UUID, line: CheckoutLine, now: datetime) -> OrderLine:
+    return OrderLine(
+        line_item_id=new_id(),
+        order_id=order_id,
+        line_no=line.line_no,
+        product_id=line.product_id,
+        product_name=line.product_name,
+        quantity=line.quantity,
+        unit_price_minor=line.unit_price_minor,
+        fulfilment_type=line.fulfilment_type,
+        fulfilment_status=LineState.PENDING.value,
+        updated_at=now,
+    )

@@ -1,0 +1,86 @@
+"""Checkout sessions and confirmed payment captures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from product_shop.db.base import Base, JSONDoc, UTCDateTime
+
+CHECKOUT_STATES = (
+    "'open', 'awaiting_redemption', 'awaiting_payment', 'completed', 'failed', 'expired'"
+)
+
+
+class Checkout(Base):
+    __tablename__ = "checkouts"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({CHECKOUT_STATES})", name="status"),
+        CheckConstraint("total_minor > 0", name="total_positive"),
+        CheckConstraint(
+            "amount_due_minor >= 0 AND amount_due_minor <= total_minor", name="amount_due_range"
+        ),
+        Index("ix_checkouts_patient_created", "patient_id", "created_at"),
+    )
+
+    checkout_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column()
+    practice_id: Mapped[uuid.UUID] = mapped_column()
+    status: Mapped[str] = mapped_column(String(24))
+    currency: Mapped[str] = mapped_column(String(3))
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    # What remains to capture through Integrated Payments after any points redemption.
+    amount_due_minor: Mapped[int] = mapped_column(BigInteger)
+    delivery_address: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    payment_url: Mapped[str | None] = mapped_column(Text)
+    payment_attempts: Mapped[int] = mapped_column(Integer)
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    redemption_ref: Mapped[str | None] = mapped_column(String(64))
+    redemption_points: Mapped[int | None] = mapped_column(Integer)
+    redemption_amount_minor: Mapped[int] = mapped_column(BigInteger)
+    order_id: Mapped[uuid.UUID | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class CheckoutLine(Base):
+    __tablename__ = "checkout_lines"
+    __table_args__ = (
+        CheckConstraint("quantity BETWEEN 1 AND 10", name="quantity_range"),
+        CheckConstraint("unit_price_minor > 0", name="unit_price_positive"),
+    )
+
+    checkout_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("checkouts.checkout_id"), primary_key=True
+    )
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.product_id"))
+    product_name: Mapped[str] = mapped_column(Text)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price_minor: Mapped[int] = mapped_column(BigInteger)
+    fulfilment_type: Mapped[str] = mapped_column(String(16))
+
+
+class PaymentCapture(Base):
+    """A capture Integrated Payments confirmed through its sync API. Orders reference one."""
+
+    __tablename__ = "payment_captures"
+    __table_args__ = (CheckConstraint("amount_minor > 0", name="amount_positive"),)
+
+    transaction_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    intent_id: Mapped[str] = mapped_column(String(64), unique=True)
+    checkout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("checkouts.checkout_id"), unique=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    method: Mapped[str] = mapped_column(String(24))
+    card_scheme: Mapped[str | None] = mapped_column(String(24))
+    card_last4: Mapped[str | None] = mapped_column(String(4))
+    confirmed_at: Mapped[datetime] = mapped_column(UTCDateTime)

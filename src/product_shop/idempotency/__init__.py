@@ -1,0 +1,1 @@
+"""Idempotency keys for creating POSTs (ARCHITECTURE.md invariant 3)."""

@@ -1,0 +1,153 @@
+"""Idempotency keys (ARCHITECTURE.md invariant 3).
+
+A creating POST claims (caller, key) in a short transaction of its own, so a duplicate arriving
+while the first is in flight sees the claim and gets 409. The first request stores its response
+in the same transaction as its effect; later requests with the same key and body replay it, and
+another body under the same key is 422. Keys live 24 hours. A request that fails releases its
+claim so the client may retry with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from product_shop.core.clock import Clock
+from product_shop.core.errors import BadRequest, Conflict, Unprocessable
+from product_shop.db.base import json_default
+from product_shop.db.engine import Database
+from product_shop.idempotency.tables import IdempotencyKey
+
+KEY_TTL = timedelta(hours=24)
+# An in-flight claim older than this belongs to a request that died; a new one may take over.
+STALE_CLAIM = timedelta(minutes=2)
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status: int
+    body: dict[str, Any]
+    location: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    scope: str
+    key: str
+
+
+def fingerprint(operation: str, payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=json_default)
+    return hashlib.sha256(f"{operation}\n{canonical}".encode()).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._database = database
+        self._clock = clock
+
+    def claim(self, scope: str, key: str | None, operation: str, payload: Any) -> Claim | Replay:
+        if key is None:
+            raise BadRequest(
+                "This request creates something: send an Idempotency-Key header (e.g. a UUID).",
+                code="idempotency_key_required",
+            )
+        if not _KEY.match(key):
+            raise BadRequest(
+                "Idempotency-Key must be 1-255 printable ASCII characters.",
+                code="idempotency_key_invalid",
+            )
+        digest = fingerprint(operation, payload)
+        now = self._clock.now()
+        try:
+            with self._database.unit_of_work() as session:
+                row = session.get(IdempotencyKey, (scope, key), with_for_update=True)
+                if row is not None and row.expires_at <= now:
+                    session.delete(row)
+                    session.flush()
+                    row = None
+                if row is None:
+                    session.add(
+                        IdempotencyKey(
+                            scope=scope,
+                            key=key,
+                            operation=operation,
+                            fingerprint=digest,
+                            status="in_flight",
+                            created_at=now,
+                            expires_at=now + KEY_TTL,
+                        )
+                    )
+                    return Claim(scope, key)
+                if row.fingerprint != digest or row.operation != operation:
+                    raise Unprocessable(
+                        "This Idempotency-Key was used with a different request body.",
+                        code="idempotency_key_reused",
+                    )
+                if row.status == "completed" and row.response_status is not None:
+                    return Replay(
+                        row.response_status, row.response_body or {}, row.response_location
+                    )
+                if now - row.created_at > STALE_CLAIM:
+                    row.created_at = now
+                    return Claim(scope, key)
+        except IntegrityError:
+            pass  # a concurrent request inserted the same key first: it is in flight
+        raise Conflict(
+            "A request with this Idempotency-Key is still being processed; retry shortly.",
+            code="idempotency_request_in_flight",
+        )
+
+    @staticmethod
+    def complete(
+        session: Session,
+        claim: Claim,
+        status: int,
+        body: dict[str, Any],
+        location: str | None = None,
+    ) -> None:
+        """Store the response in the caller's transaction, alongside the effect it describes."""
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
+            .values(
+                status="completed",
+                response_status=status,
+                response_body=json.loads(json.dumps(body, default=json_default)),
+                response_location=location,
+            )
+        )
+
+    def release(self, claim: Claim) -> None:
+        with self._database.unit_of_work() as session:
+            session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.scope == claim.scope,
+                    IdempotencyKey.key == claim.key,
+                    IdempotencyKey.status == "in_flight",
+                )
+            )
+
+    def purge_expired(self) -> int:
+        with self._database.unit_of_work() as session:
+            expired = session.execute(
+                select(IdempotencyKey.scope, IdempotencyKey.key).where(
+                    IdempotencyKey.expires_at <= self._clock.now()
+                )
+            ).all()
+            for scope, key in expired:
+                session.execute(
+                    delete(IdempotencyKey).where(
+                        IdempotencyKey.scope == scope, IdempotencyKey.key == key
+                    )
+                )
+            return len(expired)

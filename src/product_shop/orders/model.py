@@ -1,0 +1,117 @@
+"""Order rules (spec §3.3), free of web and database code.
+
+Each line item moves through its fulfilment type's transition table. The parent status is the
+least advanced line's stage; Completed is reached when every line is fulfilled and, since
+fulfilled states have no way out, never reverts. Refunded is an overlay on top of the fulfilment
+status, never a replacement for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.core.errors import InvalidTransition
+
+
+class OrderStatus(StrEnum):
+    """The spec's OrderStatus enum."""
+
+    CREATED = "Created"
+    FULFILMENT_IN_PROGRESS = "Fulfilment-In-Progress"
+    COMPLETED = "Completed"
+    REFUNDED = "Refunded"
+
+
+class LineState(StrEnum):
+    PENDING = "pending"
+    SENT_TO_SUPPLIER = "sent_to_supplier"
+    DISPATCHED = "dispatched"
+    PREPARING = "preparing"
+    READY_FOR_COLLECTION = "ready_for_collection"
+    COLLECTED = "collected"
+    DELIVERED = "delivered"
+    EXCEPTION = "exception"
+
+
+class RefundStatus(StrEnum):
+    NONE = "none"
+    PARTIAL = "partial"
+    FULL = "full"
+
+
+_L = LineState
+LINE_TRANSITIONS: dict[FulfilmentType, dict[LineState, frozenset[LineState]]] = {
+    FulfilmentType.DROP_SHIP: {
+        _L.PENDING: frozenset({_L.SENT_TO_SUPPLIER, _L.EXCEPTION}),
+        _L.SENT_TO_SUPPLIER: frozenset({_L.DISPATCHED, _L.EXCEPTION}),
+        _L.DISPATCHED: frozenset({_L.DELIVERED, _L.EXCEPTION}),
+        _L.EXCEPTION: frozenset({_L.SENT_TO_SUPPLIER, _L.DISPATCHED, _L.DELIVERED}),
+        _L.DELIVERED: frozenset(),
+    },
+    FulfilmentType.IN_CLINIC: {
+        _L.PENDING: frozenset({_L.PREPARING, _L.EXCEPTION}),
+        _L.PREPARING: frozenset({_L.READY_FOR_COLLECTION, _L.EXCEPTION}),
+        _L.READY_FOR_COLLECTION: frozenset({_L.COLLECTED, _L.EXCEPTION}),
+        _L.EXCEPTION: frozenset({_L.PREPARING, _L.READY_FOR_COLLECTION}),
+        _L.COLLECTED: frozenset(),
+    },
+    FulfilmentType.DIGITAL: {
+        _L.PENDING: frozenset({_L.DELIVERED, _L.EXCEPTION}),
+        _L.EXCEPTION: frozenset({_L.DELIVERED}),
+        _L.DELIVERED: frozenset(),
+    },
+}
+
+# Which stage of the order each line state counts as; the parent takes the least advanced.
+STAGE: dict[LineState, OrderStatus] = {
+    _L.PENDING: OrderStatus.CREATED,
+    _L.SENT_TO_SUPPLIER: OrderStatus.FULFILMENT_IN_PROGRESS,
+    _L.DISPATCHED: OrderStatus.FULFILMENT_IN_PROGRESS,
+    _L.PREPARING: OrderStatus.FULFILMENT_IN_PROGRESS,
+    _L.READY_FOR_COLLECTION: OrderStatus.FULFILMENT_IN_PROGRESS,
+    _L.EXCEPTION: OrderStatus.FULFILMENT_IN_PROGRESS,
+    _L.COLLECTED: OrderStatus.COMPLETED,
+    _L.DELIVERED: OrderStatus.COMPLETED,
+}
+_RANK = {OrderStatus.CREATED: 0, OrderStatus.FULFILMENT_IN_PROGRESS: 1, OrderStatus.COMPLETED: 2}
+
+
+def next_line_state(
+    fulfilment_type: FulfilmentType, current: LineState, target: LineState
+) -> LineState:
+    """The line's new state, or InvalidTransition when the table does not allow the move."""
+    allowed = LINE_TRANSITIONS[fulfilment_type].get(current, frozenset())
+    if target not in allowed:
+        raise InvalidTransition(
+            f"A {fulfilment_type.value} line cannot go from '{current.value}' to '{target.value}'.",
+            code="invalid_fulfilment_transition",
+        )
+    return target
+
+
+def fulfilment_status(line_states: Iterable[LineState]) -> OrderStatus:
+    """The parent status: the least advanced line's stage (spec §3.3)."""
+    stages = [STAGE[state] for state in line_states]
+    if not stages:
+        raise ValueError("an order has at least one line")
+    return min(stages, key=_RANK.__getitem__)
+
+
+def refund_status(captured_minor: int, refunded_minor: int) -> RefundStatus:
+    if refunded_minor <= 0:
+        return RefundStatus.NONE
+    return RefundStatus.FULL if refunded_minor >= captured_minor else RefundStatus.PARTIAL
+
+
+def order_status(fulfilment: OrderStatus, refund: RefundStatus) -> OrderStatus:
+    """The spec's single OrderStatus: Refunded overlays any fulfilment stage once refunded."""
+    return OrderStatus.REFUNDED if refund is not RefundStatus.NONE else fulfilment
+
+
+def advance_status(before: OrderStatus, after: OrderStatus) -> OrderStatus:
+    """Guard on the parent: Completed never goes back (spec §3.3)."""
+    if before is OrderStatus.COMPLETED and after is not OrderStatus.COMPLETED:
+        raise InvalidTransition("A completed order cannot go back.", code="order_completed")
+    return after

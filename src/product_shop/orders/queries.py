@@ -1,0 +1,229 @@
+"""Reading orders: who may see which, the order document, and filtered pages for staff."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor
+from product_shop.access.policy import Action, allowed, require
+from product_shop.audit.tables import AuditEntry
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.checkout.tables import PaymentCapture
+from product_shop.core.errors import BadRequest, NotFound
+from product_shop.orders.model import LineState, OrderStatus, RefundStatus
+from product_shop.orders.schemas import (
+    AuditTrailEntry,
+    OrderLineOut,
+    OrderOut,
+    OrderPage,
+    OrderSummary,
+    PaymentOut,
+    RefundSummary,
+    Tracking,
+)
+from product_shop.orders.tables import Order, OrderLine
+
+MAX_PAGE = 200
+
+
+def load_visible(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
+    """The order if this caller may see it: the patient who owns it, or staff of its practice.
+    Anyone else gets the same 404 as for an order that does not exist."""
+    if not (allowed(actor, Action.VIEW_OWN_ORDERS) or allowed(actor, Action.VIEW_PRACTICE_ORDERS)):
+        require(actor, Action.VIEW_PRACTICE_ORDERS)  # raises 403 for roles with no order access
+    order = session.get(Order, order_id)
+    if order is None or not _may_see(actor, order):
+        raise NotFound("No such order.")
+    return order
+
+
+def _may_see(actor: Actor, order: Order) -> bool:
+    if actor.is_patient:
+        return order.patient_id == actor.patient_id
+    return allowed(actor, Action.VIEW_PRACTICE_ORDERS) and order.practice_id == actor.practice_id
+
+
+def order_document(session: Session, order: Order) -> OrderOut:
+    lines = list(
+        session.scalars(
+            select(OrderLine)
+            .where(OrderLine.order_id == order.order_id)
+            .order_by(OrderLine.line_no)
+        )
+    )
+    capture = session.get(PaymentCapture, order.payment_ref) if order.payment_ref else None
+    trail = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.stream_type == "order", AuditEntry.stream_id == str(order.order_id))
+        .order_by(AuditEntry.stream_seq)
+    )
+    return OrderOut(
+        order_id=order.order_id,
+        checkout_id=order.checkout_id,
+        patient_id=order.patient_id,
+        practice_id=order.practice_id,
+        status=OrderStatus(order.status),
+        fulfilment_status=OrderStatus(order.fulfilment_status),
+        refund_status=RefundStatus(order.refund_status),
+        currency=order.currency,
+        total_minor=order.total_minor,
+        payment=PaymentOut(
+            payment_ref=order.payment_ref,
+            method=order.payment_method,
+            card_scheme=capture.card_scheme if capture else None,
+            card_last4=capture.card_last4 if capture else None,
+            captured_minor=order.captured_minor,
+        ),
+        redemption_ref=order.redemption_ref,
+        pms_invoice_ref=order.pms_invoice_ref,
+        created_by=order.created_by,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        lines=[
+            OrderLineOut(
+                line_item_id=line.line_item_id,
+                line_no=line.line_no,
+                product_id=line.product_id,
+                name=line.product_name,
+                quantity=line.quantity,
+                unit_price_minor=line.unit_price_minor,
+                line_total_minor=line.unit_price_minor * line.quantity,
+                fulfilment_type=FulfilmentType(line.fulfilment_type),
+                fulfilment_status=LineState(line.fulfilment_status),
+                fulfilment_ref=line.fulfilment_ref,
+                tracking=Tracking(
+                    carrier=line.carrier,
+                    tracking_number=line.tracking_number,
+                    tracking_url=line.tracking_url,
+                )
+                if line.tracking_number or line.carrier
+                else None,
+            )
+            for line in lines
+        ],
+        refunds=RefundSummary(
+            refund_status=RefundStatus(order.refund_status),
+            refunded_minor=order.refunded_minor,
+            refundable_minor=order.captured_minor - order.refunded_minor,
+        ),
+        audit_trail=[
+            AuditTrailEntry(
+                at=entry.recorded_at,
+                action=entry.action,
+                actor_id=entry.actor_id,
+                actor_role=entry.actor_role,
+                actor_name=entry.actor_name,
+                before=entry.before,
+                after=entry.after,
+            )
+            for entry in trail
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFilters:
+    status: OrderStatus | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    fulfilment_type: FulfilmentType | None = None
+    patient_id: uuid.UUID | None = None
+
+
+def list_orders(
+    session: Session,
+    actor: Actor,
+    filters: OrderFilters,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    own: bool = False,
+) -> OrderPage:
+    """Newest first, keyset-paginated. `own`: the patient's orders; otherwise the practice's."""
+    if own:
+        require(actor, Action.VIEW_OWN_ORDERS)
+        scope = Order.patient_id == actor.patient_id
+    else:
+        require(actor, Action.VIEW_PRACTICE_ORDERS)
+        scope = Order.practice_id == actor.practice_id
+    statement = select(Order).where(scope)
+    if filters.status is OrderStatus.REFUNDED:
+        statement = statement.where(Order.refund_status != RefundStatus.NONE.value)
+    elif filters.status is not None:
+        statement = statement.where(
+            Order.fulfilment_status == filters.status.value,
+            Order.refund_status == RefundStatus.NONE.value,
+        )
+    if filters.created_from is not None:
+        statement = statement.where(Order.created_at >= filters.created_from)
+    if filters.created_to is not None:
+        statement = statement.where(Order.created_at < filters.created_to)
+    if filters.patient_id is not None:
+        statement = statement.where(Order.patient_id == filters.patient_id)
+    if filters.fulfilment_type is not None:
+        statement = statement.where(
+            exists().where(
+                OrderLine.order_id == Order.order_id,
+                OrderLine.fulfilment_type == filters.fulfilment_type.value,
+            )
+        )
+    if cursor is not None:
+        at, last_id = _decode_cursor(cursor)
+        statement = statement.where(
+            or_(Order.created_at < at, and_(Order.created_at == at, Order.order_id < last_id))
+        )
+    limit = max(1, min(limit, MAX_PAGE))
+    orders = list(
+        session.scalars(
+            statement.order_by(Order.created_at.desc(), Order.order_id.desc()).limit(limit + 1)
+        )
+    )
+    page, more = orders[:limit], len(orders) > limit
+    lines_by_order: dict[uuid.UUID, list[OrderLine]] = {}
+    if page:
+        for line in session.scalars(
+            select(OrderLine).where(OrderLine.order_id.in_([o.order_id for o in page]))
+        ):
+            lines_by_order.setdefault(line.order_id, []).append(line)
+    items = [
+        OrderSummary(
+            order_id=o.order_id,
+            patient_id=o.patient_id,
+            status=OrderStatus(o.status),
+            fulfilment_status=OrderStatus(o.fulfilment_status),
+            refund_status=RefundStatus(o.refund_status),
+            currency=o.currency,
+            total_minor=o.total_minor,
+            fulfilment_types=sorted(
+                {
+                    FulfilmentType(line.fulfilment_type)
+                    for line in lines_by_order.get(o.order_id, [])
+                }
+            ),
+            line_count=len(lines_by_order.get(o.order_id, [])),
+            created_at=o.created_at,
+        )
+        for o in page
+    ]
+    next_cursor = _encode_cursor(page[-1].created_at, page[-1].order_id) if more else None
+    return OrderPage(items=items, next_cursor=next_cursor)
+
+
+def _encode_cursor(at: datetime, order_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{order_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(at), uuid.UUID(order_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            "The cursor is not valid; start again without one.", code="invalid_cursor"
+        ) from exc

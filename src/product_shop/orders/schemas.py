@@ -1,0 +1,106 @@
+"""Order API models (spec §15.1 names, money in minor units)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.orders.model import LineState, OrderStatus, RefundStatus
+
+
+class Tracking(BaseModel):
+    carrier: str | None
+    tracking_number: str | None
+    tracking_url: str | None
+
+
+class OrderLineOut(BaseModel):
+    line_item_id: uuid.UUID
+    line_no: int
+    product_id: uuid.UUID
+    name: str
+    quantity: int
+    unit_price_minor: int
+    line_total_minor: int
+    fulfilment_type: FulfilmentType
+    fulfilment_status: LineState
+    fulfilment_ref: str | None
+    tracking: Tracking | None
+
+
+class PaymentOut(BaseModel):
+    payment_ref: str | None = Field(description="DNA Payments transaction reference")
+    method: str | None
+    card_scheme: str | None
+    card_last4: str | None
+    captured_minor: int
+    provider: str = "DNA Payments via Integrated Payments"
+
+
+class RefundSummary(BaseModel):
+    refund_status: RefundStatus
+    refunded_minor: int
+    refundable_minor: int
+
+
+class AuditTrailEntry(BaseModel):
+    at: datetime
+    action: str
+    actor_id: str
+    actor_role: str
+    actor_name: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class OrderOut(BaseModel):
+    order_id: uuid.UUID
+    checkout_id: uuid.UUID
+    patient_id: uuid.UUID
+    practice_id: uuid.UUID
+    status: OrderStatus = Field(description="Spec enum; Refunded overlays once any refund applies.")
+    fulfilment_status: OrderStatus = Field(description="The least advanced line's stage.")
+    refund_status: RefundStatus
+    currency: str
+    total_minor: int
+    payment: PaymentOut
+    redemption_ref: str | None
+    pms_invoice_ref: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    lines: list[OrderLineOut]
+    refunds: RefundSummary
+    audit_trail: list[AuditTrailEntry]
+
+
+class OrderSummary(BaseModel):
+    order_id: uuid.UUID
+    patient_id: uuid.UUID
+    status: OrderStatus
+    fulfilment_status: OrderStatus
+    refund_status: RefundStatus
+    currency: str
+    total_minor: int
+    fulfilment_types: list[FulfilmentType]
+    line_count: int
+    created_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null at the end."
+    )
+
+
+class PmsInvoiceRefIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pms_invoice_ref: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+        | None
+    )

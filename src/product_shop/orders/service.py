@@ -1,0 +1,49 @@
+"""Order use cases that change an order outside fulfilment and refunds."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor
+from product_shop.access.policy import Action, require
+from product_shop.audit.log import AuditLog
+from product_shop.core.clock import Clock
+from product_shop.core.errors import NotFound
+from product_shop.orders.tables import Order
+
+
+class OrderService:
+    def __init__(self, *, audit: AuditLog, clock: Clock) -> None:
+        self._audit = audit
+        self._clock = clock
+
+    def set_pms_invoice_ref(
+        self, session: Session, actor: Actor, order_id: uuid.UUID, reference: str | None
+    ) -> Order:
+        """Store the optional PMS invoice reference (spec §5.2). It is an enrichment field only:
+        nothing waits for it and nothing is written to any PMS (spec §8.1)."""
+        require(actor, Action.SET_PMS_INVOICE_REF)
+        order = session.get(Order, order_id, with_for_update=True)
+        if order is None or order.practice_id != actor.practice_id:
+            raise NotFound("No such order.")
+        if order.pms_invoice_ref == reference:
+            return order
+        before = order.pms_invoice_ref
+        now = self._clock.now()
+        order.pms_invoice_ref = reference
+        order.updated_at = now
+        order.version += 1
+        self._audit.record(
+            session,
+            stream_type="order",
+            stream_id=order.order_id,
+            action="order.pms_invoice_ref_set",
+            actor=actor.audit_actor(),
+            practice_id=order.practice_id,
+            before={"pms_invoice_ref": before},
+            after={"pms_invoice_ref": reference},
+            at=now,
+        )
+        return order

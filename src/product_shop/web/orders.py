@@ -1,0 +1,90 @@
+"""Order routes: the patient's own orders, the practice's orders for staff, one order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.orders.model import OrderStatus
+from product_shop.orders.queries import OrderFilters, list_orders, load_visible, order_document
+from product_shop.orders.schemas import OrderOut, OrderPage, PmsInvoiceRefIn
+from product_shop.web.deps import ActorDep, ContextDep, SessionDep
+from product_shop.web.problems import problem_responses
+
+router = APIRouter(prefix="/v1", tags=["orders"])
+
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="next_cursor of the previous page")
+]
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    summary="One order: the patient who owns it, or staff of its practice",
+    responses=problem_responses(401, 403, 404, 422),
+)
+def get_order(order_id: uuid.UUID, actor: ActorDep, session: SessionDep) -> OrderOut:
+    return order_document(session, load_visible(session, actor, order_id))
+
+
+@router.get(
+    "/me/orders",
+    response_model=OrderPage,
+    summary="The patient's own orders, newest first",
+    responses=problem_responses(400, 401, 403, 422),
+)
+def my_orders(
+    actor: ActorDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> OrderPage:
+    return list_orders(session, actor, OrderFilters(), limit=limit, cursor=cursor, own=True)
+
+
+@router.get(
+    "/orders",
+    response_model=OrderPage,
+    summary="The practice's orders (practice admin, clinician), filtered and paginated",
+    responses=problem_responses(400, 401, 403, 422),
+)
+def practice_orders(
+    actor: ActorDep,
+    session: SessionDep,
+    status: OrderStatus | None = None,
+    created_from: Annotated[datetime | None, Query(description="Inclusive, ISO 8601")] = None,
+    created_to: Annotated[datetime | None, Query(description="Exclusive, ISO 8601")] = None,
+    fulfilment_type: FulfilmentType | None = None,
+    patient_id: uuid.UUID | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> OrderPage:
+    filters = OrderFilters(
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+        fulfilment_type=fulfilment_type,
+        patient_id=patient_id,
+    )
+    return list_orders(session, actor, filters, limit=limit, cursor=cursor)
+
+
+@router.put(
+    "/orders/{order_id}/pms-invoice-ref",
+    response_model=OrderOut,
+    summary="Record (or clear) the optional PMS invoice reference; nothing is written to any PMS",
+    responses=problem_responses(401, 403, 404, 422),
+)
+def set_pms_invoice_ref(
+    order_id: uuid.UUID,
+    body: PmsInvoiceRefIn,
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+) -> OrderOut:
+    order = context.orders.set_pms_invoice_ref(session, actor, order_id, body.pms_invoice_ref)
+    session.flush()
+    return order_document(session, order)
