@@ -56,7 +56,8 @@ def test_openapi_is_a_valid_3_1_document_with_problem_errors_on_every_route(
             if not path.startswith("/v1/"):
                 continue
             responses = operation["responses"]
-            statuses = ("401", "422") if path.startswith("/v1/webhooks/") else ("401", "403", "422")
+            webhook = path.startswith("/v1/webhooks/")
+            statuses = ("400", "401") if webhook else ("401", "403", "422")
             for status in statuses:
                 assert status in responses, (method, path, status)
                 schema = responses[status]["content"]["application/problem+json"]["schema"]
