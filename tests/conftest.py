@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -29,6 +30,8 @@ from product_shop.context import AppContext
 from product_shop.db.engine import Database, make_engine
 from product_shop.db.migrate import upgrade
 from product_shop.db.models import metadata
+from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
+from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from product_shop.web.app import create_app
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -94,6 +97,8 @@ def pg_database(pg_schema_url: str) -> Iterator[Database]:
 def _truncate_all(database: Database) -> None:
     tables = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
     with database.engine.begin() as connection:
+        # A test that leaks an open transaction makes this fail loudly instead of hanging.
+        connection.execute(text("SET LOCAL lock_timeout = '10s'"))
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
@@ -202,22 +207,57 @@ def person(make_token: TokenFactory) -> Callable[..., Person]:
     return factory
 
 
+# ---- Integrated Payments, over real HTTP ----------------------------------------------------
+
+WEBHOOK_SECRET = "test-webhook-secret"
+PAYMENTS_API_KEY = "test-payments-api-key"
+
+
+@pytest.fixture(scope="session")
+def payments_simulator() -> Iterator[BackgroundServer]:
+    """The Integrated Payments simulator on a local port (callbacks are driven by the tests)."""
+    port = free_port()
+    app = create_payments_simulator(
+        SimulatorConfig(
+            api_key=PAYMENTS_API_KEY,
+            webhook_secret=WEBHOOK_SECRET,
+            public_url=f"http://127.0.0.1:{port}",
+            callback_url=None,
+        )
+    )
+    server = serve_in_background(app, port)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def payments_url(payments_simulator: BackgroundServer) -> Iterator[str]:
+    yield payments_simulator.url
+    httpx.post(f"{payments_simulator.url}/_simulator/reset")
+
+
 # ---- the application -----------------------------------------------------------------------
 
 
 @pytest.fixture
-def settings(database: Database, key_pair: KeyPair, tmp_path: Path) -> Settings:
+def settings(database: Database, key_pair: KeyPair, tmp_path: Path, payments_url: str) -> Settings:
     return Settings(
         environment="test",
         database_url=database.url,
         data_dir=tmp_path,
         jwt_public_key=key_pair.public_pem,
+        payments_base_url=payments_url,
+        payments_api_key=PAYMENTS_API_KEY,
+        payments_timeout_seconds=1.0,
+        webhook_secret=WEBHOOK_SECRET,
     )
 
 
 @pytest.fixture
-def context(settings: Settings, database: Database) -> AppContext:
-    return AppContext.build(settings, database=database)
+def context(settings: Settings, database: Database) -> Iterator[AppContext]:
+    context = AppContext.build(settings, database=database)
+    yield context
+    context.close()
 
 
 @pytest.fixture

@@ -35,6 +35,12 @@ class AppContext:
     completion: CheckoutCompletion
     orders: OrderService
 
+    def close(self) -> None:
+        """Release network clients (the database is disposed by whoever created it)."""
+        close = getattr(self.payments, "close", None)
+        if callable(close):
+            close()
+
     @classmethod
     def build(
         cls,

@@ -11,6 +11,7 @@ from product_shop.catalogue.schemas import PracticeSettingsIn, ProductCreate
 from product_shop.context import AppContext
 from product_shop.db.engine import Database
 from tests.conftest import Person, World
+from tests.integration.checkout_support import Shop
 
 
 @pytest.fixture
@@ -66,3 +67,18 @@ def count_rows(database: Database, table: Any, *where: Any) -> int:
         for condition in where:
             statement = statement.where(condition)
         return int(connection.execute(statement).scalar_one())
+
+
+@pytest.fixture
+def shop(make_product: Callable[..., uuid.UUID], offer: Callable[..., None], world: World) -> Shop:
+    toothbrush = make_product(
+        name="Oral-B Pro 3", fulfilment_type="Drop-Ship", cost_price_minor=3999
+    )
+    voucher = make_product(name="Hygienist voucher", fulfilment_type="Digital", cost_price_minor=0)
+    kit = make_product(
+        name="Home Whitening Kit", fulfilment_type="In-Clinic", cost_price_minor=9500
+    )
+    offer(world.admin_a, toothbrush, 5999)
+    offer(world.admin_a, voucher, 6000)
+    offer(world.admin_a, kit, 24900, stock=True)
+    return Shop(toothbrush, voucher, kit)

@@ -129,7 +129,7 @@ class HttpIntegratedPayments:
             except httpx.TransportError as exc:
                 last_error = type(exc).__name__
                 continue
-            if response.status_code >= 500:
+            if response.status_code >= 500 or response.status_code in (408, 429):
                 last_error = f"HTTP {response.status_code}"
                 continue
             if response.status_code >= 400:

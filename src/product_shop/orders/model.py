@@ -82,6 +82,11 @@ def next_line_state(
     fulfilment_type: FulfilmentType, current: LineState, target: LineState
 ) -> LineState:
     """The line's new state, or InvalidTransition when the table does not allow the move."""
+    fulfilment_type, current, target = (
+        FulfilmentType(fulfilment_type),
+        LineState(current),
+        LineState(target),
+    )
     allowed = LINE_TRANSITIONS[fulfilment_type].get(current, frozenset())
     if target not in allowed:
         raise InvalidTransition(
@@ -93,7 +98,7 @@ def next_line_state(
 
 def fulfilment_status(line_states: Iterable[LineState]) -> OrderStatus:
     """The parent status: the least advanced line's stage (spec §3.3)."""
-    stages = [STAGE[state] for state in line_states]
+    stages = [STAGE[LineState(state)] for state in line_states]
     if not stages:
         raise ValueError("an order has at least one line")
     return min(stages, key=_RANK.__getitem__)
@@ -107,11 +112,16 @@ def refund_status(captured_minor: int, refunded_minor: int) -> RefundStatus:
 
 def order_status(fulfilment: OrderStatus, refund: RefundStatus) -> OrderStatus:
     """The spec's single OrderStatus: Refunded overlays any fulfilment stage once refunded."""
-    return OrderStatus.REFUNDED if refund is not RefundStatus.NONE else fulfilment
+    return (
+        OrderStatus.REFUNDED
+        if RefundStatus(refund) is not RefundStatus.NONE
+        else OrderStatus(fulfilment)
+    )
 
 
 def advance_status(before: OrderStatus, after: OrderStatus) -> OrderStatus:
     """Guard on the parent: Completed never goes back (spec §3.3)."""
+    before, after = OrderStatus(before), OrderStatus(after)
     if before is OrderStatus.COMPLETED and after is not OrderStatus.COMPLETED:
         raise InvalidTransition("A completed order cannot go back.", code="order_completed")
     return after

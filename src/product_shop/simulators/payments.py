@@ -135,7 +135,7 @@ class State:
     idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (hash, result)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -253,12 +253,12 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         stop, late = before("create_intent")
         if stop:
             return stop
-        digest, seen = idempotent(idempotency_key, body.model_dump())
-        if seen == "mismatch":
-            return _problem(
-                422, "idempotency_key_reused", "Idempotency-Key reused with another body."
-            )
-        with state.lock:
+        with state.lock:  # re-entrant: the key check and the store are one atomic step
+            digest, seen = idempotent(idempotency_key, body.model_dump())
+            if seen == "mismatch":
+                return _problem(
+                    422, "idempotency_key_reused", "Idempotency-Key reused with another body."
+                )
             if seen is not None:
                 intent = state.intents[seen]
             else:
@@ -383,12 +383,12 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         stop, late = before("refund")
         if stop:
             return stop
-        digest, seen = idempotent(idempotency_key, body.model_dump())
-        if seen == "mismatch":
-            return _problem(
-                422, "idempotency_key_reused", "Idempotency-Key reused with another body."
-            )
-        with state.lock:
+        with state.lock:  # re-entrant: the key check and the store are one atomic step
+            digest, seen = idempotent(idempotency_key, body.model_dump())
+            if seen == "mismatch":
+                return _problem(
+                    422, "idempotency_key_reused", "Idempotency-Key reused with another body."
+                )
             if seen is not None:
                 document = state.refunds[seen]
             else:
@@ -424,6 +424,11 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
     def add_fault(body: FaultIn) -> None:
         with state.lock:
             state.faults[body.operation] = Fault(body.mode, body.seconds, body.status, body.times)
+
+    @app.post("/_simulator/reset", status_code=204)
+    def reset_faults() -> None:
+        with state.lock:
+            state.faults.clear()
 
     @app.get("/_simulator/intents/{intent_id}")
     def inspect(intent_id: str) -> JSONResponse:
