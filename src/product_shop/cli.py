@@ -34,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, default=Path("var"))
     demo.set_defaults(handler=_demo)
 
+    simulate = sub.add_parser("simulate", help="Serve a simulator of another Primoro module")
+    simulate_sub = simulate.add_subparsers(required=True, metavar="MODULE")
+    payments = simulate_sub.add_parser("payments", help="Integrated Payments (DNA Payments)")
+    payments.add_argument("--port", type=int, default=8101)
+    payments.add_argument("--host", default="127.0.0.1")
+    payments.add_argument("--callback-url", default=None, help="Where signed callbacks go")
+    payments.add_argument("--api-key", default="demo-payments-api-key")
+    payments.add_argument("--webhook-secret", default="demo-webhook-secret-change-me")
+    payments.add_argument("--duplicate-rate", type=float, default=0.3)
+    payments.set_defaults(handler=_simulate_payments)
+
     users = sub.add_parser("demo-users", help="Print the demo users with fresh tokens")
     users.add_argument("--json", action="store_true", help="JSON list (the only format)")
     users.add_argument("--mfa", action="store_true", help="Tokens that carry MFA (amr: mfa)")
@@ -59,13 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from product_shop.demo.runtime import prepare
+    from product_shop.demo.runtime import demo_settings, prepare, start_payments_simulator
     from product_shop.web.app import create_app
 
     configure_logging("INFO", json=True)
-    context = prepare(args.data_dir)
-    app = create_app(context=context)
     base = f"http://{args.host}:{args.port}"
+    simulator = start_payments_simulator(demo_settings(args.data_dir), base)
+    context = prepare(args.data_dir, payments_url=simulator.url)
+    app = create_app(context=context)
     data_dir = args.data_dir
     print(
         f"""
@@ -81,9 +93,34 @@ For example, as a patient of Harbour Dental Care:
     | python3 -c 'import json,sys; print([u for u in json.load(sys.stdin) \\
       if u["handle"]=="harbour-patient-amelia"][0]["token"])')
   curl -H "Authorization: Bearer $TOKEN" {base}/v1/catalogue
+
+Buy something (Integrated Payments simulator at {simulator.url}):
+  POST {base}/v1/checkouts  (Idempotency-Key header, {{"lines": [...], "delivery_address": ...}})
+  POST <payment_url> {{"card_number": "4242424242424242"}}   (4000000000000002 is declined)
+  POST {base}/v1/checkouts/<id>/complete   -> the order
 """,
         flush=True,
     )
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    finally:
+        simulator.stop()
+        context.close()
+    return 0
+
+
+def _simulate_payments(args: argparse.Namespace) -> int:
+    from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
+
+    configure_logging("INFO", json=True)
+    config = SimulatorConfig(
+        api_key=args.api_key,
+        webhook_secret=args.webhook_secret,
+        callback_url=args.callback_url,
+        public_url=f"http://{args.host}:{args.port}",
+        duplicate_callback_rate=args.duplicate_rate,
+    )
+    app = create_payments_simulator(config)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0
 

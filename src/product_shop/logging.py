@@ -78,6 +78,7 @@ def configure_logging(
         logging.getLogger(name).propagate = True
     # We write our own access line (with request id, without query strings or tokens).
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> Any:

@@ -340,3 +340,17 @@ def test_only_patients_check_out(client: TestClient, world: World, shop: Shop) -
     for person in (world.admin_a, world.clinician_a, world.service, world.catalogue_admin):
         response = start_checkout(client, person, [(shop.voucher, 1)])
         assert response.status_code == 403, person.actor.role
+
+
+def test_completion_reports_server_timings_for_confirmation_and_order_creation(
+    client: TestClient, world: World, shop: Shop
+) -> None:
+    created = start_checkout(client, world.patient_a, [(shop.voucher, 1)])
+    assert "payment-intent;dur=" in created.headers["server-timing"]
+    pay(created.json())
+    completed = client.post(
+        f"/v1/checkouts/{created.json()['id']}/complete", headers=world.patient_a.headers
+    )
+    timing = completed.headers["server-timing"]
+    assert "payment-confirm;dur=" in timing
+    assert "order-create;dur=" in timing

@@ -14,8 +14,8 @@ from tests.conftest import World
 from tests.integration.checkout_support import (
     DECLINED,
     Shop,
-    pay,
     paid_checkout,
+    pay,
     payments_webhook,
     simulator_intent,
     start_checkout,

@@ -26,6 +26,7 @@ from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
 from product_shop.core.clock import Clock
 from product_shop.core.errors import Conflict, ProductShopError, ServiceUnavailable
 from product_shop.core.ids import new_id
+from product_shop.core.timing import timed
 from product_shop.db.engine import Database
 from product_shop.events import inbox
 from product_shop.events import types as ev
@@ -133,7 +134,8 @@ class CheckoutCompletion:
             assert intent_id is not None
             expected = (checkout.amount_due_minor, checkout.currency)
         try:
-            status = self._payments.get_payment(intent_id)
+            with timed("payment-confirm"):
+                status = self._payments.get_payment(intent_id)
         except PaymentsUnavailable as exc:
             raise ServiceUnavailable(
                 "We could not confirm the payment with Integrated Payments yet. No order was "
@@ -142,9 +144,10 @@ class CheckoutCompletion:
             ) from exc
         _check_matches(status, checkout_id, expected)
         if status.state is PaymentState.CAPTURED:
-            return self._with_retries(
-                lambda s: self._create_order(s, checkout_id, status, actor, message)
-            )
+            with timed("order-create"):
+                return self._with_retries(
+                    lambda s: self._create_order(s, checkout_id, status, actor, message)
+                )
         if status.state is PaymentState.FAILED:
             self._with_retries(
                 lambda s: self._record_failure(s, checkout_id, status, actor, message)

@@ -33,6 +33,7 @@ from product_shop.checkout.tables import Checkout, CheckoutLine
 from product_shop.core.clock import Clock
 from product_shop.core.errors import NotFound, ServiceUnavailable, Unprocessable
 from product_shop.core.ids import new_id
+from product_shop.core.timing import timed
 from product_shop.db.engine import Database
 from product_shop.idempotency.store import Claim, IdempotencyStore
 from product_shop.integrations.payments import (
@@ -213,12 +214,13 @@ class CheckoutService:
         self, checkout_id: uuid.UUID, amount: int, currency: str, *, attempt: int
     ) -> PaymentIntent:
         try:
-            return self._payments.create_intent(
-                amount_minor=amount,
-                currency=currency,
-                merchant_reference=str(checkout_id),
-                idempotency_key=f"checkout:{checkout_id}:{attempt}",
-            )
+            with timed("payment-intent"):
+                return self._payments.create_intent(
+                    amount_minor=amount,
+                    currency=currency,
+                    merchant_reference=str(checkout_id),
+                    idempotency_key=f"checkout:{checkout_id}:{attempt}",
+                )
         except PaymentsUnavailable as exc:
             raise ServiceUnavailable(
                 "Payments are unavailable right now; nothing was charged. Please try again.",

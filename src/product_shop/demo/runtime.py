@@ -15,9 +15,11 @@ from product_shop.db.engine import Database
 from product_shop.db.migrate import upgrade
 from product_shop.demo.data import USERS
 from product_shop.demo.seed import is_seeded, seed
+from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
+from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 
 
-def demo_settings(data_dir: Path) -> Settings:
+def demo_settings(data_dir: Path, *, payments_url: str | None = None) -> Settings:
     """SQLite in the data directory (unless PRODUCT_SHOP_DATABASE_URL says otherwise), the demo
     identity provider's public key, development mode."""
     data_dir = data_dir.resolve()
@@ -28,16 +30,31 @@ def demo_settings(data_dir: Path) -> Settings:
         "jwt_public_key_file": public_key_file(data_dir),
         "jwt_jwks_url": None,
     }
+    if payments_url is not None:
+        overrides["payments_base_url"] = payments_url
     if "PRODUCT_SHOP_DATABASE_URL" not in os.environ:
         overrides["database_url"] = f"sqlite:///{data_dir / 'product_shop.sqlite3'}"
     return Settings(**overrides)
 
 
-def prepare(data_dir: Path) -> AppContext:
+def start_payments_simulator(settings: Settings, api_url: str) -> BackgroundServer:
+    """Integrated Payments for the demo: its own port, signed callbacks to our webhook."""
+    port = free_port()
+    config = SimulatorConfig(
+        api_key=settings.payments_api_key.get_secret_value(),
+        webhook_secret=settings.webhook_secret.get_secret_value(),
+        public_url=f"http://127.0.0.1:{port}",
+        callback_url=f"{api_url}/v1/webhooks/payments",
+        duplicate_callback_rate=0.3,
+    )
+    return serve_in_background(create_payments_simulator(config), port)
+
+
+def prepare(data_dir: Path, *, payments_url: str | None = None) -> AppContext:
     """Create the data directory and key, migrate, seed once. Returns the wired context."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_key_pair(data_dir)
-    settings = demo_settings(data_dir)
+    settings = demo_settings(data_dir, payments_url=payments_url)
     database = Database(settings.database_url)
     upgrade(database.engine)
     context = AppContext.build(settings, database=database)

@@ -222,7 +222,10 @@ def _encode_cursor(at: datetime, order_id: uuid.UUID) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         at, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), uuid.UUID(order_id)
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("cursor timestamps carry a time zone")
+        return moment, uuid.UUID(order_id)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             "The cursor is not valid; start again without one.", code="invalid_cursor"

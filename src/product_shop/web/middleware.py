@@ -12,6 +12,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from product_shop.core.ids import new_id
+from product_shop.core.timing import begin_request, header_value
 from product_shop.logging import get_logger
 from product_shop.web.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
@@ -34,6 +35,7 @@ class RequestContextMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        timings = begin_request()
         status_holder: dict[str, Any] = {"status": None}
         path: str = scope.get("path", "")
 
@@ -45,6 +47,8 @@ class RequestContextMiddleware:
                 headers.append((b"x-content-type-options", b"nosniff"))
                 if path.startswith("/v1/"):
                     headers.append((b"cache-control", b"no-store"))
+                if timings:
+                    headers.append((b"server-timing", header_value(timings).encode()))
                 message["headers"] = headers
             await send(message)
 

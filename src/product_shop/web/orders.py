@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
 
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.orders.model import OrderStatus
@@ -55,8 +55,12 @@ def practice_orders(
     actor: ActorDep,
     session: SessionDep,
     status: OrderStatus | None = None,
-    created_from: Annotated[datetime | None, Query(description="Inclusive, ISO 8601")] = None,
-    created_to: Annotated[datetime | None, Query(description="Exclusive, ISO 8601")] = None,
+    created_from: Annotated[
+        AwareDatetime | None, Query(description="Inclusive, ISO 8601 with a time zone")
+    ] = None,
+    created_to: Annotated[
+        AwareDatetime | None, Query(description="Exclusive, ISO 8601 with a time zone")
+    ] = None,
     fulfilment_type: FulfilmentType | None = None,
     patient_id: uuid.UUID | None = None,
     limit: Limit = 50,
