@@ -38,3 +38,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## make bench: checkout benchmark against PostgreSQL (needs pgbench; see docs/benchmarks.md)
+bench: $(STAMP)
+	$(BIN)/python bench/checkout_bench.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     settings.check()
     configure_logging(settings.log_level, json=settings.log_json)
-    uvicorn.run(
+    config = uvicorn.Config(
         "product_shop.web.app:create_app",
         factory=True,
         host=args.host,
@@ -145,7 +146,28 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
     )
+    server = uvicorn.Server(config)
+    if args.workers == 1:
+        server.run()
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    Multiprocess(config, sockets=[_listening_socket(args.host, args.port)]).run()
     return 0
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The shared listening socket for several workers.
+
+    Created with an explicit IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted connections
+    whose socket says so, and without it every keep-alive response waits ~40 ms for a delayed ACK
+    (measured: 44 ms added to every request with uvicorn's own proto-0 socket).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
