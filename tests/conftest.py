@@ -250,6 +250,7 @@ def settings(database: Database, key_pair: KeyPair, tmp_path: Path, payments_url
         payments_api_key=PAYMENTS_API_KEY,
         payments_timeout_seconds=1.0,
         webhook_secret=WEBHOOK_SECRET,
+        relay_in_process=False,  # tests drive the relay themselves
     )
 
 

@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(handler=_serve)
 
+    relay = sub.add_parser("relay", help="Deliver outbox events (its own process at scale)")
+    relay.add_argument("--once", action="store_true", help="Deliver what is due, then exit")
+    relay.add_argument("--interval", type=float, default=1.0)
+    relay.add_argument(
+        "--redeliver-parked", action="store_true", help="Queue parked events again, then exit"
+    )
+    relay.set_defaults(handler=_relay)
+
     db = sub.add_parser("db", help="Database migrations")
     db_sub = db.add_subparsers(required=True, metavar="ACTION")
     upgrade = db_sub.add_parser("upgrade", help="Migrate PRODUCT_SHOP_DATABASE_URL to head")
@@ -168,6 +176,29 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
+
+
+def _relay(args: argparse.Namespace) -> int:
+    import time
+
+    from product_shop.context import AppContext
+
+    settings = Settings()
+    settings.check()
+    configure_logging(settings.log_level, json=settings.log_json)
+    context = AppContext.build(settings)
+    try:
+        if args.redeliver_parked:
+            print(f"queued {context.relay.redeliver_parked()} parked events again")
+            return 0
+        while True:
+            delivered = context.relay.run_once()
+            if args.once:
+                print(f"delivered {delivered} events")
+                return 0
+            time.sleep(args.interval)
+    finally:
+        context.close()
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     payments_base_url: str = "http://127.0.0.1:8101"
     payments_api_key: SecretStr = SecretStr("demo-payments-api-key")
     payments_timeout_seconds: float = 5.0
+    # Run the outbox relay inside the API process (the embedded default); at scale run
+    # `product-shop relay` as its own process instead.
+    relay_in_process: bool = True
+    relay_interval_seconds: float = 1.0
     # How long an unpaid checkout stays open.
     checkout_ttl_minutes: int = 24 * 60
 

@@ -14,9 +14,11 @@ from product_shop.config import Settings
 from product_shop.core.clock import Clock, SystemClock
 from product_shop.db.engine import Database
 from product_shop.events.outbox import Outbox
+from product_shop.events.relay import OutboxRelay
 from product_shop.idempotency.store import IdempotencyStore
 from product_shop.integrations.payments import IntegratedPayments
 from product_shop.integrations.payments_http import HttpIntegratedPayments
+from product_shop.integrations.sinks import payments_sinks
 from product_shop.orders.service import OrderService
 
 
@@ -34,6 +36,7 @@ class AppContext:
     checkout: CheckoutService
     completion: CheckoutCompletion
     orders: OrderService
+    relay: OutboxRelay
 
     def close(self) -> None:
         """Release network clients (the database is disposed by whoever created it)."""
@@ -83,4 +86,5 @@ class AppContext:
                 database=database, payments=payments, audit=audit, outbox=outbox, clock=clock
             ),
             orders=OrderService(audit=audit, clock=clock),
+            relay=OutboxRelay(database, payments_sinks(payments), clock),
         )

@@ -76,7 +76,7 @@ class HttpIntegratedPayments:
         data = self._call(lambda: self._client.get(f"/v1/payment-intents/{intent_id}"))
         return _status(data)
 
-    def set_order_reference(self, intent_id: str, order_id: uuid.UUID) -> None:
+    def set_order_reference(self, intent_id: str, order_id: uuid.UUID | str) -> None:
         self._call(
             lambda: self._client.put(
                 f"/v1/payment-intents/{intent_id}/order-reference",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -9,6 +11,7 @@ from fastapi import FastAPI
 from product_shop import __version__
 from product_shop.config import Settings
 from product_shop.context import AppContext
+from product_shop.events.relay import RelayThread
 from product_shop.web import catalogue, checkout, health, orders
 from product_shop.web.docs import install_docs
 from product_shop.web.middleware import RequestContextMiddleware
@@ -30,6 +33,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     settings.check()
     context = context or AppContext.build(settings)
     app = FastAPI(
+        lifespan=_lifespan,
         title="Product Shop",
         version=__version__,
         description=DESCRIPTION,
@@ -46,6 +50,21 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     install_docs(app)
     _problem_json_in_openapi(app)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The embedded default runs the outbox relay in the background of the API process."""
+    context: AppContext = app.state.context
+    relay = None
+    if context.settings.relay_in_process:
+        relay = RelayThread(context.relay, context.settings.relay_interval_seconds)
+        relay.start()
+    try:
+        yield
+    finally:
+        if relay is not None:
+            relay.stop()
 
 
 def _problem_json_in_openapi(app: FastAPI) -> None:

@@ -1,0 +1,151 @@
+"""The outbox relay: delivers committed events, at least once, in order per aggregate.
+
+Each run claims due rows (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several relays share the work),
+skips any event whose aggregate still has an earlier undelivered event, hands each to its sink,
+and records the outcome: delivered; or retried later on a growing schedule; or parked after the
+last try (re-deliverable by command). Only event types with a registered sink are claimed; the
+others wait in the outbox for theirs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import Session, aliased
+
+from product_shop.core.clock import Clock
+from product_shop.db.engine import Database
+from product_shop.events.tables import OutboxEvent
+from product_shop.logging import get_logger
+
+log = get_logger("product_shop.relay")
+
+# Minutes to hours, then parked.
+RETRY_SCHEDULE = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=3),
+    timedelta(hours=6),
+)
+
+
+MAX_ROUNDS = 10
+
+
+class PermanentDeliveryError(Exception):
+    """The sink refused the event for good: park it without further tries."""
+
+
+Sink = Callable[[OutboxEvent], None]
+
+
+class OutboxRelay:
+    def __init__(
+        self, database: Database, sinks: Mapping[str, Sink], clock: Clock, *, batch: int = 50
+    ) -> None:
+        self._database = database
+        self._sinks = dict(sinks)
+        self._clock = clock
+        self._batch = batch
+
+    def run_once(self) -> int:
+        """Deliver what is due now. Returns how many events were delivered."""
+        if not self._sinks:
+            return 0
+        delivered = 0
+        for _ in range(MAX_ROUNDS):  # a delivery may unblock the next event of its aggregate
+            with self._database.unit_of_work() as session:
+                round_delivered = sum(self._deliver(event) for event in self._claim(session))
+            delivered += round_delivered
+            if not round_delivered:
+                break
+        return delivered
+
+    def _claim(self, session: Session) -> list[OutboxEvent]:
+        earlier = aliased(OutboxEvent)
+        blocked = exists().where(
+            and_(
+                earlier.aggregate_type == OutboxEvent.aggregate_type,
+                earlier.aggregate_id == OutboxEvent.aggregate_id,
+                earlier.position < OutboxEvent.position,
+                earlier.event_type.in_(self._sinks),
+                earlier.status != "delivered",
+            )
+        )
+        statement = (
+            select(OutboxEvent)
+            .where(
+                OutboxEvent.status == "pending",
+                OutboxEvent.next_attempt_at <= self._clock.now(),
+                OutboxEvent.event_type.in_(self._sinks),
+                ~blocked,
+            )
+            .order_by(OutboxEvent.position)
+            .limit(self._batch)
+            .with_for_update(skip_locked=True)
+        )
+        return list(session.scalars(statement))
+
+    def _deliver(self, event: OutboxEvent) -> int:
+        now = self._clock.now()
+        event.attempts += 1
+        try:
+            self._sinks[event.event_type](event)
+        except PermanentDeliveryError as exc:
+            event.status, event.last_error = "parked", str(exc)[:500]
+            log.error("event_parked", event_type=event.event_type, event_id=str(event.event_id))
+            return 0
+        except Exception as exc:  # any transient failure: try again later
+            event.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            if event.attempts > len(RETRY_SCHEDULE):
+                event.status = "parked"
+                log.error("event_parked", event_type=event.event_type, event_id=str(event.event_id))
+            else:
+                event.next_attempt_at = now + RETRY_SCHEDULE[event.attempts - 1]
+            return 0
+        event.status, event.delivered_at, event.last_error = "delivered", now, None
+        return 1
+
+    def redeliver_parked(self) -> int:
+        """Put parked events back in the queue (the `relay --redeliver-parked` command)."""
+        with self._database.unit_of_work() as session:
+            parked = list(
+                session.scalars(select(OutboxEvent).where(OutboxEvent.status == "parked"))
+            )
+            for event in parked:
+                event.status, event.attempts, event.next_attempt_at = (
+                    "pending",
+                    0,
+                    self._clock.now(),
+                )
+            return len(parked)
+
+
+class RelayThread:
+    """Runs the relay in the background of the embedded service (the demo)."""
+
+    def __init__(self, relay: OutboxRelay, interval_seconds: float = 1.0) -> None:
+        self._relay = relay
+        self._interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._relay.run_once()
+            except Exception:
+                log.exception("relay_run_failed")

@@ -1,0 +1,20 @@
+"""Outbox sinks that speak to other modules through their ports."""
+
+from __future__ import annotations
+
+from product_shop.events import types as ev
+from product_shop.events.relay import PermanentDeliveryError, Sink
+from product_shop.events.tables import OutboxEvent
+from product_shop.integrations.payments import IntegratedPayments, PaymentRejected
+
+
+def payments_sinks(payments: IntegratedPayments) -> dict[str, Sink]:
+    """Integrated Payments: the order id as the commerce order reference on the payment."""
+
+    def order_reference(event: OutboxEvent) -> None:
+        try:
+            payments.set_order_reference(event.data["intent_id"], event.data["order_id"])
+        except PaymentRejected as exc:
+            raise PermanentDeliveryError(f"{exc.code}: {exc.message}") from exc
+
+    return {ev.PAYMENT_ORDER_REFERENCE.name: order_reference}

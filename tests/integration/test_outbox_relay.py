@@ -1,0 +1,137 @@
+"""The outbox relay delivers after commit, retries on failure, parks, and keeps per-aggregate order.
+Its first sink gives Integrated Payments the order id as the payment's commerce order reference."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from product_shop.context import AppContext
+from product_shop.core.clock import FrozenClock
+from product_shop.db.engine import Database
+from product_shop.events.relay import RETRY_SCHEDULE, OutboxRelay
+from product_shop.events.tables import OutboxEvent
+from product_shop.events.types import PAYMENT_ORDER_REFERENCE
+from tests.conftest import World
+from tests.integration.checkout_support import Shop, paid_checkout, simulator_intent
+
+
+def _order(
+    client: TestClient, world: World, shop: Shop
+) -> tuple[dict[str, object], dict[str, object]]:
+    checkout = paid_checkout(client, world.patient_a, [(shop.voucher, 1)])
+    order = client.post(
+        f"/v1/checkouts/{checkout['id']}/complete", headers=world.patient_a.headers
+    ).json()
+    return checkout, order
+
+
+def _reference_event(database: Database) -> OutboxEvent:
+    with Session(database.engine) as session:
+        return session.scalars(
+            select(OutboxEvent).where(OutboxEvent.event_type == PAYMENT_ORDER_REFERENCE.name)
+        ).one()
+
+
+def test_the_order_id_reaches_integrated_payments_as_the_commerce_order_reference(
+    client: TestClient, world: World, shop: Shop, context: AppContext, payments_url: str
+) -> None:
+    checkout, order = _order(client, world, shop)
+    intent_id = checkout["payment"]["intent_id"]  # type: ignore[index]
+    assert (
+        simulator_intent(payments_url, intent_id)["order_reference"] is None
+    )  # not before commit+relay
+
+    delivered = context.relay.run_once()
+
+    assert delivered == 1
+    assert simulator_intent(payments_url, intent_id)["order_reference"] == order["order_id"]
+    event = _reference_event(context.database)
+    assert (event.status, event.attempts) == ("delivered", 1)
+    assert context.relay.run_once() == 0  # delivered once, not again
+
+
+def test_a_failed_delivery_is_retried_later_and_never_lost(
+    client: TestClient, world: World, shop: Shop, context: AppContext, payments_url: str
+) -> None:
+    checkout, order = _order(client, world, shop)
+    httpx.post(
+        f"{payments_url}/_simulator/faults",
+        json={"operation": "set_order_reference", "mode": "error", "status": 503, "times": 3},
+    )
+    clock = FrozenClock(context.clock.now())
+    relay = OutboxRelay(context.database, {PAYMENT_ORDER_REFERENCE.name: _sink(context)}, clock)
+
+    assert relay.run_once() == 0
+    event = _reference_event(context.database)
+    assert (event.status, event.attempts) == ("pending", 1)
+    assert event.last_error is not None
+    assert relay.run_once() == 0  # not due yet
+    clock.advance(RETRY_SCHEDULE[0] + timedelta(seconds=1))
+    assert relay.run_once() == 1
+    intent_id = checkout["payment"]["intent_id"]  # type: ignore[index]
+    assert simulator_intent(payments_url, intent_id)["order_reference"] == order["order_id"]
+
+
+def test_an_event_is_parked_after_the_last_try_and_can_be_redelivered(
+    client: TestClient, world: World, shop: Shop, context: AppContext
+) -> None:
+    _order(client, world, shop)
+    clock = FrozenClock(context.clock.now())
+    failures = {"left": len(RETRY_SCHEDULE) + 1}
+
+    def flaky(event: OutboxEvent) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("module down")
+
+    relay = OutboxRelay(context.database, {PAYMENT_ORDER_REFERENCE.name: flaky}, clock)
+    for _ in range(len(RETRY_SCHEDULE) + 1):
+        relay.run_once()
+        clock.advance(timedelta(hours=7))
+    assert _reference_event(context.database).status == "parked"
+
+    assert relay.redeliver_parked() == 1
+    assert relay.run_once() == 1
+    assert _reference_event(context.database).status == "delivered"
+
+
+def test_events_of_one_aggregate_are_delivered_in_order(
+    context: AppContext, database: Database
+) -> None:
+    aggregate = uuid.uuid4()
+    with database.unit_of_work() as session:
+        for n in range(3):
+            context.outbox.emit(
+                session,
+                PAYMENT_ORDER_REFERENCE,
+                aggregate_id=aggregate,
+                data={"order_id": str(aggregate), "intent_id": f"pi_{n}", "payment_ref": "x"},
+            )
+    seen: list[str] = []
+    fail_first = {"left": 1}
+
+    def sink(event: OutboxEvent) -> None:
+        if fail_first["left"]:
+            fail_first["left"] -= 1
+            raise ConnectionError("down")
+        seen.append(event.data["intent_id"])
+
+    clock = FrozenClock(context.clock.now())
+    relay = OutboxRelay(database, {PAYMENT_ORDER_REFERENCE.name: sink}, clock)
+    assert relay.run_once() == 0  # the first failed; the later two must wait behind it
+    assert seen == []
+    clock.advance(timedelta(minutes=1))
+    relay.run_once()
+    assert seen == ["pi_0", "pi_1", "pi_2"]
+
+
+def _sink(context: AppContext):  # type: ignore[no-untyped-def]
+    from product_shop.integrations.sinks import payments_sinks
+
+    return payments_sinks(context.payments)[PAYMENT_ORDER_REFERENCE.name]
