@@ -104,6 +104,13 @@ def products(api: str, token: str) -> list[str]:
 
 
 async def one_flow(client: httpx.AsyncClient, api: str, token: str, product_ids: list[str], samples: Samples) -> None:
+    try:
+        await _flow(client, api, token, product_ids, samples)
+    except httpx.TransportError:
+        samples.errors += 1
+
+
+async def _flow(client: httpx.AsyncClient, api: str, token: str, product_ids: list[str], samples: Samples) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
     body = {"lines": [{"product_id": p, "quantity": 1} for p in product_ids], "delivery_address": ADDRESS}
@@ -175,9 +182,13 @@ async def completion_phase(api: str, tokens: list[str], product_ids: list[str], 
             while not queue.empty():
                 token, checkout_id = queue.get_nowait()
                 started = time.perf_counter()
-                response = await client.post(
-                    f"{api}/v1/checkouts/{checkout_id}/complete", headers={"Authorization": f"Bearer {token}"}
-                )
+                try:
+                    response = await client.post(
+                        f"{api}/v1/checkouts/{checkout_id}/complete", headers={"Authorization": f"Bearer {token}"}
+                    )
+                except httpx.TransportError:
+                    samples.errors += 1
+                    continue
                 if response.status_code != 200:
                     samples.errors += 1
                     continue
@@ -190,6 +201,53 @@ async def completion_phase(api: str, tokens: list[str], product_ids: list[str], 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return samples, elapsed
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if ppid == pid:
+                children.append(int(entry.name))
+    return [pid, *[c for child in children for c in _tree(child)]]
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return pids
+
+
+def cpu_snapshot(server_pid: int, simulator_pid: int) -> dict[str, float]:
+    return {
+        "api": sum(_cpu_seconds(p) for p in _tree(server_pid)),
+        "simulator": _cpu_seconds(simulator_pid),
+        "load generator": _cpu_seconds(os.getpid()),
+        "postgres": sum(_cpu_seconds(p) for p in _postgres_pids()),
+    }
+
+
+def cpu_share(before: dict[str, float], after: dict[str, float], elapsed: float) -> str:
+    used = {k: after[k] - before[k] for k in before}
+    return ", ".join(f"{k} {v / elapsed:.0%}" for k, v in used.items()) + f" (of 1 core; {os.cpu_count()} cores)"
 
 
 def pgbench(url: str, clients: int, seconds: int) -> float:
@@ -234,7 +292,6 @@ def main() -> int:
     results: dict[str, object] = {}
     try:
         wait_ready(f"{api}/readyz")
-        wait_ready(f"http://127.0.0.1:{sim_port}/v1/refund-reasons", 30) if False else time.sleep(1)
         now = datetime.now(UTC)
         tokens = [
             issue_token(pair.private_pem, subject=str(uuid.uuid4()), role="patient", issuer=DEFAULT_ISSUER,
@@ -244,8 +301,11 @@ def main() -> int:
         product_ids = products(api, tokens[0])
         asyncio.run(flow_phase(api, tokens, product_ids, 4, 2))  # warm-up
         flows = {}
+        cpu: dict[str, str] = {}
         for level in levels:
+            before = cpu_snapshot(server.pid, simulator.pid)
             samples, elapsed = asyncio.run(flow_phase(api, tokens, product_ids, level, args.seconds))
+            cpu[f"flow_{level}"] = cpu_share(before, cpu_snapshot(server.pid, simulator.pid), elapsed)
             flows[level] = (samples, elapsed)
         completions = {}
         for level in levels:
@@ -279,6 +339,10 @@ def main() -> int:
               f"order-create p95 {pct(s.order_ms,95):>6.1f}   raw DB limit {raw_tps or float('nan'):>8.1f} tx/s   ratio {ratio}   errors {s.errors}")
         results[f"completion_{level}"] = {"completions_per_s": rate, "complete_ms": [pct(s.complete_ms, p) for p in (50, 95, 99)],
                                           "order_create_p95_ms": pct(s.order_ms, 95), "raw_tps": raw_tps, "errors": s.errors}
+    print("\nCPU use during the whole-flow phases (process CPU seconds / wall seconds)")
+    for name, share in cpu.items():
+        print(f"  {name}: {share}")
+    results["cpu"] = cpu
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -145,36 +145,67 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     settings.check()
     configure_logging(settings.log_level, json=settings.log_json)
+    if args.workers == 1:
+        _serve_worker(args.host, args.port, reuse_port=False)
+        return 0
+    return _supervise(args.host, args.port, args.workers)
+
+
+def _serve_worker(host: str, port: int, *, reuse_port: bool = True) -> None:
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
     config = uvicorn.Config(
         "product_shop.web.app:create_app",
         factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
         log_config=None,
         access_log=False,
     )
-    server = uvicorn.Server(config)
-    if args.workers == 1:
-        server.run()
-        return 0
-    from uvicorn.supervisors import Multiprocess
+    uvicorn.Server(config).run(sockets=[_listening_socket(host, port, reuse_port=reuse_port)])
 
-    Multiprocess(config, sockets=[_listening_socket(args.host, args.port)]).run()
+
+def _supervise(host: str, port: int, workers: int) -> int:
+    """Run `workers` API processes, each with its own SO_REUSEPORT socket on the same port, so the
+    kernel spreads connections evenly (one shared socket let a single worker accept nearly all
+    keep-alive connections: measured 71% vs 1% CPU). A worker that dies is replaced."""
+    import multiprocessing
+    import signal
+    import time
+
+    spawn = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = spawn.Process(target=_serve_worker, args=(host, port), daemon=False)
+        process.start()
+        return process
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    processes = [start() for _ in range(workers)]
+    while not stopping:
+        time.sleep(0.5)
+        processes = [p if p.is_alive() else start() for p in processes]
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=30)
     return 0
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """The shared listening socket for several workers.
-
-    Created with an explicit IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted connections
-    whose socket says so, and without it every keep-alive response waits ~40 ms for a delayed ACK
-    (measured: 44 ms added to every request with uvicorn's own proto-0 socket).
-    """
+def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening socket created with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY only on
+    connections whose socket says so, and without it every keep-alive response waited ~40 ms for
+    a delayed ACK (measured: 44 ms added to every request with a proto-0 socket)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.set_inheritable(True)
+    sock.listen(2048)
     return sock
 
 

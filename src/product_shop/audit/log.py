@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from product_shop.audit.tables import AuditEntry
@@ -25,6 +25,18 @@ from product_shop.core.ids import new_id
 from product_shop.db.base import json_default
 
 GENESIS_HASH = "0" * 64
+# Stream heads written in this session's transaction, so entries need not be flushed to chain.
+_HEADS = "audit_stream_heads"
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_heads(session: Session, _transaction: object) -> None:
+    session.info.pop(_HEADS, None)
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_heads_after_commit(session: Session) -> None:
+    session.info.pop(_HEADS, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +92,29 @@ class AuditLog:
         before: dict[str, Any] | None = None,
         after: dict[str, Any] | None = None,
         at: datetime | None = None,
+        new_stream: bool = False,
     ) -> AuditEntry:
+        """Add an entry chained to its stream's head. `new_stream`: the caller knows the stream
+        begins here (a new aggregate), so no head is looked up; the unique (stream, seq)
+        constraint still refuses a wrong guess."""
         stream_key = str(stream_id)
-        head = session.execute(
-            select(AuditEntry.stream_seq, AuditEntry.entry_hash)
-            .where(AuditEntry.stream_type == stream_type, AuditEntry.stream_id == stream_key)
-            .order_by(AuditEntry.stream_seq.desc())
-            .limit(1)
-        ).first()
-        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+        heads: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault(_HEADS, {})
+        known = heads.get((stream_type, stream_key))
+        if known is not None:
+            seq, prev_hash = known[0] + 1, known[1]
+        elif new_stream:
+            seq, prev_hash = 1, GENESIS_HASH
+        else:
+            with session.no_autoflush:
+                head = session.execute(
+                    select(AuditEntry.stream_seq, AuditEntry.entry_hash)
+                    .where(
+                        AuditEntry.stream_type == stream_type, AuditEntry.stream_id == stream_key
+                    )
+                    .order_by(AuditEntry.stream_seq.desc())
+                    .limit(1)
+                ).first()
+            seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
         entry = AuditEntry(
             entry_id=new_id(),
             stream_type=stream_type,
@@ -106,6 +132,7 @@ class AuditLog:
         )
         entry.entry_hash = compute_hash(prev_hash, entry_document(entry))
         session.add(entry)
+        heads[(stream_type, stream_key)] = (seq, entry.entry_hash)
         return entry
 
 

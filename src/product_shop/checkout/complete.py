@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor, Role
 from product_shop.audit.log import AuditActor, AuditLog
+from product_shop.audit.tables import AuditEntry
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.service import load_lines, load_owned, lock_checkout
 from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
@@ -38,7 +39,7 @@ from product_shop.integrations.payments import (
     PaymentsUnavailable,
 )
 from product_shop.orders.model import LineState, OrderStatus, RefundStatus
-from product_shop.orders.queries import order_document
+from product_shop.orders.queries import build_order_document, order_document
 from product_shop.orders.schemas import OrderOut
 from product_shop.orders.tables import Order, OrderLine
 
@@ -93,9 +94,7 @@ class CheckoutCompletion:
     # ---- entry points ----------------------------------------------------------------------
 
     def complete_for_patient(self, actor: Actor, checkout_id: uuid.UUID) -> OrderOut:
-        with self._database.unit_of_work() as session:
-            load_owned(session, actor, checkout_id)  # 404 unless this patient's checkout
-        return self._complete(checkout_id, actor, message=None)
+        return self._complete(checkout_id, actor, message=None, owner=actor)
 
     def handle_payment_webhook(
         self, message_id: str, intent_id: str, merchant_reference: str
@@ -123,10 +122,21 @@ class CheckoutCompletion:
 
     # ---- the use case -----------------------------------------------------------------------
 
-    def _complete(self, checkout_id: uuid.UUID, actor: Actor, *, message: str | None) -> OrderOut:
+    def _complete(
+        self,
+        checkout_id: uuid.UUID,
+        actor: Actor,
+        *,
+        message: str | None,
+        owner: Actor | None = None,
+    ) -> OrderOut:
         with self._database.unit_of_work() as session:
-            checkout = session.get(Checkout, checkout_id)
-            assert checkout is not None
+            if owner is not None:
+                checkout = load_owned(session, owner, checkout_id)  # 404 unless theirs
+            else:
+                found = session.get(Checkout, checkout_id)
+                assert found is not None
+                checkout = found
             done = self._settled(session, checkout, message)
             if done is not None:
                 return done
@@ -153,9 +163,9 @@ class CheckoutCompletion:
                 lambda s: self._record_failure(s, checkout_id, status, actor, message)
             )
             with self._database.unit_of_work() as session:
-                checkout = session.get(Checkout, checkout_id)
-                assert checkout is not None
-                self._settled(session, checkout, None)
+                failed = session.get(Checkout, checkout_id)
+                assert failed is not None
+                self._settled(session, failed, None)  # raises PaymentFailed with the reason
         raise Conflict(
             "The payment has not been made yet: complete it on the payment page first.",
             code="payment_not_captured",
@@ -228,8 +238,6 @@ class CheckoutCompletion:
             card_last4=status.card_last4,
             confirmed_at=now,
         )
-        session.add(capture)
-        session.flush()
         order_id = new_id()
         order = Order(
             order_id=order_id,
@@ -252,10 +260,10 @@ class CheckoutCompletion:
             updated_at=now,
             version=1,
         )
-        session.add(order)
-        checkout_lines = load_lines(session, checkout_id)
-        lines = [_order_line(order_id, line, now) for line in checkout_lines]
-        session.add_all(lines)
+        lines = [_order_line(order_id, line, now) for line in load_lines(session, checkout_id)]
+        # Everything below is written in one flush at commit (the unit of work orders the
+        # inserts by foreign key: capture, order, lines).
+        session.add_all([capture, order, *lines])
         before_status = checkout.status
         checkout.status = transition(
             CheckoutStatus(checkout.status), CheckoutStatus.COMPLETED
@@ -263,10 +271,11 @@ class CheckoutCompletion:
         checkout.order_id = order_id
         checkout.updated_at = now
         checkout.version += 1
-        session.flush()
-        self._record_order_created(session, checkout, order, lines, capture, actor, before_status)
+        trail = self._record_order_created(
+            session, checkout, order, lines, capture, actor, before_status
+        )
         self._fulfilment.order_created(session, order, lines)
-        return order_document(session, order)
+        return build_order_document(order, lines, capture, trail)
 
     def _record_order_created(
         self,
@@ -277,7 +286,8 @@ class CheckoutCompletion:
         capture: PaymentCapture,
         actor: Actor,
         before_status: str,
-    ) -> None:
+    ) -> list[AuditEntry]:
+        """Audit entries and outbox events of a new order; returns the order's audit trail."""
         now = order.created_at
         who = (
             actor.audit_actor()
@@ -295,10 +305,11 @@ class CheckoutCompletion:
             after={"status": checkout.status, "order_id": str(order.order_id)},
             at=now,
         )
-        self._audit.record(
+        captured = self._audit.record(
             session,
             stream_type="order",
             stream_id=order.order_id,
+            new_stream=True,
             action="payment.captured",
             actor=who,
             practice_id=order.practice_id,
@@ -311,7 +322,7 @@ class CheckoutCompletion:
             },
             at=now,
         )
-        self._audit.record(
+        created = self._audit.record(
             session,
             stream_type="order",
             stream_id=order.order_id,
@@ -424,6 +435,7 @@ class CheckoutCompletion:
             },
             at=now,
         )
+        return [captured, created]
 
     def _record_failure(
         self,

@@ -58,11 +58,23 @@ def order_document(session: Session, order: Order) -> OrderOut:
         )
     )
     capture = session.get(PaymentCapture, order.payment_ref) if order.payment_ref else None
-    trail = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.stream_type == "order", AuditEntry.stream_id == str(order.order_id))
-        .order_by(AuditEntry.stream_seq)
+    trail = list(
+        session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.stream_type == "order", AuditEntry.stream_id == str(order.order_id))
+            .order_by(AuditEntry.stream_seq)
+        )
     )
+    return build_order_document(order, lines, capture, trail)
+
+
+def build_order_document(
+    order: Order,
+    lines: list[OrderLine],
+    capture: PaymentCapture | None,
+    trail: list[AuditEntry],
+) -> OrderOut:
+    """The order JSON from rows in hand (the completion builds it from what it just wrote)."""
     return OrderOut(
         order_id=order.order_id,
         checkout_id=order.checkout_id,
