@@ -19,6 +19,7 @@ from product_shop.idempotency.store import IdempotencyStore
 from product_shop.integrations.payments import IntegratedPayments
 from product_shop.integrations.payments_http import HttpIntegratedPayments
 from product_shop.integrations.sinks import payments_sinks
+from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.service import OrderService
 
 
@@ -71,7 +72,9 @@ class AppContext:
             clock=clock,
             audit=audit,
             outbox=outbox,
-            catalogue=CatalogueService(audit=audit, outbox=outbox, clock=clock),
+            catalogue=CatalogueService(
+                audit=audit, outbox=outbox, clock=clock, references=ActiveOrderReferences()
+            ),
             payments=payments,
             idempotency=idempotency,
             checkout=CheckoutService(

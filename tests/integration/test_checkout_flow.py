@@ -354,3 +354,27 @@ def test_completion_reports_server_timings_for_confirmation_and_order_creation(
     timing = completed.headers["server-timing"]
     assert "payment-confirm;dur=" in timing
     assert "order-create;dur=" in timing
+
+
+def test_deprecating_a_product_names_the_active_orders_that_contain_it(
+    client: TestClient, world: World, shop: Shop, database: Database
+) -> None:
+    checkout = paid_checkout(client, world.patient_a, [(shop.toothbrush, 1), (shop.voucher, 1)])
+    order = client.post(
+        f"/v1/checkouts/{checkout['id']}/complete", headers=world.patient_a.headers
+    ).json()
+    other = paid_checkout(client, world.patient_a2, [(shop.voucher, 1)])
+    client.post(f"/v1/checkouts/{other['id']}/complete", headers=world.patient_a2.headers)
+
+    client.patch(
+        f"/v1/products/{shop.toothbrush}",
+        headers=world.catalogue_admin.headers,
+        json={"availability_status": "deprecated"},
+    )
+
+    with Session(database.engine) as session:
+        event = session.scalars(
+            select(OutboxEvent).where(OutboxEvent.event_type.like("%product.deprecated%"))
+        ).one()
+    assert event.data["affected"]["active_order_ids"] == [order["order_id"]]
+    assert event.data["affected"]["hygiene_subscriptions"]["product_id"] == str(shop.toothbrush)

@@ -139,6 +139,23 @@ def build_order_document(
     )
 
 
+class ActiveOrderReferences:
+    """Orders still being fulfilled that contain a product (the deprecation check, spec §3.1)."""
+
+    def active_order_ids(self, session: Session, product_id: uuid.UUID) -> list[uuid.UUID]:
+        statement = (
+            select(Order.order_id)
+            .join(OrderLine, OrderLine.order_id == Order.order_id)
+            .where(
+                OrderLine.product_id == product_id,
+                Order.fulfilment_status != OrderStatus.COMPLETED.value,
+            )
+            .distinct()
+            .order_by(Order.order_id)
+        )
+        return list(session.scalars(statement))
+
+
 @dataclass(frozen=True, slots=True)
 class OrderFilters:
     status: OrderStatus | None = None
