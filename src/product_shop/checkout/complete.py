@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor, Role
-from product_shop.audit.log import AuditActor, AuditLog
+from product_shop.audit.log import AuditLog
 from product_shop.audit.tables import AuditEntry
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.service import load_lines, load_owned, lock_checkout
@@ -289,11 +289,7 @@ class CheckoutCompletion:
     ) -> list[AuditEntry]:
         """Audit entries and outbox events of a new order; returns the order's audit trail."""
         now = order.created_at
-        who = (
-            actor.audit_actor()
-            if actor.role is not Role.SERVICE
-            else AuditActor(actor.actor_id, "service", actor.name)
-        )
+        who = actor.audit_actor()
         self._audit.record(
             session,
             stream_type="checkout",
@@ -459,11 +455,7 @@ class CheckoutCompletion:
         checkout.failure_reason = status.failure_message or "The payment did not go through."
         checkout.updated_at = now
         checkout.version += 1
-        who = (
-            actor.audit_actor()
-            if actor.role is not Role.SERVICE
-            else AuditActor(actor.actor_id, "service", actor.name)
-        )
+        who = actor.audit_actor()
         self._audit.record(
             session,
             stream_type="checkout",

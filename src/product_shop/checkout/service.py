@@ -105,18 +105,8 @@ class CheckoutService:
                 version=1,
             )
             session.add(checkout)
-            session.add_all(
-                CheckoutLine(
-                    checkout_id=checkout_id,
-                    line_no=line.line_no,
-                    product_id=line.product_id,
-                    product_name=line.name,
-                    quantity=line.quantity,
-                    unit_price_minor=line.unit_price_minor,
-                    fulfilment_type=line.fulfilment_type.value,
-                )
-                for line in lines
-            )
+            rows = _line_rows(lines, checkout_id)
+            session.add_all(rows)
             self._audit.record(
                 session,
                 stream_type="checkout",
@@ -140,7 +130,7 @@ class CheckoutService:
                 },
                 at=now,
             )
-            view = checkout_view(checkout, _line_rows(lines, checkout_id))
+            view = checkout_view(checkout, rows)
             self._idempotency.complete(
                 session, claim, 201, view.model_dump(mode="json"), f"/v1/checkouts/{checkout_id}"
             )
