@@ -55,10 +55,13 @@ def test_several_workers_serve_one_port_and_stop_together(tmp_path: Path) -> Non
         workers = _children(server.pid)
         assert len(workers) >= 2
         with httpx.Client() as client:  # keep-alive responses are not held back (TCP_NODELAY)
-            started = time.perf_counter()
-            for _ in range(20):
+            durations = []
+            for _ in range(21):
+                started = time.perf_counter()
                 assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-            assert (time.perf_counter() - started) / 20 < 0.03
+                durations.append(time.perf_counter() - started)
+            # A delayed-ACK stall costs ~40 ms on every keep-alive request; the median shows it.
+            assert sorted(durations)[10] < 0.03
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import String, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from product_shop.db.base import Base, UTCDateTime
@@ -31,11 +33,16 @@ def seen(session: Session, source: str, message_id: str) -> bool:
     )
 
 
-def record(session: Session, source: str, message_id: str, message_type: str, at: datetime) -> None:
-    """Add the message id; a concurrent duplicate fails on the primary key at flush."""
-    session.add(
-        InboxMessage(
-            source=source, message_id=message_id, message_type=message_type, received_at=at
-        )
+def record(session: Session, source: str, message_id: str, message_type: str, at: datetime) -> bool:
+    """Record the message id; True when it is new. Idempotent under concurrency (ON CONFLICT DO
+    NOTHING): two deliveries of one message racing each other never fail, and the effect they
+    carry is protected by its own uniqueness (one order per checkout)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(InboxMessage)
+        .values(source=source, message_id=message_id, message_type=message_type, received_at=at)
+        .on_conflict_do_nothing(index_elements=["source", "message_id"])
     )
-    session.flush()
+    result = session.execute(statement)
+    return bool(getattr(result, "rowcount", 0) == 1)
