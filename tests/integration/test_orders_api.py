@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from product_shop.audit.tables import AuditEntry
 from product_shop.db.engine import Database
@@ -486,3 +488,48 @@ def test_a_malformed_pms_invoice_ref_is_refused(
 
     assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
     assert count_rows(database, AuditEntry, PMS_SET) == 0
+
+
+def _read_entries(database: Database) -> list[AuditEntry]:
+    with Session(database.engine) as session:
+        return list(
+            session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.stream_type == "order_read")
+                .order_by(AuditEntry.position)
+            )
+        )
+
+
+def test_every_read_of_an_order_is_audited_with_who_read_what(
+    client: TestClient, world: World, orders: dict[str, dict[str, Any]], database: Database
+) -> None:
+    order_id = orders["a_voucher"]["order_id"]
+    before = len(_read_entries(database))
+
+    client.get(f"/v1/orders/{order_id}", headers=world.patient_a.headers)
+    client.get(f"/v1/orders/{order_id}", headers=world.clinician_a.headers)
+    client.get("/v1/me/orders", headers=world.patient_a.headers)
+    client.get("/v1/orders", headers=world.admin_a.headers, params={"fulfilment_type": "Digital"})
+
+    entries = _read_entries(database)[before:]
+    assert [(e.action, e.actor_id) for e in entries] == [
+        ("order.read", world.patient_a.actor.actor_id),
+        ("order.read", world.clinician_a.actor.actor_id),
+        ("orders.listed_own", world.patient_a.actor.actor_id),
+        ("orders.listed", world.admin_a.actor.actor_id),
+    ]
+    assert entries[0].after == {"order_ids": [order_id]}
+    assert order_id in entries[2].after["order_ids"]  # type: ignore[index]
+    assert entries[3].after["filters"] == {"fulfilment_type": "Digital"}  # type: ignore[index]
+
+
+def test_a_refused_read_is_not_logged_as_a_read(
+    client: TestClient, world: World, orders: dict[str, dict[str, Any]], database: Database
+) -> None:
+    before = len(_read_entries(database))
+    response = client.get(
+        f"/v1/orders/{orders['a_voucher']['order_id']}", headers=world.patient_b.headers
+    )
+    assert response.status_code == 404
+    assert len(_read_entries(database)) == before

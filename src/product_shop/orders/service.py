@@ -11,6 +11,7 @@ from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
 from product_shop.core.clock import Clock
 from product_shop.core.errors import NotFound
+from product_shop.core.ids import new_id
 from product_shop.orders.tables import Order
 
 
@@ -47,3 +48,28 @@ class OrderService:
             at=now,
         )
         return order
+
+    def record_read(
+        self,
+        session: Session,
+        actor: Actor,
+        *,
+        order_ids: list[uuid.UUID],
+        action: str,
+        practice_id: uuid.UUID | None,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        """Spec §8: every read of patient-bound order records is logged, with who and what.
+
+        Each read is its own one-entry stream, so concurrent reads never contend for a stream
+        position; tamper evidence across streams comes from the audit checkpoints."""
+        self._audit.record(
+            session,
+            stream_type="order_read",
+            stream_id=new_id(),
+            new_stream=True,
+            action=action,
+            actor=actor.audit_actor(),
+            practice_id=practice_id,
+            after={"order_ids": [str(order_id) for order_id in order_ids], **(details or {})},
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -29,8 +30,18 @@ Cursor = Annotated[
     summary="One order: the patient who owns it, or staff of its practice",
     responses=problem_responses(401, 403, 404, 422),
 )
-def get_order(order_id: uuid.UUID, actor: ActorDep, session: SessionDep) -> OrderOut:
-    return order_document(session, load_visible(session, actor, order_id))
+def get_order(
+    order_id: uuid.UUID, actor: ActorDep, session: SessionDep, context: ContextDep
+) -> OrderOut:
+    order = load_visible(session, actor, order_id)
+    context.orders.record_read(
+        session,
+        actor,
+        order_ids=[order.order_id],
+        action="order.read",
+        practice_id=order.practice_id,
+    )
+    return order_document(session, order)
 
 
 @router.get(
@@ -40,9 +51,21 @@ def get_order(order_id: uuid.UUID, actor: ActorDep, session: SessionDep) -> Orde
     responses=problem_responses(400, 401, 403, 422),
 )
 def my_orders(
-    actor: ActorDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+    actor: ActorDep,
+    session: SessionDep,
+    context: ContextDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> OrderPage:
-    return list_orders(session, actor, OrderFilters(), limit=limit, cursor=cursor, own=True)
+    page = list_orders(session, actor, OrderFilters(), limit=limit, cursor=cursor, own=True)
+    context.orders.record_read(
+        session,
+        actor,
+        order_ids=[item.order_id for item in page.items],
+        action="orders.listed_own",
+        practice_id=actor.practice_id,
+    )
+    return page
 
 
 @router.get(
@@ -54,6 +77,7 @@ def my_orders(
 def practice_orders(
     actor: ActorDep,
     session: SessionDep,
+    context: ContextDep,
     status: OrderStatus | None = None,
     created_from: Annotated[
         AwareDatetime | None, Query(description="Inclusive, ISO 8601 with a time zone")
@@ -73,7 +97,16 @@ def practice_orders(
         fulfilment_type=fulfilment_type,
         patient_id=patient_id,
     )
-    return list_orders(session, actor, filters, limit=limit, cursor=cursor)
+    page = list_orders(session, actor, filters, limit=limit, cursor=cursor)
+    context.orders.record_read(
+        session,
+        actor,
+        order_ids=[item.order_id for item in page.items],
+        action="orders.listed",
+        practice_id=actor.practice_id,
+        details={"filters": {k: str(v) for k, v in asdict(filters).items() if v is not None}},
+    )
+    return page
 
 
 @router.put(
