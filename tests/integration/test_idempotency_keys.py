@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -304,3 +304,38 @@ def test_a_completed_key_is_kept_for_at_least_24_hours_with_its_response(
     assert lifetime >= timedelta(hours=24)
     assert stored == ("completed", "POST /v1/checkouts", 201, created.headers["location"])
     assert response_body == created.json()
+
+
+def test_a_stale_claim_is_taken_over_once_and_the_old_owner_can_neither_complete_nor_release(
+    context: AppContext, world: World, database: Database
+) -> None:
+    from datetime import timedelta
+
+    from product_shop.core.clock import FrozenClock
+    from product_shop.core.errors import Conflict
+    from product_shop.idempotency.store import Claim, IdempotencyStore
+
+    clock = FrozenClock(datetime.now(UTC))
+    store = IdempotencyStore(database, clock)
+    scope, payload = world.patient_a.actor.actor_id, {"lines": []}
+    first = store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+    assert isinstance(first, Claim)
+    clock.advance(timedelta(minutes=3))
+
+    second = store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+    assert isinstance(second, Claim)
+    with pytest.raises(Conflict) as in_flight:
+        store.claim(scope, "k-stale", "POST /v1/checkouts", payload)  # the new owner is fresh
+    assert in_flight.value.code == "idempotency_request_in_flight"
+
+    store.release(first)  # the old owner's failure must not free the new owner's claim
+    with pytest.raises(Conflict):
+        store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+    with pytest.raises(Conflict) as lost, database.unit_of_work() as session:
+        IdempotencyStore.complete(session, first, 201, {"id": "late"})
+    assert lost.value.code == "idempotency_claim_lost"
+    with database.unit_of_work() as session:
+        IdempotencyStore.complete(session, second, 201, {"id": "winner"})
+    replay = store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+    assert not isinstance(replay, Claim)
+    assert replay.body == {"id": "winner"}

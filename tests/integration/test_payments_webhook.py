@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import time
 
+import httpx
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from product_shop.checkout.tables import Checkout
 from product_shop.db.engine import Database
 from product_shop.events.inbox import InboxMessage
+from product_shop.events.tables import OutboxEvent
 from product_shop.orders.tables import Order
 from tests.conftest import World
 from tests.integration.checkout_support import (
     DECLINED,
+    SUCCESS,
     Shop,
     paid_checkout,
     pay,
@@ -106,3 +111,96 @@ def test_a_callback_for_an_unknown_checkout_is_acknowledged_and_ignored(
     response = payments_webhook(client, intent)
     assert response.json() == {"status": "ignored"}
     assert count_rows(database, Order) == 0
+
+
+def _orphans(database: Database) -> list[OutboxEvent]:
+    with Session(database.engine) as session:
+        return list(
+            session.scalars(
+                select(OutboxEvent).where(OutboxEvent.event_type.like("%orphaned_capture%"))
+            )
+        )
+
+
+def test_a_capture_confirmed_late_for_a_declined_attempt_still_creates_the_order(
+    client: TestClient, world: World, shop: Shop, database: Database, payments_url: str
+) -> None:
+    checkout = start_checkout(client, world.patient_a, [(shop.voucher, 1)]).json()
+    pay(checkout, DECLINED)
+    failed = client.post(
+        f"/v1/checkouts/{checkout['id']}/complete", headers=world.patient_a.headers
+    )
+    assert failed.status_code == 402
+    assert pay(checkout, SUCCESS).status_code == 200  # the patient tries another card on the page
+    intent = simulator_intent(payments_url, checkout["payment"]["intent_id"])
+
+    response = payments_webhook(client, intent)
+
+    assert response.json() == {"status": "order_created"}
+    assert count_rows(database, Order) == 1
+    state = client.get(f"/v1/checkouts/{checkout['id']}", headers=world.patient_a.headers).json()
+    assert state["status"] == "completed"
+
+
+def test_a_second_capture_after_the_order_exists_is_recorded_for_a_staff_refund(
+    client: TestClient, world: World, shop: Shop, database: Database, payments_url: str
+) -> None:
+    first = start_checkout(client, world.patient_a, [(shop.voucher, 1)]).json()
+    pay(first, DECLINED)
+    client.post(f"/v1/checkouts/{first['id']}/complete", headers=world.patient_a.headers)
+    retried = client.post(
+        f"/v1/checkouts/{first['id']}/retry", headers=world.patient_a.headers
+    ).json()
+    pay(first, SUCCESS)  # the old page, still open, is paid...
+    pay(retried, SUCCESS)  # ...and so is the new one
+    old_intent = simulator_intent(payments_url, first["payment"]["intent_id"])
+    new_intent = simulator_intent(payments_url, retried["payment"]["intent_id"])
+
+    assert payments_webhook(client, old_intent).json() == {"status": "order_created"}
+    assert payments_webhook(client, new_intent).json() == {"status": "order_created"}
+    payments_webhook(client, new_intent)  # redelivered with a new id: still recorded once
+
+    assert count_rows(database, Order) == 1
+    (orphan,) = _orphans(database)
+    assert orphan.data["reason"] == "duplicate_capture"
+    assert orphan.data["intent_id"] == new_intent["intent_id"]
+    assert orphan.data["payment_ref"] == new_intent["transaction_ref"]
+    assert orphan.data["action_required"] == "staff_refund"
+
+
+def test_a_capture_of_the_wrong_amount_creates_no_order_and_is_surfaced(
+    client: TestClient, world: World, shop: Shop, database: Database, payments_url: str
+) -> None:
+    checkout = paid_checkout(client, world.patient_a, [(shop.voucher, 1)])
+    intent_id = checkout["payment"]["intent_id"]
+    httpx.patch(f"{payments_url}/_simulator/intents/{intent_id}", json={"amount_minor": 100})
+
+    response = client.post(
+        f"/v1/checkouts/{checkout['id']}/complete", headers=world.patient_a.headers
+    )
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "payment_mismatch"
+    assert response.json()["captured_minor"] == 100
+    assert count_rows(database, Order) == 0
+    (orphan,) = _orphans(database)
+    assert (orphan.data["reason"], orphan.data["expected_amount_minor"]) == (
+        "amount_mismatch",
+        6000,
+    )
+    state = client.get(f"/v1/checkouts/{checkout['id']}", headers=world.patient_a.headers).json()
+    assert (state["status"], state["failure"]["code"]) == ("failed", "payment_mismatch")
+    webhook = payments_webhook(client, simulator_intent(payments_url, intent_id))
+    assert webhook.json() == {"status": "payment_mismatch"}
+    assert len(_orphans(database)) == 1
+
+
+def test_recording_an_inbox_message_says_whether_it_was_new(database: Database) -> None:
+    from datetime import UTC, datetime
+
+    from product_shop.events import inbox
+
+    with database.unit_of_work() as session:
+        first = inbox.record(session, "test", "m-1", "t", datetime.now(UTC))
+        again = inbox.record(session, "test", "m-1", "t", datetime.now(UTC))
+    assert (first, again) == (True, False)

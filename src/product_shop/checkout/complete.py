@@ -25,7 +25,7 @@ from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.service import load_lines, load_owned, lock_checkout
 from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
 from product_shop.core.clock import Clock
-from product_shop.core.errors import Conflict, ProductShopError, ServiceUnavailable
+from product_shop.core.errors import BadGateway, Conflict, ProductShopError, ServiceUnavailable
 from product_shop.core.ids import new_id
 from product_shop.core.timing import timed
 from product_shop.db.engine import Database
@@ -34,6 +34,7 @@ from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.integrations.payments import (
     IntegratedPayments,
+    PaymentRejected,
     PaymentState,
     PaymentStatus,
     PaymentsUnavailable,
@@ -52,6 +53,7 @@ PAYMENTS_ACTOR = Actor(
     auth_time=None,
 )
 INBOX_SOURCE = "integrated_payments"
+ORPHAN_SOURCE = "orphaned_capture"  # one record per captured intent that produced no order
 T = TypeVar("T")
 _ATTEMPTS = 4
 
@@ -60,6 +62,11 @@ class PaymentFailed(ProductShopError):
     status = 402
     code = "payment_failed"
     title = "Payment failed"
+
+
+class PaymentMismatch(Conflict):
+    code = "payment_mismatch"
+    title = "Payment does not match the checkout"
 
 
 class FulfilmentTrigger(Protocol):
@@ -99,7 +106,11 @@ class CheckoutCompletion:
     def handle_payment_webhook(
         self, message_id: str, intent_id: str, merchant_reference: str
     ) -> str:
-        """Process an authentic payments callback once. Returns what happened, for the response."""
+        """Process an authentic payments callback once. Returns what happened, for the response.
+
+        The callback only says which intent to look at: its status is always read through the
+        sync API. A capture on an earlier attempt of the checkout still completes it; a capture
+        after the checkout already has its order is recorded as an orphaned capture for staff."""
         try:
             checkout_id = uuid.UUID(merchant_reference)
         except ValueError:
@@ -107,15 +118,15 @@ class CheckoutCompletion:
         with self._database.unit_of_work() as session:
             if inbox.seen(session, INBOX_SOURCE, message_id):
                 return "duplicate"
-            checkout = session.get(Checkout, checkout_id)
-            if checkout is None or checkout.payment_intent_id != intent_id:
-                # Unknown, or a superseded intent of a retried checkout: record and ignore.
+            if session.get(Checkout, checkout_id) is None:
                 inbox.record(session, INBOX_SOURCE, message_id, "payment", self._clock.now())
                 return "ignored"
         try:
-            self._complete(checkout_id, PAYMENTS_ACTOR, message=message_id)
+            self._complete(checkout_id, PAYMENTS_ACTOR, message=message_id, intent_id=intent_id)
         except PaymentFailed:
             return "payment_failed"
+        except PaymentMismatch:
+            return "payment_mismatch"
         except Conflict:
             return "not_captured"
         return "order_created"
@@ -129,6 +140,7 @@ class CheckoutCompletion:
         *,
         message: str | None,
         owner: Actor | None = None,
+        intent_id: str | None = None,
     ) -> OrderOut:
         with self._database.unit_of_work() as session:
             if owner is not None:
@@ -137,23 +149,38 @@ class CheckoutCompletion:
                 found = session.get(Checkout, checkout_id)
                 assert found is not None
                 checkout = found
-            done = self._settled(session, checkout, message)
-            if done is not None:
+            target = intent_id or checkout.payment_intent_id
+            assert target is not None
+            # Settled already? (The app asks about the current attempt; a callback may name an
+            # earlier one.) A failed checkout is asked again: the patient may have paid with
+            # another card on the same payment page.
+            if checkout.status == CheckoutStatus.COMPLETED and target == checkout.payment_intent_id:
+                done = self._settled(session, checkout, message)
+                assert done is not None
                 return done
-            intent_id = checkout.payment_intent_id
-            assert intent_id is not None
+            if checkout.status not in (
+                CheckoutStatus.AWAITING_PAYMENT,
+                CheckoutStatus.FAILED,
+                CheckoutStatus.COMPLETED,
+            ):
+                self._settled(session, checkout, message)  # raises: expired, awaiting redemption
             expected = (checkout.amount_due_minor, checkout.currency)
-        try:
-            with timed("payment-confirm"):
-                status = self._payments.get_payment(intent_id)
-        except PaymentsUnavailable as exc:
-            raise ServiceUnavailable(
-                "We could not confirm the payment with Integrated Payments yet. No order was "
-                "created and you will not be charged twice; try again in a moment.",
-                code="payment_status_unknown",
-            ) from exc
-        _check_matches(status, checkout_id, expected)
+        status = self._confirm(target)
+        if status.merchant_reference != str(checkout_id):
+            raise Conflict("The payment does not belong to this checkout.", code="payment_mismatch")
         if status.state is PaymentState.CAPTURED:
+            if (status.amount_minor, status.currency) != expected:
+                self._with_retries(
+                    lambda s: self._record_orphaned_capture(
+                        s, checkout_id, status, actor, message, reason="amount_mismatch"
+                    )
+                )
+                raise PaymentMismatch(
+                    "Integrated Payments captured a different amount than this checkout's; no "
+                    "order was created and staff have been asked to refund it.",
+                    captured_minor=status.amount_minor,
+                    expected_minor=expected[0],
+                )
             with timed("order-create"):
                 return self._with_retries(
                     lambda s: self._create_order(s, checkout_id, status, actor, message)
@@ -163,13 +190,33 @@ class CheckoutCompletion:
                 lambda s: self._record_failure(s, checkout_id, status, actor, message)
             )
             with self._database.unit_of_work() as session:
-                failed = session.get(Checkout, checkout_id)
-                assert failed is not None
-                self._settled(session, failed, None)  # raises PaymentFailed with the reason
+                settled = session.get(Checkout, checkout_id)
+                assert settled is not None
+                done = self._settled(session, settled, None)  # PaymentFailed when failed
+                if done is not None:
+                    return done
         raise Conflict(
             "The payment has not been made yet: complete it on the payment page first.",
             code="payment_not_captured",
         )
+
+    def _confirm(self, intent_id: str) -> PaymentStatus:
+        """The payment's status through Integrated Payments' sync API."""
+        try:
+            with timed("payment-confirm"):
+                return self._payments.get_payment(intent_id)
+        except PaymentsUnavailable as exc:
+            raise ServiceUnavailable(
+                "We could not confirm the payment with Integrated Payments yet. No order was "
+                "created and you will not be charged twice; try again in a moment.",
+                code="payment_status_unknown",
+            ) from exc
+        except PaymentRejected as exc:
+            raise BadGateway(
+                "Integrated Payments could not tell us about this payment. No order was created; "
+                "the payments team has the details.",
+                code="payment_status_unavailable",
+            ) from exc
 
     def _with_retries(self, work: Callable[[Session], T]) -> T:
         """Concurrent completions race on the checkout row (PostgreSQL: lock; SQLite: the
@@ -216,13 +263,21 @@ class CheckoutCompletion:
     ) -> OrderOut:
         checkout = lock_checkout(session, checkout_id)
         if checkout.status == CheckoutStatus.COMPLETED:
+            if checkout.payment_intent_id != status.intent_id:
+                # A second capture for a checkout that already has its order.
+                self._record_orphaned_capture(
+                    session, checkout_id, status, actor, None, reason="duplicate_capture"
+                )
             done = self._settled(session, checkout, message)
             assert done is not None
             return done
-        if checkout.payment_intent_id != status.intent_id:
+        if checkout.status not in (CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED):
             raise Conflict(
-                "The checkout moved on to another payment attempt.", code="payment_superseded"
+                f"This checkout is {checkout.status}.", code=f"checkout_{checkout.status}"
             )
+        # A capture on any attempt of this checkout completes it, including an earlier attempt
+        # confirmed late: the patient has paid, so the order exists.
+        checkout.payment_intent_id = status.intent_id
         now = self._clock.now()
         assert status.transaction_ref is not None
         if message is not None:
@@ -433,6 +488,63 @@ class CheckoutCompletion:
         )
         return [captured, created]
 
+    def _record_orphaned_capture(
+        self,
+        session: Session,
+        checkout_id: uuid.UUID,
+        status: PaymentStatus,
+        actor: Actor,
+        message: str | None,
+        *,
+        reason: str,
+    ) -> None:
+        """Money was captured but no order can come of it (a second capture, or the wrong
+        amount). Record it once and ask staff to refund: system refunds are prohibited (§5.3)."""
+        now = self._clock.now()
+        if message is not None:
+            inbox.record(session, INBOX_SOURCE, message, "payment", now)
+        if not inbox.record(session, ORPHAN_SOURCE, status.intent_id, reason, now):
+            return  # already recorded for this intent
+        checkout = lock_checkout(session, checkout_id)
+        if reason == "amount_mismatch" and checkout.status in (
+            CheckoutStatus.AWAITING_PAYMENT,
+            CheckoutStatus.FAILED,
+        ):
+            if checkout.status == CheckoutStatus.AWAITING_PAYMENT:
+                checkout.status = transition(
+                    CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED
+                ).value
+            checkout.failure_code = "payment_mismatch"
+            checkout.failure_reason = "The amount captured did not match this checkout."
+            checkout.updated_at = now
+            checkout.version += 1
+        data = {
+            "checkout_id": checkout_id,
+            "patient_id": checkout.patient_id,
+            "practice_id": checkout.practice_id,
+            "intent_id": status.intent_id,
+            "payment_ref": status.transaction_ref,
+            "amount_minor": status.amount_minor,
+            "currency": status.currency,
+            "expected_amount_minor": checkout.amount_due_minor,
+            "reason": reason,
+            "action_required": "staff_refund",
+            "notification": "payment_exception",
+        }
+        self._audit.record(
+            session,
+            stream_type="checkout",
+            stream_id=checkout_id,
+            action="payment.orphaned_capture",
+            actor=actor.audit_actor(),
+            practice_id=checkout.practice_id,
+            after=data,
+            at=now,
+        )
+        self._outbox.emit(
+            session, ev.PAYMENT_ORPHANED_CAPTURE, aggregate_id=checkout_id, data=data, at=now
+        )
+
     def _record_failure(
         self,
         session: Session,
@@ -489,17 +601,6 @@ class CheckoutCompletion:
             },
             at=now,
         )
-
-
-def _check_matches(
-    status: PaymentStatus, checkout_id: uuid.UUID, expected: tuple[int, str]
-) -> None:
-    """Never turn a payment into an order unless it is this checkout's, for its amount."""
-    if (
-        status.merchant_reference != str(checkout_id)
-        or (status.amount_minor, status.currency) != expected
-    ):
-        raise Conflict("The payment does not match this checkout.", code="payment_mismatch")
 
 
 def _order_line(order_id: uuid.UUID, line: CheckoutLine, now: datetime) -> OrderLine:

@@ -21,8 +21,9 @@ CHECKOUT_TRANSITIONS: dict[CheckoutStatus, frozenset[CheckoutStatus]] = {
     _S.OPEN: frozenset({_S.AWAITING_REDEMPTION, _S.AWAITING_PAYMENT, _S.FAILED}),
     _S.AWAITING_REDEMPTION: frozenset({_S.AWAITING_PAYMENT, _S.COMPLETED, _S.FAILED, _S.EXPIRED}),
     _S.AWAITING_PAYMENT: frozenset({_S.COMPLETED, _S.FAILED, _S.EXPIRED}),
-    # A failed payment may be retried through the payments UI with a new intent.
-    _S.FAILED: frozenset({_S.AWAITING_PAYMENT}),
+    # A failed payment may be retried through the payments UI with a new intent; a capture
+    # confirmed late for an earlier attempt still completes the checkout.
+    _S.FAILED: frozenset({_S.AWAITING_PAYMENT, _S.COMPLETED}),
     _S.COMPLETED: frozenset(),
     _S.EXPIRED: frozenset(),
 }

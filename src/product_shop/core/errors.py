@@ -80,3 +80,9 @@ class ServiceUnavailable(ProductShopError):
     status = 503
     code = "service_unavailable"
     title = "Service unavailable"
+
+
+class BadGateway(ProductShopError):
+    status = 502
+    code = "bad_gateway"
+    title = "Upstream module error"

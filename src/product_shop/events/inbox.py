@@ -43,6 +43,6 @@ def record(session: Session, source: str, message_id: str, message_type: str, at
         insert(InboxMessage)
         .values(source=source, message_id=message_id, message_type=message_type, received_at=at)
         .on_conflict_do_nothing(index_elements=["source", "message_id"])
+        .returning(InboxMessage.message_id)
     )
-    result = session.execute(statement)
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return session.execute(statement).first() is not None

@@ -86,6 +86,12 @@ CHECKOUT_PAYMENT_FAILED = _t(
     "A payment failed or was declined; Communication Hub surfaces the payment exception.",
 )
 
+PAYMENT_ORPHANED_CAPTURE = _t(
+    "payment.orphaned_capture.v1",
+    "checkout",
+    "Money was captured but no order came of it (second capture, wrong amount): staff to refund.",
+)
+
 ALL_EVENT_TYPES: tuple[EventType, ...] = (
     PRODUCT_CREATED,
     PRODUCT_UPDATED,
@@ -98,6 +104,7 @@ ALL_EVENT_TYPES: tuple[EventType, ...] = (
     FINANCE_ORDER_RECORDED,
     PAYMENT_ORDER_REFERENCE,
     CHECKOUT_PAYMENT_FAILED,
+    PAYMENT_ORPHANED_CAPTURE,
 )
 
 BY_NAME = {t.name: t for t in ALL_EVENT_TYPES}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,6 +44,7 @@ class Replay:
 class Claim:
     scope: str
     key: str
+    token: str
 
 
 def fingerprint(operation: str, payload: Any) -> str:
@@ -75,6 +77,7 @@ class IdempotencyStore:
                     session.delete(row)
                     session.flush()
                     row = None
+                token = secrets.token_hex(16)
                 if row is None:
                     session.add(
                         IdempotencyKey(
@@ -83,11 +86,12 @@ class IdempotencyStore:
                             operation=operation,
                             fingerprint=digest,
                             status="in_flight",
+                            claim_token=token,
                             created_at=now,
                             expires_at=now + KEY_TTL,
                         )
                     )
-                    return Claim(scope, key)
+                    return Claim(scope, key, token)
                 if row.fingerprint != digest or row.operation != operation:
                     raise Unprocessable(
                         "This Idempotency-Key was used with a different request body.",
@@ -98,8 +102,22 @@ class IdempotencyStore:
                         row.response_status, row.response_body or {}, row.response_location
                     )
                 if now - row.created_at > STALE_CLAIM:
-                    row.created_at = now
-                    return Claim(scope, key)
+                    # Take over a claim whose request died; conditional on the token we saw, so
+                    # two takers cannot both win (SQLite has no row lock).
+                    taken = session.execute(
+                        update(IdempotencyKey)
+                        .where(
+                            IdempotencyKey.scope == scope,
+                            IdempotencyKey.key == key,
+                            IdempotencyKey.claim_token == row.claim_token,
+                            IdempotencyKey.status == "in_flight",
+                        )
+                        .values(claim_token=token, created_at=now)
+                        .returning(IdempotencyKey.key)
+                        .execution_options(synchronize_session=False)
+                    ).first()
+                    if taken is not None:
+                        return Claim(scope, key, token)
         except IntegrityError:
             pass  # a concurrent request inserted the same key first: it is in flight
         raise Conflict(
@@ -115,17 +133,32 @@ class IdempotencyStore:
         body: dict[str, Any],
         location: str | None = None,
     ) -> None:
-        """Store the response in the caller's transaction, alongside the effect it describes."""
-        session.execute(
+        """Store the response in the caller's transaction, alongside the effect it describes.
+        If the claim was lost (taken over after it went stale), the caller's whole transaction
+        fails, so the effect is not made twice."""
+        kept = session.execute(
             update(IdempotencyKey)
-            .where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
+            .where(
+                IdempotencyKey.scope == claim.scope,
+                IdempotencyKey.key == claim.key,
+                IdempotencyKey.claim_token == claim.token,
+                IdempotencyKey.status == "in_flight",
+            )
             .values(
                 status="completed",
                 response_status=status,
                 response_body=json.loads(json.dumps(body, default=json_default)),
                 response_location=location,
             )
-        )
+            .returning(IdempotencyKey.key)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if kept is None:
+            raise Conflict(
+                "This request took too long and another request with the same Idempotency-Key "
+                "took over; nothing was done by this one.",
+                code="idempotency_claim_lost",
+            )
 
     def release(self, claim: Claim) -> None:
         with self._database.unit_of_work() as session:
@@ -133,6 +166,7 @@ class IdempotencyStore:
                 delete(IdempotencyKey).where(
                     IdempotencyKey.scope == claim.scope,
                     IdempotencyKey.key == claim.key,
+                    IdempotencyKey.claim_token == claim.token,
                     IdempotencyKey.status == "in_flight",
                 )
             )

@@ -20,6 +20,8 @@ class IdempotencyKey(Base):
     operation: Mapped[str] = mapped_column(String(120))
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
+    # Who holds an in-flight claim: completion and release only act with the matching token.
+    claim_token: Mapped[str] = mapped_column(String(64), server_default="")
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     response_location: Mapped[str | None] = mapped_column(String(255))

@@ -74,7 +74,13 @@ class HttpIntegratedPayments:
 
     def get_payment(self, intent_id: str) -> PaymentStatus:
         data = self._call(lambda: self._client.get(f"/v1/payment-intents/{intent_id}"))
-        return _status(data)
+        try:
+            status = _status(data)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise PaymentsUnavailable(f"unexpected payment status answer ({exc!r})") from exc
+        if status.state is PaymentState.CAPTURED and not status.transaction_ref:
+            raise PaymentsUnavailable("a capture without a transaction reference")
+        return status
 
     def set_order_reference(self, intent_id: str, order_id: uuid.UUID | str) -> None:
         self._call(

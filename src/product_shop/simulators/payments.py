@@ -348,7 +348,8 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             intent = state.intents.get(intent_id)
             if intent is None:
                 return _problem(404, "intent_not_found", "No such payment intent.")
-            if intent.status != "requires_payment":
+            # A declined attempt leaves the hosted page open for another card, as real ones do.
+            if intent.status not in ("requires_payment", "failed"):
                 return _problem(409, "intent_closed", f"This payment is already {intent.status}.")
             intent.status, intent.failure_code, intent.failure_message = outcome
             intent.method, intent.card_scheme, intent.card_last4 = body.method, scheme, last4
@@ -443,6 +444,16 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
                     "callbacks_sent": intent.callbacks_sent,
                 }
             )
+
+    @app.patch("/_simulator/intents/{intent_id}")
+    def tamper(intent_id: str, body: dict[str, int]) -> JSONResponse:
+        """Test control: make the gateway report another amount (a mismatched capture)."""
+        with state.lock:
+            intent = state.intents.get(intent_id)
+            if intent is None:
+                return _problem(404, "intent_not_found", "No such payment intent.")
+            intent.amount_minor = int(body["amount_minor"])
+            return JSONResponse(intent.public())
 
     @app.post("/_simulator/callbacks/{intent_id}", status_code=202)
     def resend_callback(intent_id: str) -> None:
