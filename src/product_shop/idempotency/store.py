@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -170,18 +170,3 @@ class IdempotencyStore:
                     IdempotencyKey.status == "in_flight",
                 )
             )
-
-    def purge_expired(self) -> int:
-        with self._database.unit_of_work() as session:
-            expired = session.execute(
-                select(IdempotencyKey.scope, IdempotencyKey.key).where(
-                    IdempotencyKey.expires_at <= self._clock.now()
-                )
-            ).all()
-            for scope, key in expired:
-                session.execute(
-                    delete(IdempotencyKey).where(
-                        IdempotencyKey.scope == scope, IdempotencyKey.key == key
-                    )
-                )
-            return len(expired)

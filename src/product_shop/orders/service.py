@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 
 from sqlalchemy.orm import Session
 
@@ -12,6 +13,8 @@ from product_shop.audit.log import AuditLog
 from product_shop.core.clock import Clock
 from product_shop.core.errors import NotFound
 from product_shop.core.ids import new_id
+from product_shop.orders.queries import OrderFilters, list_orders, load_visible, order_document
+from product_shop.orders.schemas import OrderOut, OrderPage
 from product_shop.orders.tables import Order
 
 
@@ -48,6 +51,43 @@ class OrderService:
             at=now,
         )
         return order
+
+    def read_order(self, session: Session, actor: Actor, order_id: uuid.UUID) -> OrderOut:
+        """One order for a caller who may see it; the read is audited (spec §8)."""
+        order = load_visible(session, actor, order_id)
+        self.record_read(
+            session,
+            actor,
+            order_ids=[order.order_id],
+            action="order.read",
+            practice_id=order.practice_id,
+        )
+        return order_document(session, order)
+
+    def list_orders(
+        self,
+        session: Session,
+        actor: Actor,
+        filters: OrderFilters,
+        *,
+        limit: int,
+        cursor: str | None,
+        own: bool,
+    ) -> OrderPage:
+        """A page of the patient's own orders (`own`) or of the practice's; the read is audited."""
+        page = list_orders(session, actor, filters, limit=limit, cursor=cursor, own=own)
+        details: dict[str, object] = {
+            "filters": {k: str(v) for k, v in asdict(filters).items() if v is not None}
+        }
+        self.record_read(
+            session,
+            actor,
+            order_ids=[item.order_id for item in page.items],
+            action="orders.listed_own" if own else "orders.listed",
+            practice_id=actor.practice_id,
+            details=None if own else details,
+        )
+        return page
 
     def record_read(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,7 @@ from pydantic import AwareDatetime
 
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.orders.model import OrderStatus
-from product_shop.orders.queries import OrderFilters, list_orders, load_visible, order_document
+from product_shop.orders.queries import OrderFilters, order_document
 from product_shop.orders.schemas import OrderOut, OrderPage, PmsInvoiceRefIn
 from product_shop.web.deps import ActorDep, ContextDep, SessionDep
 from product_shop.web.problems import problem_responses
@@ -33,15 +32,7 @@ Cursor = Annotated[
 def get_order(
     order_id: uuid.UUID, actor: ActorDep, session: SessionDep, context: ContextDep
 ) -> OrderOut:
-    order = load_visible(session, actor, order_id)
-    context.orders.record_read(
-        session,
-        actor,
-        order_ids=[order.order_id],
-        action="order.read",
-        practice_id=order.practice_id,
-    )
-    return order_document(session, order)
+    return context.orders.read_order(session, actor, order_id)
 
 
 @router.get(
@@ -57,15 +48,9 @@ def my_orders(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> OrderPage:
-    page = list_orders(session, actor, OrderFilters(), limit=limit, cursor=cursor, own=True)
-    context.orders.record_read(
-        session,
-        actor,
-        order_ids=[item.order_id for item in page.items],
-        action="orders.listed_own",
-        practice_id=actor.practice_id,
+    return context.orders.list_orders(
+        session, actor, OrderFilters(), limit=limit, cursor=cursor, own=True
     )
-    return page
 
 
 @router.get(
@@ -97,16 +82,9 @@ def practice_orders(
         fulfilment_type=fulfilment_type,
         patient_id=patient_id,
     )
-    page = list_orders(session, actor, filters, limit=limit, cursor=cursor)
-    context.orders.record_read(
-        session,
-        actor,
-        order_ids=[item.order_id for item in page.items],
-        action="orders.listed",
-        practice_id=actor.practice_id,
-        details={"filters": {k: str(v) for k, v in asdict(filters).items() if v is not None}},
+    return context.orders.list_orders(
+        session, actor, filters, limit=limit, cursor=cursor, own=False
     )
-    return page
 
 
 @router.put(
