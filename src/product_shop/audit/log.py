@@ -16,17 +16,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from product_shop.audit.tables import AuditEntry
 from product_shop.core.clock import Clock, SystemClock
 from product_shop.core.ids import new_id
 from product_shop.db.base import json_default
+from product_shop.db.fast import Statements
 
 GENESIS_HASH = "0" * 64
 # Stream heads written in this session's transaction, so entries need not be flushed to chain.
 _HEADS = "audit_stream_heads"
+_STREAM_HEAD = (
+    select(AuditEntry.stream_seq, AuditEntry.entry_hash)
+    .where(
+        AuditEntry.stream_type == bindparam("stream_type"),
+        AuditEntry.stream_id == bindparam("stream_id"),
+    )
+    .order_by(AuditEntry.stream_seq.desc())
+    .limit(1)
+)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -56,19 +66,39 @@ def canonical_json(document: dict[str, Any]) -> str:
 
 def entry_document(entry: AuditEntry) -> dict[str, Any]:
     """The hashed content of an entry (everything but its own hash)."""
+    return _document({key: getattr(entry, key) for key in _HASHED})
+
+
+_HASHED = (
+    "entry_id",
+    "stream_type",
+    "stream_id",
+    "stream_seq",
+    "recorded_at",
+    "actor_id",
+    "actor_role",
+    "actor_name",
+    "action",
+    "practice_id",
+    "before",
+    "after",
+)
+
+
+def _document(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "entry_id": str(entry.entry_id),
-        "stream_type": entry.stream_type,
-        "stream_id": entry.stream_id,
-        "stream_seq": entry.stream_seq,
-        "recorded_at": entry.recorded_at.astimezone(UTC).isoformat(),
-        "actor_id": entry.actor_id,
-        "actor_role": entry.actor_role,
-        "actor_name": entry.actor_name,
-        "action": entry.action,
-        "practice_id": str(entry.practice_id) if entry.practice_id else None,
-        "before": entry.before,
-        "after": entry.after,
+        "entry_id": str(row["entry_id"]),
+        "stream_type": row["stream_type"],
+        "stream_id": row["stream_id"],
+        "stream_seq": row["stream_seq"],
+        "recorded_at": row["recorded_at"].astimezone(UTC).isoformat(),
+        "actor_id": row["actor_id"],
+        "actor_role": row["actor_role"],
+        "actor_name": row["actor_name"],
+        "action": row["action"],
+        "practice_id": str(row["practice_id"]) if row["practice_id"] else None,
+        "before": row["before"],
+        "after": row["after"],
     }
 
 
@@ -97,6 +127,39 @@ class AuditLog:
         """Add an entry chained to its stream's head. `new_stream`: the caller knows the stream
         begins here (a new aggregate), so no head is looked up; the unique (stream, seq)
         constraint still refuses a wrong guess."""
+        entry = AuditEntry(
+            **self.row(
+                session,
+                stream_type=stream_type,
+                stream_id=stream_id,
+                action=action,
+                actor=actor,
+                practice_id=practice_id,
+                before=before,
+                after=after,
+                at=at,
+                new_stream=new_stream,
+            )
+        )
+        session.add(entry)
+        return entry
+
+    def row(
+        self,
+        session: Session,
+        *,
+        stream_type: str,
+        stream_id: str | uuid.UUID,
+        action: str,
+        actor: AuditActor,
+        practice_id: uuid.UUID | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        at: datetime | None = None,
+        new_stream: bool = False,
+    ) -> dict[str, Any]:
+        """The same entry as `record`, as a row for a batch writer (`db.fast.Statements`) to
+        insert in the session's transaction. The stream head moves on either way."""
         stream_key = str(stream_id)
         heads: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault(_HEADS, {})
         known = heads.get((stream_type, stream_key))
@@ -106,34 +169,30 @@ class AuditLog:
             seq, prev_hash = 1, GENESIS_HASH
         else:
             with session.no_autoflush:
-                head = session.execute(
-                    select(AuditEntry.stream_seq, AuditEntry.entry_hash)
-                    .where(
-                        AuditEntry.stream_type == stream_type, AuditEntry.stream_id == stream_key
-                    )
-                    .order_by(AuditEntry.stream_seq.desc())
-                    .limit(1)
-                ).first()
-            seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-        entry = AuditEntry(
-            entry_id=new_id(),
-            stream_type=stream_type,
-            stream_id=stream_key,
-            stream_seq=seq,
-            recorded_at=at or self._clock.now(),
-            actor_id=actor.actor_id,
-            actor_role=actor.role,
-            actor_name=actor.name,
-            action=action,
-            practice_id=practice_id,
-            before=_plain(before),
-            after=_plain(after),
-            prev_hash=prev_hash,
-        )
-        entry.entry_hash = compute_hash(prev_hash, entry_document(entry))
-        session.add(entry)
-        heads[(stream_type, stream_key)] = (seq, entry.entry_hash)
-        return entry
+                head = Statements(session).one(
+                    _STREAM_HEAD, stream_type=stream_type, stream_id=stream_key
+                )
+            seq, prev_hash = (
+                (head["stream_seq"] + 1, head["entry_hash"]) if head else (1, GENESIS_HASH)
+            )
+        row: dict[str, Any] = {
+            "entry_id": new_id(),
+            "stream_type": stream_type,
+            "stream_id": stream_key,
+            "stream_seq": seq,
+            "recorded_at": at or self._clock.now(),
+            "actor_id": actor.actor_id,
+            "actor_role": actor.role,
+            "actor_name": actor.name,
+            "action": action,
+            "practice_id": practice_id,
+            "before": _plain(before),
+            "after": _plain(after),
+            "prev_hash": prev_hash,
+        }
+        row["entry_hash"] = compute_hash(prev_hash, _document(row))
+        heads[(stream_type, stream_key)] = (seq, row["entry_hash"])
+        return row
 
 
 def verify_stream(entries: list[AuditEntry]) -> bool:

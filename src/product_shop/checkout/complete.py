@@ -11,10 +11,11 @@ concurrent or repeated completions make exactly one order; every successful call
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -22,16 +23,18 @@ from product_shop.access.actor import Actor, Role
 from product_shop.audit.log import AuditLog
 from product_shop.audit.tables import AuditEntry
 from product_shop.checkout.model import CheckoutStatus, transition
-from product_shop.checkout.service import load_lines, load_owned, lock_checkout
+from product_shop.checkout.service import check_owner, lock_checkout
 from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
 from product_shop.core.clock import Clock
 from product_shop.core.errors import BadGateway, Conflict, ProductShopError, ServiceUnavailable
 from product_shop.core.ids import new_id
 from product_shop.core.timing import timed
 from product_shop.db.engine import Database
+from product_shop.db.fast import Row, Statements
 from product_shop.events import inbox
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
+from product_shop.events.tables import OutboxEvent
 from product_shop.integrations.payments import (
     IntegratedPayments,
     PaymentRejected,
@@ -57,6 +60,36 @@ ORPHAN_SOURCE = "orphaned_capture"  # one record per captured intent that produc
 T = TypeVar("T")
 _ATTEMPTS = 4
 
+# The completion's reads, compiled once (db.fast): the checkout (locked to write) and its lines.
+_CHECKOUT = select(
+    Checkout.checkout_id,
+    Checkout.patient_id,
+    Checkout.practice_id,
+    Checkout.status,
+    Checkout.currency,
+    Checkout.total_minor,
+    Checkout.amount_due_minor,
+    Checkout.payment_intent_id,
+    Checkout.redemption_ref,
+    Checkout.order_id,
+    Checkout.failure_code,
+    Checkout.failure_reason,
+    Checkout.version,
+).where(Checkout.checkout_id == bindparam("checkout_id"))
+_LOCKED_CHECKOUT = _CHECKOUT.with_for_update()
+_LINES = (
+    select(
+        CheckoutLine.line_no,
+        CheckoutLine.product_id,
+        CheckoutLine.product_name,
+        CheckoutLine.quantity,
+        CheckoutLine.unit_price_minor,
+        CheckoutLine.fulfilment_type,
+    )
+    .where(CheckoutLine.checkout_id == bindparam("checkout_id"))
+    .order_by(CheckoutLine.line_no)
+)
+
 
 class PaymentFailed(ProductShopError):
     status = 402
@@ -70,13 +103,18 @@ class PaymentMismatch(Conflict):
 
 
 class FulfilmentTrigger(Protocol):
-    """Starts fulfilment for a new order, inside the order's transaction (fulfilment issue)."""
+    """Starts fulfilment for a new order, inside the order's transaction (fulfilment issue).
+    The order and its lines are the rows being written (column names as keys)."""
 
-    def order_created(self, session: Session, order: Order, lines: list[OrderLine]) -> None: ...
+    def order_created(
+        self, session: Session, order: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]
+    ) -> None: ...
 
 
 class NoFulfilmentYet:
-    def order_created(self, session: Session, order: Order, lines: list[OrderLine]) -> None:
+    def order_created(
+        self, session: Session, order: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]
+    ) -> None:
         return None
 
 
@@ -118,7 +156,7 @@ class CheckoutCompletion:
         with self._database.unit_of_work() as session:
             if inbox.seen(session, INBOX_SOURCE, message_id):
                 return "duplicate"
-            if session.get(Checkout, checkout_id) is None:
+            if Statements(session).one(_CHECKOUT, checkout_id=checkout_id) is None:
                 inbox.record(session, INBOX_SOURCE, message_id, "payment", self._clock.now())
                 return "ignored"
         try:
@@ -143,28 +181,30 @@ class CheckoutCompletion:
         intent_id: str | None = None,
     ) -> OrderOut:
         with self._database.unit_of_work() as session:
+            found = Statements(session).one(_CHECKOUT, checkout_id=checkout_id)
             if owner is not None:
-                checkout = load_owned(session, owner, checkout_id)  # 404 unless theirs
-            else:
-                found = session.get(Checkout, checkout_id)
-                assert found is not None
-                checkout = found
-            target = intent_id or checkout.payment_intent_id
+                check_owner(owner, found["patient_id"] if found else None)  # 404 unless theirs
+            assert found is not None
+            checkout = found
+            target = intent_id or checkout["payment_intent_id"]
             assert target is not None
             # Settled already? (The app asks about the current attempt; a callback may name an
             # earlier one.) A failed checkout is asked again: the patient may have paid with
             # another card on the same payment page.
-            if checkout.status == CheckoutStatus.COMPLETED and target == checkout.payment_intent_id:
+            if (
+                checkout["status"] == CheckoutStatus.COMPLETED
+                and target == checkout["payment_intent_id"]
+            ):
                 done = self._settled(session, checkout, message)
                 assert done is not None
                 return done
-            if checkout.status not in (
+            if checkout["status"] not in (
                 CheckoutStatus.AWAITING_PAYMENT,
                 CheckoutStatus.FAILED,
                 CheckoutStatus.COMPLETED,
             ):
                 self._settled(session, checkout, message)  # raises: expired, awaiting redemption
-            expected = (checkout.amount_due_minor, checkout.currency)
+            expected = (checkout["amount_due_minor"], checkout["currency"])
         status = self._confirm(target)
         if status.merchant_reference != str(checkout_id):
             raise Conflict("The payment does not belong to this checkout.", code="payment_mismatch")
@@ -190,7 +230,7 @@ class CheckoutCompletion:
                 lambda s: self._record_failure(s, checkout_id, status, actor, message)
             )
             with self._database.unit_of_work() as session:
-                settled = session.get(Checkout, checkout_id)
+                settled = Statements(session).one(_CHECKOUT, checkout_id=checkout_id)
                 assert settled is not None
                 done = self._settled(session, settled, None)  # PaymentFailed when failed
                 if done is not None:
@@ -230,27 +270,24 @@ class CheckoutCompletion:
                     raise
         raise AssertionError("unreachable")
 
-    def _settled(
-        self, session: Session, checkout: Checkout, message: str | None
-    ) -> OrderOut | None:
+    def _settled(self, session: Session, checkout: Row, message: str | None) -> OrderOut | None:
         """The answer when the checkout is already settled; None when it still awaits payment."""
-        if checkout.status == CheckoutStatus.COMPLETED and checkout.order_id is not None:
+        status = checkout["status"]
+        if status == CheckoutStatus.COMPLETED and checkout["order_id"] is not None:
             if message is not None and not inbox.seen(session, INBOX_SOURCE, message):
                 inbox.record(session, INBOX_SOURCE, message, "payment", self._clock.now())
-            order = session.get(Order, checkout.order_id)
+            order = session.get(Order, checkout["order_id"])
             assert order is not None
             return order_document(session, order)
-        if checkout.status == CheckoutStatus.FAILED:
+        if status == CheckoutStatus.FAILED:
             raise PaymentFailed(
-                f"{checkout.failure_reason or 'The payment did not go through.'} "
+                f"{checkout['failure_reason'] or 'The payment did not go through.'} "
                 "No order was created. You can try again through the payment page.",
-                failure_code=checkout.failure_code,
-                retry_url=f"/v1/checkouts/{checkout.checkout_id}/retry",
+                failure_code=checkout["failure_code"],
+                retry_url=f"/v1/checkouts/{checkout['checkout_id']}/retry",
             )
-        if checkout.status != CheckoutStatus.AWAITING_PAYMENT:
-            raise Conflict(
-                f"This checkout is {checkout.status}.", code=f"checkout_{checkout.status}"
-            )
+        if status != CheckoutStatus.AWAITING_PAYMENT:
+            raise Conflict(f"This checkout is {status}.", code=f"checkout_{status}")
         return None
 
     def _create_order(
@@ -261,9 +298,13 @@ class CheckoutCompletion:
         actor: Actor,
         message: str | None,
     ) -> OrderOut:
-        checkout = lock_checkout(session, checkout_id)
-        if checkout.status == CheckoutStatus.COMPLETED:
-            if checkout.payment_intent_id != status.intent_id:
+        """The order's transaction. Its rows go out through `db.fast.Statements`: on PostgreSQL
+        two reads and one pipeline of writes (see docs/benchmarks.md for why)."""
+        fast = Statements(session)
+        checkout = fast.one(_LOCKED_CHECKOUT, checkout_id=checkout_id)
+        assert checkout is not None
+        if checkout["status"] == CheckoutStatus.COMPLETED:
+            if checkout["payment_intent_id"] != status.intent_id:
                 # A second capture for a checkout that already has its order.
                 self._record_orphaned_capture(
                     session, checkout_id, status, actor, None, reason="duplicate_capture"
@@ -271,222 +312,234 @@ class CheckoutCompletion:
             done = self._settled(session, checkout, message)
             assert done is not None
             return done
-        if checkout.status not in (CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED):
+        if checkout["status"] not in (CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED):
             raise Conflict(
-                f"This checkout is {checkout.status}.", code=f"checkout_{checkout.status}"
+                f"This checkout is {checkout['status']}.", code=f"checkout_{checkout['status']}"
             )
-        # A capture on any attempt of this checkout completes it, including an earlier attempt
-        # confirmed late: the patient has paid, so the order exists.
-        checkout.payment_intent_id = status.intent_id
         now = self._clock.now()
         assert status.transaction_ref is not None
         if message is not None:
             inbox.record(session, INBOX_SOURCE, message, "payment", now)
-        capture = PaymentCapture(
-            transaction_ref=status.transaction_ref,
-            intent_id=status.intent_id,
-            checkout_id=checkout_id,
-            amount_minor=status.amount_minor,
-            currency=status.currency,
-            method=status.method or "card",
-            card_scheme=status.card_scheme,
-            card_last4=status.card_last4,
-            confirmed_at=now,
-        )
+        capture: Row = {
+            "transaction_ref": status.transaction_ref,
+            "intent_id": status.intent_id,
+            "checkout_id": checkout_id,
+            "amount_minor": status.amount_minor,
+            "currency": status.currency,
+            "method": status.method or "card",
+            "card_scheme": status.card_scheme,
+            "card_last4": status.card_last4,
+            "confirmed_at": now,
+        }
         order_id = new_id()
-        order = Order(
-            order_id=order_id,
-            checkout_id=checkout_id,
-            patient_id=checkout.patient_id,
-            practice_id=checkout.practice_id,
-            status=OrderStatus.CREATED.value,
-            fulfilment_status=OrderStatus.CREATED.value,
-            refund_status=RefundStatus.NONE.value,
-            currency=checkout.currency,
-            total_minor=checkout.total_minor,
-            captured_minor=status.amount_minor,
-            refunded_minor=0,
-            payment_ref=status.transaction_ref,
-            payment_method=capture.method,
-            redemption_ref=checkout.redemption_ref,
-            pms_invoice_ref=None,
-            created_by=str(checkout.patient_id),
-            created_at=now,
-            updated_at=now,
-            version=1,
+        order: Row = {
+            "order_id": order_id,
+            "checkout_id": checkout_id,
+            "patient_id": checkout["patient_id"],
+            "practice_id": checkout["practice_id"],
+            "status": OrderStatus.CREATED.value,
+            "fulfilment_status": OrderStatus.CREATED.value,
+            "refund_status": RefundStatus.NONE.value,
+            "currency": checkout["currency"],
+            "total_minor": checkout["total_minor"],
+            "captured_minor": status.amount_minor,
+            "refunded_minor": 0,
+            "payment_ref": status.transaction_ref,
+            "payment_method": capture["method"],
+            "redemption_ref": checkout["redemption_ref"],
+            "pms_invoice_ref": None,
+            "created_by": str(checkout["patient_id"]),
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        lines = [
+            _order_line(order_id, line, now) for line in fast.all(_LINES, checkout_id=checkout_id)
+        ]
+        # Foreign keys set the order: capture, order, lines, then the checkout that points to it.
+        fast.insert(PaymentCapture, [capture])
+        fast.insert(Order, [order])
+        fast.insert(OrderLine, lines)
+        # A capture on any attempt of this checkout completes it, including an earlier attempt
+        # confirmed late: the patient has paid, so the order exists.
+        completed = transition(CheckoutStatus(checkout["status"]), CheckoutStatus.COMPLETED)
+        fast.update(
+            Checkout,
+            {"checkout_id": checkout_id},
+            {
+                "status": completed.value,
+                "payment_intent_id": status.intent_id,
+                "order_id": order_id,
+                "updated_at": now,
+                "version": checkout["version"] + 1,
+            },
         )
-        lines = [_order_line(order_id, line, now) for line in load_lines(session, checkout_id)]
-        # Everything below is written in one flush at commit (the unit of work orders the
-        # inserts by foreign key: capture, order, lines).
-        session.add_all([capture, order, *lines])
-        before_status = checkout.status
-        checkout.status = transition(
-            CheckoutStatus(checkout.status), CheckoutStatus.COMPLETED
-        ).value
-        checkout.order_id = order_id
-        checkout.updated_at = now
-        checkout.version += 1
         trail = self._record_order_created(
-            session, checkout, order, lines, capture, actor, before_status
+            session, fast, checkout, completed, order, lines, capture, actor
         )
         self._fulfilment.order_created(session, order, lines)
+        fast.flush()
         return build_order_document(order, lines, capture, trail)
 
     def _record_order_created(
         self,
         session: Session,
-        checkout: Checkout,
-        order: Order,
-        lines: list[OrderLine],
-        capture: PaymentCapture,
+        fast: Statements,
+        checkout: Row,
+        completed: CheckoutStatus,
+        order: Row,
+        lines: list[Row],
+        capture: Row,
         actor: Actor,
-        before_status: str,
-    ) -> list[AuditEntry]:
+    ) -> list[Row]:
         """Audit entries and outbox events of a new order; returns the order's audit trail."""
-        now = order.created_at
+        now = order["created_at"]
+        order_id, practice_id = order["order_id"], order["practice_id"]
         who = actor.audit_actor()
-        self._audit.record(
-            session,
-            stream_type="checkout",
-            stream_id=checkout.checkout_id,
-            action="checkout.completed",
-            actor=who,
-            practice_id=order.practice_id,
-            before={"status": before_status},
-            after={"status": checkout.status, "order_id": str(order.order_id)},
-            at=now,
-        )
-        captured = self._audit.record(
-            session,
-            stream_type="order",
-            stream_id=order.order_id,
-            new_stream=True,
-            action="payment.captured",
-            actor=who,
-            practice_id=order.practice_id,
-            after={
-                "payment_ref": capture.transaction_ref,
-                "intent_id": capture.intent_id,
-                "amount_minor": capture.amount_minor,
-                "currency": capture.currency,
-                "method": capture.method,
-            },
-            at=now,
-        )
-        created = self._audit.record(
-            session,
-            stream_type="order",
-            stream_id=order.order_id,
-            action="order.created",
-            actor=who,
-            practice_id=order.practice_id,
-            before={"status": None},
-            after={
-                "status": order.status,
-                "created_by": order.created_by,
-                "total_minor": order.total_minor,
-            },
-            at=now,
-        )
+        audit = self._audit.row
+        entries = [
+            audit(
+                session,
+                stream_type="checkout",
+                stream_id=checkout["checkout_id"],
+                action="checkout.completed",
+                actor=who,
+                practice_id=practice_id,
+                before={"status": checkout["status"]},
+                after={"status": completed.value, "order_id": str(order_id)},
+                at=now,
+            ),
+            audit(
+                session,
+                stream_type="order",
+                stream_id=order_id,
+                new_stream=True,
+                action="payment.captured",
+                actor=who,
+                practice_id=practice_id,
+                after={
+                    "payment_ref": capture["transaction_ref"],
+                    "intent_id": capture["intent_id"],
+                    "amount_minor": capture["amount_minor"],
+                    "currency": capture["currency"],
+                    "method": capture["method"],
+                },
+                at=now,
+            ),
+            audit(
+                session,
+                stream_type="order",
+                stream_id=order_id,
+                action="order.created",
+                actor=who,
+                practice_id=practice_id,
+                before={"status": None},
+                after={
+                    "status": order["status"],
+                    "created_by": order["created_by"],
+                    "total_minor": order["total_minor"],
+                },
+                at=now,
+            ),
+        ]
+        fast.insert(AuditEntry, entries)
         line_docs = [
             {
-                "line_item_id": str(line.line_item_id),
-                "product_id": str(line.product_id),
-                "name": line.product_name,
-                "quantity": line.quantity,
-                "unit_price_minor": line.unit_price_minor,
-                "fulfilment_type": line.fulfilment_type,
+                "line_item_id": str(line["line_item_id"]),
+                "product_id": str(line["product_id"]),
+                "name": line["product_name"],
+                "quantity": line["quantity"],
+                "unit_price_minor": line["unit_price_minor"],
+                "fulfilment_type": line["fulfilment_type"],
             }
             for line in lines
         ]
         ids = {
-            "order_id": order.order_id,
-            "checkout_id": order.checkout_id,
-            "patient_id": order.patient_id,
-            "practice_id": order.practice_id,
+            "order_id": order_id,
+            "checkout_id": order["checkout_id"],
+            "patient_id": order["patient_id"],
+            "practice_id": practice_id,
         }
-        emit = self._outbox.emit
-        emit(
-            session,
-            ev.ORDER_CREATED,
-            aggregate_id=order.order_id,
-            data={
-                **ids,
-                "status": order.status,
-                "total_minor": order.total_minor,
-                "currency": order.currency,
-                "lines": line_docs,
-                "created_by": order.created_by,
-                "created_at": now,
-                "notification": "order_confirmation",
-            },
-            at=now,
-        )
-        emit(
-            session,
-            ev.PAYMENT_RECEIPT,
-            aggregate_id=order.order_id,
-            data={
-                "order_id": order.order_id,
-                "patient_id": order.patient_id,
-                "practice_id": order.practice_id,
-                "amount_minor": capture.amount_minor,
-                "currency": capture.currency,
-                "payment_ref": capture.transaction_ref,
-                "payment_method": capture.method,
-                "card_scheme": capture.card_scheme,
-                "card_last4": capture.card_last4,
-                "redemption_ref": order.redemption_ref,
-                "paid_at": now,
-                "notification": "payment_receipt",
-            },
-            at=now,
-        )
-        emit(
-            session,
-            ev.REVENUE_SALE,
-            aggregate_id=order.order_id,
-            data={
-                "order_id": order.order_id,
-                "practice_id": order.practice_id,
-                "amount": order.total_minor,
-                "currency": order.currency,
-                "event_type": "sale",
-                "timestamp": now,
-            },
-            at=now,
-        )
-        emit(
-            session,
-            ev.FINANCE_ORDER_RECORDED,
-            aggregate_id=order.order_id,
-            data={
-                "order_id": order.order_id,
-                "practice_id": order.practice_id,
-                "patient_id": order.patient_id,
-                "currency": order.currency,
-                "total_minor": order.total_minor,
-                "captured_minor": order.captured_minor,
-                "payment_ref": order.payment_ref,
-                "redemption_ref": order.redemption_ref,
-                "pms_invoice_ref": None,
-                "lines": line_docs,
-                "created_at": now,
-            },
-            at=now,
-        )
-        emit(
-            session,
-            ev.PAYMENT_ORDER_REFERENCE,
-            aggregate_id=order.order_id,
-            data={
-                "order_id": order.order_id,
-                "intent_id": capture.intent_id,
-                "payment_ref": capture.transaction_ref,
-            },
-            at=now,
-        )
-        return [captured, created]
+        event = self._outbox.row
+        events = [
+            event(
+                ev.ORDER_CREATED,
+                aggregate_id=order_id,
+                data={
+                    **ids,
+                    "status": order["status"],
+                    "total_minor": order["total_minor"],
+                    "currency": order["currency"],
+                    "lines": line_docs,
+                    "created_by": order["created_by"],
+                    "created_at": now,
+                    "notification": "order_confirmation",
+                },
+                at=now,
+            ),
+            event(
+                ev.PAYMENT_RECEIPT,
+                aggregate_id=order_id,
+                data={
+                    "order_id": order_id,
+                    "patient_id": order["patient_id"],
+                    "practice_id": practice_id,
+                    "amount_minor": capture["amount_minor"],
+                    "currency": capture["currency"],
+                    "payment_ref": capture["transaction_ref"],
+                    "payment_method": capture["method"],
+                    "card_scheme": capture["card_scheme"],
+                    "card_last4": capture["card_last4"],
+                    "redemption_ref": order["redemption_ref"],
+                    "paid_at": now,
+                    "notification": "payment_receipt",
+                },
+                at=now,
+            ),
+            event(
+                ev.REVENUE_SALE,
+                aggregate_id=order_id,
+                data={
+                    "order_id": order_id,
+                    "practice_id": practice_id,
+                    "amount": order["total_minor"],
+                    "currency": order["currency"],
+                    "event_type": "sale",
+                    "timestamp": now,
+                },
+                at=now,
+            ),
+            event(
+                ev.FINANCE_ORDER_RECORDED,
+                aggregate_id=order_id,
+                data={
+                    "order_id": order_id,
+                    "practice_id": practice_id,
+                    "patient_id": order["patient_id"],
+                    "currency": order["currency"],
+                    "total_minor": order["total_minor"],
+                    "captured_minor": order["captured_minor"],
+                    "payment_ref": order["payment_ref"],
+                    "redemption_ref": order["redemption_ref"],
+                    "pms_invoice_ref": None,
+                    "lines": line_docs,
+                    "created_at": now,
+                },
+                at=now,
+            ),
+            event(
+                ev.PAYMENT_ORDER_REFERENCE,
+                aggregate_id=order_id,
+                data={
+                    "order_id": order_id,
+                    "intent_id": capture["intent_id"],
+                    "payment_ref": capture["transaction_ref"],
+                },
+                at=now,
+            ),
+        ]
+        fast.insert(OutboxEvent, events)
+        return entries[1:]
 
     def _record_orphaned_capture(
         self,
@@ -603,16 +656,20 @@ class CheckoutCompletion:
         )
 
 
-def _order_line(order_id: uuid.UUID, line: CheckoutLine, now: datetime) -> OrderLine:
-    return OrderLine(
-        line_item_id=new_id(),
-        order_id=order_id,
-        line_no=line.line_no,
-        product_id=line.product_id,
-        product_name=line.product_name,
-        quantity=line.quantity,
-        unit_price_minor=line.unit_price_minor,
-        fulfilment_type=line.fulfilment_type,
-        fulfilment_status=LineState.PENDING.value,
-        updated_at=now,
-    )
+def _order_line(order_id: uuid.UUID, line: Row, now: datetime) -> Row:
+    return {
+        "line_item_id": new_id(),
+        "order_id": order_id,
+        "line_no": line["line_no"],
+        "product_id": line["product_id"],
+        "product_name": line["product_name"],
+        "quantity": line["quantity"],
+        "unit_price_minor": line["unit_price_minor"],
+        "fulfilment_type": line["fulfilment_type"],
+        "fulfilment_status": LineState.PENDING.value,
+        "fulfilment_ref": None,
+        "carrier": None,
+        "tracking_number": None,
+        "tracking_url": None,
+        "updated_at": now,
+    }

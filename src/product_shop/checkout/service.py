@@ -241,11 +241,17 @@ def _refuse_other_payment_paths(body: CheckoutIn) -> None:
 
 def load_owned(session: Session, actor: Actor, checkout_id: uuid.UUID) -> Checkout:
     """The checkout if this patient owns it; 404 for anyone else (existence is not revealed)."""
-    require(actor, Action.CHECKOUT)
     checkout = session.get(Checkout, checkout_id)
-    if checkout is None or checkout.patient_id != actor.patient_id:
-        raise NotFound("No such checkout.")
+    check_owner(actor, checkout.patient_id if checkout else None)
+    assert checkout is not None
     return checkout
+
+
+def check_owner(actor: Actor, patient_id: uuid.UUID | None) -> None:
+    """404 unless this patient owns the checkout (None: there is no such checkout)."""
+    require(actor, Action.CHECKOUT)
+    if patient_id is None or patient_id != actor.patient_id:
+        raise NotFound("No such checkout.")
 
 
 def lock_checkout(session: Session, checkout_id: uuid.UUID) -> Checkout:

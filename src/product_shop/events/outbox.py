@@ -34,22 +34,34 @@ class Outbox:
         data: dict[str, Any],
         at: datetime | None = None,
     ) -> OutboxEvent:
+        event = OutboxEvent(**self.row(event_type, aggregate_id=aggregate_id, data=data, at=at))
+        session.add(event)
+        return event
+
+    def row(
+        self,
+        event_type: EventType,
+        *,
+        aggregate_id: str | uuid.UUID,
+        data: dict[str, Any],
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The same event as `emit`, as a row for a batch writer (`db.fast.Statements`) to
+        insert in the caller's transaction."""
         now = at or self._clock.now()
-        row = OutboxEvent(
-            event_id=new_id(),
-            event_type=event_type.name,
-            source=EVENT_SOURCE,
-            subject=str(aggregate_id),
-            aggregate_type=event_type.aggregate_type,
-            aggregate_id=str(aggregate_id),
-            occurred_at=now,
-            data=json.loads(json.dumps(data, default=json_default)),
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-        )
-        session.add(row)
-        return row
+        return {
+            "event_id": new_id(),
+            "event_type": event_type.name,
+            "source": EVENT_SOURCE,
+            "subject": str(aggregate_id),
+            "aggregate_type": event_type.aggregate_type,
+            "aggregate_id": str(aggregate_id),
+            "occurred_at": now,
+            "data": json.loads(json.dumps(data, default=json_default)),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
 
 
 def to_cloudevent(row: OutboxEvent) -> dict[str, Any]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
@@ -65,74 +68,86 @@ def order_document(session: Session, order: Order) -> OrderOut:
             .order_by(AuditEntry.stream_seq)
         )
     )
-    return build_order_document(order, lines, capture, trail)
+    return build_order_document(
+        _columns(order),
+        [_columns(line) for line in lines],
+        _columns(capture) if capture else None,
+        [_columns(entry) for entry in trail],
+    )
+
+
+def _columns(instance: object) -> dict[str, Any]:
+    return {
+        attr.key: getattr(instance, attr.key) for attr in sa_inspect(instance).mapper.column_attrs
+    }
 
 
 def build_order_document(
-    order: Order,
-    lines: list[OrderLine],
-    capture: PaymentCapture | None,
-    trail: list[AuditEntry],
+    order: Mapping[str, Any],
+    lines: Sequence[Mapping[str, Any]],
+    capture: Mapping[str, Any] | None,
+    trail: Sequence[Mapping[str, Any]],
 ) -> OrderOut:
-    """The order JSON from rows in hand (the completion builds it from what it just wrote)."""
+    """The order JSON from rows in hand (column names as keys): read from the database, or
+    just written by the completion."""
     return OrderOut(
-        order_id=order.order_id,
-        checkout_id=order.checkout_id,
-        patient_id=order.patient_id,
-        practice_id=order.practice_id,
-        status=OrderStatus(order.status),
-        fulfilment_status=OrderStatus(order.fulfilment_status),
-        refund_status=RefundStatus(order.refund_status),
-        currency=order.currency,
-        total_minor=order.total_minor,
+        order_id=order["order_id"],
+        checkout_id=order["checkout_id"],
+        patient_id=order["patient_id"],
+        practice_id=order["practice_id"],
+        status=OrderStatus(order["status"]),
+        fulfilment_status=OrderStatus(order["fulfilment_status"]),
+        refund_status=RefundStatus(order["refund_status"]),
+        currency=order["currency"],
+        total_minor=order["total_minor"],
         payment=PaymentOut(
-            payment_ref=order.payment_ref,
-            method=order.payment_method,
-            card_scheme=capture.card_scheme if capture else None,
-            card_last4=capture.card_last4 if capture else None,
-            captured_minor=order.captured_minor,
+            payment_ref=order["payment_ref"],
+            method=order["payment_method"],
+            card_scheme=capture["card_scheme"] if capture else None,
+            card_last4=capture["card_last4"] if capture else None,
+            captured_minor=order["captured_minor"],
         ),
-        redemption_ref=order.redemption_ref,
-        pms_invoice_ref=order.pms_invoice_ref,
-        created_by=order.created_by,
-        created_at=order.created_at,
-        updated_at=order.updated_at,
+        redemption_ref=order["redemption_ref"],
+        pms_invoice_ref=order["pms_invoice_ref"],
+        created_by=order["created_by"],
+        created_at=order["created_at"],
+        updated_at=order["updated_at"],
         lines=[
             OrderLineOut(
-                line_item_id=line.line_item_id,
-                line_no=line.line_no,
-                product_id=line.product_id,
-                name=line.product_name,
-                quantity=line.quantity,
-                unit_price_minor=line.unit_price_minor,
-                line_total_minor=line.unit_price_minor * line.quantity,
-                fulfilment_type=FulfilmentType(line.fulfilment_type),
-                fulfilment_status=LineState(line.fulfilment_status),
-                fulfilment_ref=line.fulfilment_ref,
+                line_item_id=line["line_item_id"],
+                line_no=line["line_no"],
+                product_id=line["product_id"],
+                name=line["product_name"],
+                quantity=line["quantity"],
+                unit_price_minor=line["unit_price_minor"],
+                line_total_minor=line["unit_price_minor"] * line["quantity"],
+                fulfilment_type=FulfilmentType(line["fulfilment_type"]),
+                fulfilment_status=LineState(line["fulfilment_status"]),
+                fulfilment_ref=line["fulfilment_ref"],
                 tracking=Tracking(
-                    carrier=line.carrier,
-                    tracking_number=line.tracking_number,
-                    tracking_url=line.tracking_url,
+                    carrier=line["carrier"],
+                    tracking_number=line["tracking_number"],
+                    tracking_url=line["tracking_url"],
                 )
-                if line.tracking_number or line.carrier
+                if line["tracking_number"] or line["carrier"]
                 else None,
             )
             for line in lines
         ],
         refunds=RefundSummary(
-            refund_status=RefundStatus(order.refund_status),
-            refunded_minor=order.refunded_minor,
-            refundable_minor=order.captured_minor - order.refunded_minor,
+            refund_status=RefundStatus(order["refund_status"]),
+            refunded_minor=order["refunded_minor"],
+            refundable_minor=order["captured_minor"] - order["refunded_minor"],
         ),
         audit_trail=[
             AuditTrailEntry(
-                at=entry.recorded_at,
-                action=entry.action,
-                actor_id=entry.actor_id,
-                actor_role=entry.actor_role,
-                actor_name=entry.actor_name,
-                before=entry.before,
-                after=entry.after,
+                at=entry["recorded_at"],
+                action=entry["action"],
+                actor_id=entry["actor_id"],
+                actor_role=entry["actor_role"],
+                actor_name=entry["actor_name"],
+                before=entry["before"],
+                after=entry["after"],
             )
             for entry in trail
         ],
