@@ -7,8 +7,10 @@ Keys come from a JWKS URL or a configured public key. Only asymmetric algorithms
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +22,12 @@ from product_shop.config import ALLOWED_JWT_ALGORITHMS, Settings
 from product_shop.core.errors import Forbidden, InvalidToken
 
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub", "role"]
+# Verified tokens are remembered briefly: an app sends the same token with every call, and an RSA
+# signature check costs more CPU than the rest of a small request's authentication. An entry
+# lives until the token expires or for CACHE_SECONDS, whichever is sooner, so a signing key
+# withdrawn from the JWKS stops being honoured within that time.
+CACHE_SECONDS = 60.0
+CACHE_ENTRIES = 4096
 
 
 class TokenVerifier:
@@ -32,6 +40,8 @@ class TokenVerifier:
         public_key: str | None = None,
         jwks_url: str | None = None,
         leeway_seconds: int = 30,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         unsafe = [a for a in algorithms if a not in ALLOWED_JWT_ALGORITHMS]
         if unsafe or not algorithms:
@@ -46,6 +56,10 @@ class TokenVerifier:
             PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5) if jwks_url else None
         )
         self._leeway = leeway_seconds
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -59,8 +73,36 @@ class TokenVerifier:
         )
 
     def verify(self, token: str) -> Actor:
-        claims = self._decode(token)
+        claims = self._remembered(token)
+        if claims is None:
+            claims = self._decode(token)
+            self._remember(token, claims)
         return actor_from_claims(claims)
+
+    def _remembered(self, token: str) -> dict[str, Any] | None:
+        found = self._verified.get(token)
+        if found is None:
+            return None
+        until, claims = found
+        if self._monotonic() >= until:
+            with self._lock:
+                self._verified.pop(token, None)
+            return None
+        if self._wall_clock() > claims["exp"] + self._leeway:
+            raise InvalidToken("The access token has expired.")
+        return claims
+
+    def _remember(self, token: str, claims: dict[str, Any]) -> None:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float):
+            return
+        lifetime = min(CACHE_SECONDS, exp + self._leeway - self._wall_clock())
+        if lifetime <= 0:
+            return
+        with self._lock:
+            while len(self._verified) >= CACHE_ENTRIES:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = (self._monotonic() + lifetime, claims)
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:

@@ -28,7 +28,8 @@ from product_shop.db.fast import Statements
 GENESIS_HASH = "0" * 64
 # Stream heads written in this session's transaction, so entries need not be flushed to chain.
 _HEADS = "audit_stream_heads"
-_STREAM_HEAD = (
+# A stream's last entry: parameters `stream_type` and `stream_id` (see `AuditLog.note_head`).
+STREAM_HEAD = (
     select(AuditEntry.stream_seq, AuditEntry.entry_hash)
     .where(
         AuditEntry.stream_type == bindparam("stream_type"),
@@ -144,6 +145,20 @@ class AuditLog:
         session.add(entry)
         return entry
 
+    def note_head(
+        self,
+        session: Session,
+        stream_type: str,
+        stream_id: str | uuid.UUID,
+        head: dict[str, Any] | None,
+    ) -> None:
+        """Tell the log a stream's head, read by the caller with STREAM_HEAD in this transaction
+        (say, in one round trip with its other reads), so `row`/`record` need not look it up."""
+        heads: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault(_HEADS, {})
+        heads[(stream_type, str(stream_id))] = (
+            (head["stream_seq"], head["entry_hash"]) if head else (0, GENESIS_HASH)
+        )
+
     def row(
         self,
         session: Session,
@@ -170,7 +185,7 @@ class AuditLog:
         else:
             with session.no_autoflush:
                 head = Statements(session).one(
-                    _STREAM_HEAD, stream_type=stream_type, stream_id=stream_key
+                    STREAM_HEAD, stream_type=stream_type, stream_id=stream_key
                 )
             seq, prev_hash = (
                 (head["stream_seq"] + 1, head["entry_hash"]) if head else (1, GENESIS_HASH)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor, Role
-from product_shop.audit.log import AuditLog
+from product_shop.audit.log import STREAM_HEAD, AuditLog
 from product_shop.audit.tables import AuditEntry
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.service import check_owner, lock_checkout
@@ -299,10 +299,16 @@ class CheckoutCompletion:
         message: str | None,
     ) -> OrderOut:
         """The order's transaction. Its rows go out through `db.fast.Statements`: on PostgreSQL
-        two reads and one pipeline of writes (see docs/benchmarks.md for why)."""
+        one round trip of reads and one of writes (see docs/benchmarks.md for why)."""
         fast = Statements(session)
-        checkout = fast.one(_LOCKED_CHECKOUT, checkout_id=checkout_id)
-        assert checkout is not None
+        by_checkout = {"checkout_id": checkout_id}
+        checkouts, checkout_lines, heads = fast.many(
+            (_LOCKED_CHECKOUT, by_checkout),
+            (_LINES, by_checkout),
+            (STREAM_HEAD, {"stream_type": "checkout", "stream_id": str(checkout_id)}),
+        )
+        checkout = checkouts[0]
+        self._audit.note_head(session, "checkout", checkout_id, heads[0] if heads else None)
         if checkout["status"] == CheckoutStatus.COMPLETED:
             if checkout["payment_intent_id"] != status.intent_id:
                 # A second capture for a checkout that already has its order.
@@ -353,9 +359,7 @@ class CheckoutCompletion:
             "updated_at": now,
             "version": 1,
         }
-        lines = [
-            _order_line(order_id, line, now) for line in fast.all(_LINES, checkout_id=checkout_id)
-        ]
+        lines = [_order_line(order_id, line, now) for line in checkout_lines]
         # Foreign keys set the order: capture, order, lines, then the checkout that points to it.
         fast.insert(PaymentCapture, [capture])
         fast.insert(Order, [order])

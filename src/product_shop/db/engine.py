@@ -39,7 +39,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         json_serializer=_json_serializer,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it is one more round trip on every checkout from the pool (two per
+        # checkout completion). After a database restart the first statement on a dead
+        # connection fails; SQLAlchemy then invalidates every pooled connection at once, and
+        # the caller gets a 503 (web/problems) rather than a wrong answer.
+        pool_pre_ping=False,
     )
 
 

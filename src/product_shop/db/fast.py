@@ -64,6 +64,26 @@ class Statements:
     def all(self, statement: AnySelect, **params: Any) -> list[Row]:
         return self._select(statement, params, limit_one=False)
 
+    def many(self, *queries: tuple[AnySelect, Row]) -> list[list[Row]]:
+        """Several SELECTs, each with its parameters; their rows in the same order. PostgreSQL
+        gets them all in one round trip (the server still runs them one after the other, so a
+        row locked by the first is read as of that lock by the next)."""
+        if not self._postgres:
+            return [self.all(statement, **params) for statement, params in queries]
+        driver = self._driver()
+        with self._errors("pipelined reads"), driver.pipeline():
+            pending = []
+            for statement, params in queries:
+                sql, defaults, columns = self._compiled(statement)
+                cursor = driver.cursor(row_factory=dict_row)
+                cursor.execute(sql, {**defaults, **params})
+                pending.append((cursor, columns))
+            results = []
+            for cursor, columns in pending:
+                results.append([self._result_row(row, columns) for row in cursor.fetchall()])
+                cursor.close()
+        return results
+
     def _select(self, statement: AnySelect, params: Row, *, limit_one: bool) -> list[Row]:
         if not self._postgres:
             result = self._session.execute(statement, params).mappings()

@@ -14,8 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import httpx
-
+from product_shop.integrations.http import HttpJsonClient, HttpResponse, TransportError
 from product_shop.integrations.payments import (
     PaymentIntent,
     PaymentRejected,
@@ -37,13 +36,12 @@ class HttpIntegratedPayments:
         *,
         api_key: str,
         timeout_seconds: float = 5.0,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/"),
+        self._client = HttpJsonClient(
+            base_url,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "primoro-product-shop"},
-            timeout=httpx.Timeout(timeout_seconds, connect=min(2.0, timeout_seconds)),
-            transport=transport,
+            timeout_seconds=timeout_seconds,
+            connect_timeout_seconds=min(2.0, timeout_seconds),
         )
 
     def close(self) -> None:
@@ -60,8 +58,11 @@ class HttpIntegratedPayments:
             "capture": "immediate",
         }
         data = self._call(
-            lambda: self._client.post(
-                "/v1/payment-intents", json=body, headers={"Idempotency-Key": idempotency_key}
+            lambda: self._client.request(
+                "POST",
+                "/v1/payment-intents",
+                json_body=body,
+                headers={"Idempotency-Key": idempotency_key},
             )
         )
         return PaymentIntent(
@@ -73,7 +74,7 @@ class HttpIntegratedPayments:
         )
 
     def get_payment(self, intent_id: str) -> PaymentStatus:
-        data = self._call(lambda: self._client.get(f"/v1/payment-intents/{intent_id}"))
+        data = self._call(lambda: self._client.request("GET", f"/v1/payment-intents/{intent_id}"))
         try:
             status = _status(data)
         except (KeyError, ValueError, TypeError) as exc:
@@ -84,9 +85,10 @@ class HttpIntegratedPayments:
 
     def set_order_reference(self, intent_id: str, order_id: uuid.UUID | str) -> None:
         self._call(
-            lambda: self._client.put(
+            lambda: self._client.request(
+                "PUT",
                 f"/v1/payment-intents/{intent_id}/order-reference",
-                json={"order_id": str(order_id)},
+                json_body={"order_id": str(order_id)},
             )
         )
 
@@ -108,8 +110,8 @@ class HttpIntegratedPayments:
             "initiated_by": initiated_by,
         }
         data = self._call(
-            lambda: self._client.post(
-                "/v1/refunds", json=body, headers={"Idempotency-Key": idempotency_key}
+            lambda: self._client.request(
+                "POST", "/v1/refunds", json_body=body, headers={"Idempotency-Key": idempotency_key}
             )
         )
         return RefundResult(
@@ -121,10 +123,10 @@ class HttpIntegratedPayments:
         )
 
     def refund_reasons(self) -> list[RefundReason]:
-        data = self._call(lambda: self._client.get("/v1/refund-reasons"))
+        data = self._call(lambda: self._client.request("GET", "/v1/refund-reasons"))
         return [RefundReason(code=r["code"], description=r["description"]) for r in data["reasons"]]
 
-    def _call(self, send: Callable[[], httpx.Response]) -> Any:
+    def _call(self, send: Callable[[], HttpResponse]) -> Any:
         """Send (every caller here is safe to repeat); retry transport errors and 5xx."""
         last_error = "no attempt"
         for attempt in range(len(RETRY_BACKOFF_SECONDS) + 1):
@@ -132,23 +134,23 @@ class HttpIntegratedPayments:
                 time.sleep(RETRY_BACKOFF_SECONDS[attempt - 1])
             try:
                 response = send()
-            except httpx.TransportError as exc:
-                last_error = type(exc).__name__
+            except TransportError as exc:
+                last_error = str(exc)
                 continue
-            if response.status_code >= 500 or response.status_code in (408, 429):
-                last_error = f"HTTP {response.status_code}"
+            if response.status >= 500 or response.status in (408, 429):
+                last_error = f"HTTP {response.status}"
                 continue
-            if response.status_code >= 400:
+            if response.status >= 400:
                 problem = _json(response)
                 raise PaymentRejected(
-                    str(problem.get("code", f"http_{response.status_code}")),
+                    str(problem.get("code", f"http_{response.status}")),
                     str(problem.get("detail", "Integrated Payments refused the request.")),
                 )
             return _json(response)
         raise PaymentsUnavailable(f"Integrated Payments did not answer ({last_error})")
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: HttpResponse) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:
