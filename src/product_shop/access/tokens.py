@@ -88,7 +88,7 @@ class TokenVerifier:
             with self._lock:
                 self._verified.pop(token, None)
             return None
-        if self._wall_clock() > claims["exp"] + self._leeway:
+        if self._wall_clock() >= claims["exp"] + self._leeway:
             raise InvalidToken("The access token has expired.")
         return claims
 

@@ -9,9 +9,13 @@ the single description of the schema and only changes how rows travel:
   they share its transaction), and queued writes go out in one pipeline;
 - on every other engine (SQLite, the embedded default) they run as SQLAlchemy Core statements.
 
-Values pass through our column types either way (aware UTC timestamps are enforced, JSON
-documents are encoded the same), and database errors surface as SQLAlchemy's exception classes,
-so callers handle one set of errors whatever the engine.
+Both paths behave as Core does: values pass through our column types (aware UTC timestamps are
+enforced, JSON documents encoded the same way, Python None stored as JSON null), scalar column
+defaults fill missing keys, the session autoflushes before a read, and database errors surface
+as SQLAlchemy's exception classes (a lost connection is invalidated, with the pool). A SELECT
+that the fast path cannot send as compiled once (an expanding `IN` list) simply goes through Core.
+
+Statements are cached by identity: build them once, at module level, with `bindparam` names.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from sqlalchemy import Table, and_, bindparam, insert, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy import Connection, Table, and_, bindparam, insert, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.types import JSON, TypeDecorator
@@ -36,9 +41,19 @@ Row = dict[str, Any]
 AnySelect = Select[*tuple[Any, ...]]
 Decorated = tuple[tuple[str, TypeDecorator[Any]], ...]
 
-_compiled_selects: dict[AnySelect, tuple[str, Row, Decorated]] = {}
+
+@dataclass(frozen=True, slots=True)
+class _CompiledSelect:
+    sql: str | None  # None: not compilable once (expanding IN); run through Core instead
+    defaults: Row  # values SQLAlchemy bound itself (a LIMIT, say)
+    params: Decorated  # parameters whose column type is one of our TypeDecorators
+    columns: Decorated  # result columns whose type is one of our TypeDecorators
+
+
+# Compiled for PostgreSQL only (the one dialect that takes the fast path).
+_compiled_selects: dict[AnySelect, _CompiledSelect] = {}
 _insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
-_update_sql: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+_update_sql: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], str] = {}
 
 
 def _dumps(value: Any) -> str:
@@ -70,14 +85,19 @@ class Statements:
         row locked by the first is read as of that lock by the next)."""
         if not self._postgres:
             return [self.all(statement, **params) for statement, params in queries]
-        driver = self._driver()
-        with self._errors("pipelined reads"), driver.pipeline():
+        compiled = [(self._compiled(statement), params) for statement, params in queries]
+        if any(select.sql is None for select, _ in compiled):
+            return [self.all(statement, **params) for statement, params in queries]
+        self._autoflush()
+        connection = self._connection()
+        driver = _driver(connection)
+        with self._errors(connection, "pipelined reads"), driver.pipeline():
             pending = []
-            for statement, params in queries:
-                sql, defaults, columns = self._compiled(statement)
+            for select, params in compiled:
+                assert select.sql is not None
                 cursor = driver.cursor(row_factory=dict_row)
-                cursor.execute(sql, {**defaults, **params})
-                pending.append((cursor, columns))
+                cursor.execute(select.sql, self._read_params(select, params))
+                pending.append((cursor, select.columns))
             results = []
             for cursor, columns in pending:
                 results.append([self._result_row(row, columns) for row in cursor.fetchall()])
@@ -85,50 +105,81 @@ class Statements:
         return results
 
     def _select(self, statement: AnySelect, params: Row, *, limit_one: bool) -> list[Row]:
-        if not self._postgres:
+        select = self._compiled(statement) if self._postgres else None
+        if select is None or select.sql is None:
             result = self._session.execute(statement, params).mappings()
-            found = result.first() if limit_one else None
-            return ([dict(found)] if found else []) if limit_one else [dict(r) for r in result]
-        sql, defaults, columns = self._compiled(statement)
-        with self._errors(sql), self._driver().cursor(row_factory=dict_row) as cursor:
-            cursor.execute(sql, {**defaults, **params})
+            if limit_one:
+                found = result.first()
+                return [dict(found)] if found else []
+            return [dict(r) for r in result]
+        self._autoflush()
+        connection = self._connection()
+        with (
+            self._errors(connection, select.sql),
+            _driver(connection).cursor(row_factory=dict_row) as cursor,
+        ):
+            cursor.execute(select.sql, self._read_params(select, params))
             raw = [cursor.fetchone()] if limit_one else cursor.fetchall()
-        return [self._result_row(row, columns) for row in raw if row is not None]
+        return [self._result_row(row, select.columns) for row in raw if row is not None]
 
-    def _compiled(self, statement: AnySelect) -> tuple[str, Row, Decorated]:
-        """SQL text, the values SQLAlchemy bound itself (a LIMIT, say), decorated columns."""
+    def _compiled(self, statement: AnySelect) -> _CompiledSelect:
+        assert self._postgres, "only PostgreSQL statements are compiled and cached"
         found = _compiled_selects.get(statement)
         if found is None:
             compiled = statement.compile(dialect=self._dialect)
-            columns = tuple(
-                (str(column.key), column.type)
-                for column in statement.selected_columns
-                if isinstance(column.type, TypeDecorator)
+            sql = str(compiled)
+            found = _compiled_selects[statement] = _CompiledSelect(
+                sql=None if "POSTCOMPILE" in sql else sql,
+                defaults={k: v for k, v in compiled.params.items() if v is not None},
+                params=tuple(
+                    (name, bind.type)
+                    for name, bind in ((compiled.bind_names[b], b) for b in compiled.binds.values())
+                    if isinstance(bind.type, TypeDecorator)
+                ),
+                columns=tuple(
+                    (str(column.key), column.type)
+                    for column in statement.selected_columns
+                    if isinstance(column.type, TypeDecorator)
+                ),
             )
-            defaults = {k: v for k, v in compiled.params.items() if v is not None}
-            found = _compiled_selects[statement] = (str(compiled), defaults, columns)
         return found
+
+    def _read_params(self, select: _CompiledSelect, params: Row) -> Row:
+        values = {**select.defaults, **params}
+        for name, param_type in select.params:
+            if name in values:
+                values[name] = param_type.process_bind_param(values[name], self._dialect)
+        return values
 
     def _result_row(self, row: Row, decorated: Decorated) -> Row:
         for key, column_type in decorated:
             row[key] = column_type.process_result_value(row[key], self._dialect)
         return row
 
+    def _autoflush(self) -> None:
+        """What Session.execute does before a read: pending ORM changes are flushed first."""
+        session = self._session
+        if session.autoflush and (session.new or session.dirty or session.deleted):
+            session.flush()
+
     # ---- queued writes ----------------------------------------------------------------------
 
     def insert(self, model: type[Base], rows: Sequence[Mapping[str, Any]]) -> None:
-        """Queue rows of a model's table (all with the same keys) for `flush`."""
+        """Queue rows of a model's table (all with the same keys) for `flush`. Columns left out
+        take their scalar default, as with Core."""
         if rows:
-            self._writes.append(("insert", _table(model), [dict(r) for r in rows], None))
+            table = _table(model)
+            self._writes.append(("insert", table, [_with_defaults(table, r) for r in rows], None))
 
     def update(
         self, model: type[Base], where: Mapping[str, Any], values: Mapping[str, Any]
     ) -> None:
-        """Queue `UPDATE table SET values WHERE key = value AND ...` for `flush`."""
+        """Queue `UPDATE table SET values WHERE key = value AND ...` (None: `IS NULL`)."""
         self._writes.append(("update", _table(model), [dict(values)], dict(where)))
 
     def flush(self) -> None:
-        """Send every queued write, in order: PostgreSQL, one pipeline; elsewhere, Core."""
+        """Send every queued write, in order: PostgreSQL, one pipeline; elsewhere, Core. On any
+        error the caller's unit of work must roll back (it does: db.engine.unit_of_work)."""
         writes, self._writes = self._writes, []
         if not writes:
             return
@@ -138,24 +189,41 @@ class Statements:
                     self._session.execute(insert(table), rows)
                 else:
                     assert where is not None
-                    clause = and_(*(table.c[k] == v for k, v in where.items()))
+                    clause = and_(
+                        *(
+                            table.c[k].is_(None) if v is None else table.c[k] == v
+                            for k, v in where.items()
+                        )
+                    )
                     self._session.execute(update(table).where(clause).values(**rows[0]))
             return
-        driver = self._driver()
-        statement = "pipeline"
-        with self._errors(statement), driver.pipeline(), driver.cursor() as cursor:
-            for kind, table, rows, where in writes:
-                if kind == "insert":
-                    statement = self._insert_statement(table, tuple(rows[0]))
-                    cursor.executemany(statement, [self._bind(table, row) for row in rows])
+        # Bind every value first: a refused value (a naive datetime) sends nothing at all.
+        prepared: list[tuple[str, list[Row]]] = []
+        for kind, table, rows, where in writes:
+            if kind == "insert":
+                sql = self._insert_statement(table, tuple(rows[0]))
+                prepared.append((sql, [self._bind(table, row) for row in rows]))
+            else:
+                assert where is not None
+                null_keys = tuple(k for k, v in where.items() if v is None)
+                keys = tuple(k for k in where if k not in null_keys)
+                sql = self._update_statement(table, tuple(rows[0]), keys, null_keys)
+                params = self._bind(table, rows[0])
+                valued = {k: where[k] for k in keys}
+                params.update({f"w_{k}": v for k, v in self._bind(table, valued).items()})
+                prepared.append((sql, [params]))
+        connection = self._connection()
+        driver = _driver(connection)
+        failed_sql = "; ".join(sql for sql, _ in prepared)
+        with self._errors(connection, failed_sql), driver.pipeline(), driver.cursor() as cursor:
+            for sql, params_list in prepared:
+                if len(params_list) == 1:
+                    cursor.execute(sql, params_list[0])
                 else:
-                    assert where is not None
-                    statement = self._update_statement(table, tuple(rows[0]), tuple(where))
-                    params = self._bind(table, rows[0])
-                    params.update({f"w_{k}": v for k, v in self._bind(table, where).items()})
-                    cursor.execute(statement, params)
+                    cursor.executemany(sql, params_list)
 
     def _insert_statement(self, table: Table, keys: tuple[str, ...]) -> str:
+        assert self._postgres, "only PostgreSQL statements are compiled and cached"
         cache_key = (table.name, keys)
         sql = _insert_sql.get(cache_key)
         if sql is None:
@@ -163,51 +231,85 @@ class Statements:
             sql = _insert_sql[cache_key] = str(compiled)
         return sql
 
-    def _update_statement(self, table: Table, keys: tuple[str, ...], where: tuple[str, ...]) -> str:
-        cache_key = (table.name, keys, where)
+    def _update_statement(
+        self,
+        table: Table,
+        keys: tuple[str, ...],
+        where: tuple[str, ...],
+        null_where: tuple[str, ...],
+    ) -> str:
+        assert self._postgres, "only PostgreSQL statements are compiled and cached"
+        cache_key = (table.name, keys, where, null_where)
         sql = _update_sql.get(cache_key)
         if sql is None:
+            conditions = [table.c[k] == bindparam(f"w_{k}") for k in where]
+            conditions += [table.c[k].is_(None) for k in null_where]
             statement = (
-                update(table)
-                .where(and_(*(table.c[k] == bindparam(f"w_{k}") for k in where)))
-                .values({k: bindparam(k) for k in keys})
+                update(table).where(and_(*conditions)).values({k: bindparam(k) for k in keys})
             )
             sql = _update_sql[cache_key] = str(statement.compile(dialect=self._dialect))
         return sql
 
     def _bind(self, table: Table, row: Mapping[str, Any]) -> Row:
-        """Values as SQLAlchemy would send them: our type decorators applied, JSON encoded."""
+        """Values as SQLAlchemy would send them: our type decorators applied, JSON encoded
+        (None as JSON null, SQLAlchemy's default for JSON columns)."""
         bound: Row = {}
         for key, value in row.items():
             column_type = table.c[key].type
             if isinstance(column_type, TypeDecorator):
                 value = column_type.process_bind_param(value, self._dialect)
-            elif isinstance(column_type, JSON) and value is not None:
+            elif isinstance(column_type, JSON) and (
+                value is not None or not column_type.none_as_null
+            ):
                 value = Jsonb(value, dumps=_dumps)
             bound[key] = value
         return bound
 
     # ---- plumbing -----------------------------------------------------------------------------
 
-    def _driver(self) -> psycopg.Connection[Any]:
-        driver = self._session.connection().connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        return driver
+    def _connection(self) -> Connection:
+        return self._session.connection()
 
     @contextmanager
-    def _errors(self, statement: str) -> Iterator[None]:
-        """psycopg errors as SQLAlchemy's, as if the statement had gone through Core."""
+    def _errors(self, connection: Connection, statement: str) -> Iterator[None]:
+        """psycopg errors as the SQLAlchemy exception Core would raise. A lost connection is
+        invalidated, with every other connection the pool holds (as Core does), so the unit
+        of work's rollback succeeds and the next request gets a fresh connection."""
         try:
             yield
-        except psycopg.IntegrityError as exc:
-            raise IntegrityError(statement, None, exc) from exc
-        except psycopg.OperationalError as exc:
-            raise OperationalError(statement, None, exc) from exc
         except psycopg.Error as exc:
-            raise DBAPIError(statement, None, exc) from exc
+            lost = self._dialect.is_disconnect(cast(Any, exc), connection.connection, None)
+            if lost:
+                connection.invalidate(exc)
+                connection.engine.dispose(close=False)
+            raise DBAPIError.instance(
+                statement,
+                None,
+                exc,
+                psycopg.Error,
+                connection_invalidated=lost,
+                dialect=self._dialect,
+            ) from exc
+
+
+def _driver(connection: Connection) -> psycopg.Connection[Any]:
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
 
 
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+def _with_defaults(table: Table, row: Mapping[str, Any]) -> Row:
+    full = dict(row)
+    for column in table.columns:
+        if column.key in full or column.default is None:
+            continue
+        if not column.default.is_scalar:
+            raise ValueError(f"{table.name}.{column.key} has no scalar default: give a value")
+        full[column.key] = column.default.arg  # type: ignore[attr-defined]
+    return full

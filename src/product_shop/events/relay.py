@@ -144,8 +144,11 @@ class RelayThread:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        pause = self._interval
+        while not self._stop.wait(pause):
             try:
-                self._relay.run_once()
+                delivered = self._relay.run_once()
             except Exception:
                 log.exception("relay_run_failed")
+                delivered = 0
+            pause = 0 if delivered else self._interval  # drain a busy outbox without pauses
