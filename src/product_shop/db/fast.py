@@ -50,8 +50,11 @@ class _CompiledSelect:
     columns: Decorated  # result columns whose type is one of our TypeDecorators
 
 
-# Compiled for PostgreSQL only (the one dialect that takes the fast path).
+# Compiled for PostgreSQL only (the one dialect that takes the fast path). Statements are meant
+# to be module-level constants; past _MAX_CACHED, statements built per call are compiled each
+# time instead of filling memory.
 _compiled_selects: dict[AnySelect, _CompiledSelect] = {}
+_MAX_CACHED = 512
 _insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
 _update_sql: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], str] = {}
 
@@ -91,7 +94,8 @@ class Statements:
         self._autoflush()
         connection = self._connection()
         driver = _driver(connection)
-        with self._errors(connection, "pipelined reads"), driver.pipeline():
+        statements = [select.sql for select, _ in compiled if select.sql is not None]
+        with self._errors(connection, statements), driver.pipeline():
             pending = []
             for select, params in compiled:
                 assert select.sql is not None
@@ -115,7 +119,7 @@ class Statements:
         self._autoflush()
         connection = self._connection()
         with (
-            self._errors(connection, select.sql),
+            self._errors(connection, [select.sql]),
             _driver(connection).cursor(row_factory=dict_row) as cursor,
         ):
             cursor.execute(select.sql, self._read_params(select, params))
@@ -128,7 +132,7 @@ class Statements:
         if found is None:
             compiled = statement.compile(dialect=self._dialect)
             sql = str(compiled)
-            found = _compiled_selects[statement] = _CompiledSelect(
+            found = _CompiledSelect(
                 sql=None if "POSTCOMPILE" in sql else sql,
                 defaults={k: v for k, v in compiled.params.items() if v is not None},
                 params=tuple(
@@ -142,6 +146,8 @@ class Statements:
                     if isinstance(column.type, TypeDecorator)
                 ),
             )
+            if len(_compiled_selects) < _MAX_CACHED:
+                _compiled_selects[statement] = found
         return found
 
     def _read_params(self, select: _CompiledSelect, params: Row) -> Row:
@@ -175,6 +181,8 @@ class Statements:
         self, model: type[Base], where: Mapping[str, Any], values: Mapping[str, Any]
     ) -> None:
         """Queue `UPDATE table SET values WHERE key = value AND ...` (None: `IS NULL`)."""
+        if not where or not values:
+            raise ValueError("an update needs at least one condition and one value")
         self._writes.append(("update", _table(model), [dict(values)], dict(where)))
 
     def flush(self) -> None:
@@ -214,8 +222,8 @@ class Statements:
                 prepared.append((sql, [params]))
         connection = self._connection()
         driver = _driver(connection)
-        failed_sql = "; ".join(sql for sql, _ in prepared)
-        with self._errors(connection, failed_sql), driver.pipeline(), driver.cursor() as cursor:
+        statements = [sql for sql, _ in prepared]
+        with self._errors(connection, statements), driver.pipeline(), driver.cursor() as cursor:
             for sql, params_list in prepared:
                 if len(params_list) == 1:
                     cursor.execute(sql, params_list[0])
@@ -271,7 +279,7 @@ class Statements:
         return self._session.connection()
 
     @contextmanager
-    def _errors(self, connection: Connection, statement: str) -> Iterator[None]:
+    def _errors(self, connection: Connection, statements: Sequence[str]) -> Iterator[None]:
         """psycopg errors as the SQLAlchemy exception Core would raise. A lost connection is
         invalidated, with every other connection the pool holds (as Core does), so the unit
         of work's rollback succeeds and the next request gets a fresh connection."""
@@ -281,9 +289,9 @@ class Statements:
             lost = self._dialect.is_disconnect(cast(Any, exc), connection.connection, None)
             if lost:
                 connection.invalidate(exc)
-                connection.engine.dispose(close=False)
+                connection.engine.dispose()  # the other pooled connections died with it
             raise DBAPIError.instance(
-                statement,
+                "; ".join(statements),
                 None,
                 exc,
                 psycopg.Error,
