@@ -377,6 +377,11 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
     }
     python = sys.executable
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    logged = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": (data_dir / "relay.log").open("wb"),
+        "env": env,
+    }
     processes = Processes(
         simulator=subprocess.Popen(
             [
@@ -406,7 +411,7 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
             **quiet,
         ),
         relay=subprocess.Popen(
-            [python, "-m", "product_shop", "relay", "--interval", "0.2"], **quiet
+            [python, "-m", "product_shop", "relay", "--interval", "0.2"], **logged
         ),
     )
     return processes, f"http://127.0.0.1:{api_port}"
@@ -480,6 +485,10 @@ def main() -> int:
             )
         time.sleep(2)
         backlog = relay_backlog(url)
+        if processes.relay.poll() is not None:
+            print(
+                f"the relay exited ({processes.relay.returncode}); its log: {data_dir / 'relay.log'}"
+            )
     finally:
         processes.stop()
     raw = {level: pgbench(url, level, int(args.seconds)) for level in levels}

@@ -11,7 +11,9 @@ from pathlib import Path
 import uvicorn
 
 from product_shop.config import ConfigurationError, Settings
-from product_shop.logging import configure_logging
+from product_shop.logging import configure_logging, get_logger
+
+log = get_logger("product_shop.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,11 +224,15 @@ def _relay(args: argparse.Namespace) -> int:
         if args.redeliver_parked:
             print(f"queued {context.relay.redeliver_parked()} parked events again")
             return 0
+        if args.once:
+            print(f"delivered {context.relay.run_once()} events")
+            return 0
         while True:
-            delivered = context.relay.run_once()
-            if args.once:
-                print(f"delivered {delivered} events")
-                return 0
+            try:
+                delivered = context.relay.run_once()
+            except Exception:  # the database away for a moment: log it, go on
+                log.exception("relay_run_failed")
+                delivered = 0
             if not delivered:  # a busy outbox is drained without pauses
                 time.sleep(args.interval)
     finally:

@@ -40,7 +40,9 @@ class AppContext:
     relay: OutboxRelay
 
     def close(self) -> None:
-        """Release network clients (the database is disposed by whoever created it)."""
+        """Release threads and network clients (the database is disposed by whoever created
+        it)."""
+        self.relay.close()
         close = getattr(self.payments, "close", None)
         if callable(close):
             close()
