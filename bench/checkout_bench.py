@@ -352,16 +352,20 @@ def pgbench(url: str, clients: int, seconds: int) -> tuple[float, float]:
     return tps, busy / max(tps * seconds, 1) * 1000
 
 
-def relay_backlog(url: str) -> int:
+def relay_backlog(url: str) -> tuple[int, dict[str, int]]:
+    """Order references not delivered yet, and the errors of those already tried."""
     engine = create_engine(url)
     with engine.connect() as connection:
-        pending = connection.execute(
+        rows = connection.execute(
             text(
-                "SELECT count(*) FROM outbox_events WHERE status = 'pending' AND event_type LIKE '%payment.order_reference%'"
+                "SELECT coalesce(last_error, 'not tried yet'), count(*) FROM outbox_events"
+                " WHERE status <> 'delivered' AND event_type LIKE '%payment.order_reference%'"
+                " GROUP BY 1"
             )
-        ).scalar_one()
+        ).all()
     engine.dispose()
-    return int(pending)
+    errors = {str(error)[:120]: int(count) for error, count in rows}
+    return sum(errors.values()), errors
 
 
 def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
@@ -484,7 +488,7 @@ def main() -> int:
                 cpu_per_item(before, processes.cpu(), len(samples.complete_ms)),
             )
         time.sleep(2)
-        backlog = relay_backlog(url)
+        backlog, backlog_errors = relay_backlog(url)
         if processes.relay.poll() is not None:
             print(
                 f"the relay exited ({processes.relay.returncode}); its log: {data_dir / 'relay.log'}"
@@ -545,6 +549,8 @@ def main() -> int:
     for level, (tps, cpu) in raw.items():
         print(f"  pgbench {level:>3}: machine {cpu:.2f} ms per transaction ({tps:.0f} tx/s)")
     print(f"\nrelay backlog 2 s after the last phase: {backlog} order references not yet delivered")
+    for error, count in backlog_errors.items():
+        print(f"  {count:>6} {error}")
     results["raw"] = {str(k): {"tps": v[0], "machine_cpu_ms_per_tx": v[1]} for k, v in raw.items()}
     results["relay_backlog"] = backlog
     if args.json:
