@@ -3,6 +3,7 @@ Its first sink gives Integrated Payments the order id as the payment's commerce 
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
 
@@ -16,7 +17,7 @@ from product_shop.core.clock import FrozenClock
 from product_shop.db.engine import Database
 from product_shop.events.relay import RETRY_SCHEDULE, OutboxRelay
 from product_shop.events.tables import OutboxEvent
-from product_shop.events.types import PAYMENT_ORDER_REFERENCE
+from product_shop.events.types import ORDER_CREATED, PAYMENT_ORDER_REFERENCE
 from tests.conftest import World
 from tests.integration.checkout_support import Shop, paid_checkout, simulator_intent
 
@@ -135,3 +136,65 @@ def _sink(context: AppContext):  # type: ignore[no-untyped-def]
     from product_shop.integrations.sinks import payments_sinks
 
     return payments_sinks(context.payments)[PAYMENT_ORDER_REFERENCE.name]
+
+
+def test_events_of_different_aggregates_are_sent_concurrently_and_recorded_each(
+    context: AppContext, database: Database
+) -> None:
+    """A batch holds one event per aggregate, so its deliveries overlap: a sink that only
+    returns once two deliveries are in flight at the same time succeeds, and each outcome is
+    recorded on its own event."""
+    with database.unit_of_work() as session:
+        for n in range(4):
+            context.outbox.emit(
+                session,
+                PAYMENT_ORDER_REFERENCE,
+                aggregate_id=uuid.uuid4(),
+                data={"order_id": str(uuid.uuid4()), "intent_id": f"pi_{n}", "payment_ref": "x"},
+            )
+    together = threading.Barrier(2, timeout=5)
+
+    def sink(event: OutboxEvent) -> None:
+        together.wait()  # BrokenBarrierError (a failed delivery) unless sends overlap
+        if event.data["intent_id"] == "pi_3":
+            raise ConnectionError("down")
+
+    relay = OutboxRelay(database, {PAYMENT_ORDER_REFERENCE.name: sink}, context.clock)
+    try:
+        assert relay.run_once() == 3
+    finally:
+        relay.close()
+    with Session(database.engine) as session:
+        events = session.scalars(select(OutboxEvent).order_by(OutboxEvent.position)).all()
+        assert [e.status for e in events] == ["delivered", "delivered", "delivered", "pending"]
+        assert events[3].attempts == 1
+        assert "down" in (events[3].last_error or "")
+
+
+def test_events_of_types_without_a_sink_are_left_alone(
+    context: AppContext, database: Database
+) -> None:
+    aggregate = uuid.uuid4()
+    with database.unit_of_work() as session:
+        context.outbox.emit(
+            session,
+            ORDER_CREATED,
+            aggregate_id=aggregate,
+            data={"order_id": str(aggregate)},
+        )
+        context.outbox.emit(
+            session,
+            PAYMENT_ORDER_REFERENCE,
+            aggregate_id=aggregate,
+            data={"order_id": str(aggregate), "intent_id": "pi_1", "payment_ref": "x"},
+        )
+    sent: list[str] = []
+    relay = OutboxRelay(
+        database, {PAYMENT_ORDER_REFERENCE.name: lambda e: sent.append(e.event_type)}, context.clock
+    )
+    # The order.created event has no sink: it neither blocks the reference nor gets sent.
+    assert relay.run_once() == 1
+    assert sent == [PAYMENT_ORDER_REFERENCE.name]
+    with Session(database.engine) as session:
+        statuses = dict(session.execute(select(OutboxEvent.event_type, OutboxEvent.status)).all())
+        assert statuses[ORDER_CREATED.name] == "pending"
