@@ -30,6 +30,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Table, and_, bindparam, insert, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
@@ -298,6 +299,13 @@ class Statements:
                 connection_invalidated=lost,
                 dialect=self._dialect,
             ) from exc
+
+
+def columns_of(instance: Base) -> Row:
+    """An ORM object as a row (column keys to values), for code that works on rows."""
+    return {
+        attr.key: getattr(instance, attr.key) for attr in sa_inspect(instance).mapper.column_attrs
+    }
 
 
 def _driver(connection: Connection) -> psycopg.Connection[Any]:

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
@@ -19,6 +18,7 @@ from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import PaymentCapture
 from product_shop.core.errors import BadRequest, NotFound
+from product_shop.db.fast import columns_of
 from product_shop.orders.model import LineState, OrderStatus, RefundStatus
 from product_shop.orders.schemas import (
     AuditTrailEntry,
@@ -69,17 +69,11 @@ def order_document(session: Session, order: Order) -> OrderOut:
         )
     )
     return build_order_document(
-        _columns(order),
-        [_columns(line) for line in lines],
-        _columns(capture) if capture else None,
-        [_columns(entry) for entry in trail],
+        columns_of(order),
+        [columns_of(line) for line in lines],
+        columns_of(capture) if capture else None,
+        [columns_of(entry) for entry in trail],
     )
-
-
-def _columns(instance: object) -> dict[str, Any]:
-    return {
-        attr.key: getattr(instance, attr.key) for attr in sa_inspect(instance).mapper.column_attrs
-    }
 
 
 def build_order_document(
