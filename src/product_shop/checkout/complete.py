@@ -274,7 +274,7 @@ class CheckoutCompletion:
         """The answer when the checkout is already settled; None when it still awaits payment."""
         status = checkout["status"]
         if status == CheckoutStatus.COMPLETED and checkout["order_id"] is not None:
-            if message is not None and not inbox.seen(session, INBOX_SOURCE, message):
+            if message is not None:  # idempotent: a message already seen stays as it was
                 inbox.record(session, INBOX_SOURCE, message, "payment", self._clock.now())
             order = session.get(Order, checkout["order_id"])
             assert order is not None
@@ -612,7 +612,7 @@ class CheckoutCompletion:
     ) -> None:
         checkout = lock_checkout(session, checkout_id)
         now = self._clock.now()
-        if message is not None and not inbox.seen(session, INBOX_SOURCE, message):
+        if message is not None:  # idempotent: a message already seen stays as it was
             inbox.record(session, INBOX_SOURCE, message, "payment", now)
         if (
             checkout.status != CheckoutStatus.AWAITING_PAYMENT

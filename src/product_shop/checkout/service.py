@@ -152,10 +152,7 @@ class CheckoutService:
     def get(self, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
         with self._database.unit_of_work() as session:
             checkout = load_owned(session, actor, checkout_id)
-            return checkout_view(
-                columns_of(checkout),
-                [columns_of(line) for line in load_lines(session, checkout_id)],
-            )
+            return _view(checkout, load_lines(session, checkout_id))
 
     def retry(self, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
         """A new payment intent for a failed checkout; idempotent once awaiting payment again."""
@@ -163,7 +160,7 @@ class CheckoutService:
             checkout = load_owned(session, actor, checkout_id)
             lines = load_lines(session, checkout_id)
             if checkout.status == CheckoutStatus.AWAITING_PAYMENT:
-                return checkout_view(columns_of(checkout), [columns_of(line) for line in lines])
+                return _view(checkout, lines)
             if checkout.status != CheckoutStatus.FAILED:
                 transition(
                     CheckoutStatus(checkout.status), CheckoutStatus.AWAITING_PAYMENT
@@ -214,10 +211,7 @@ class CheckoutService:
                     },
                     at=now,
                 )
-            return checkout_view(
-                columns_of(checkout),
-                [columns_of(line) for line in load_lines(session, checkout_id)],
-            )
+            return _view(checkout, load_lines(session, checkout_id))
 
     def _open_intent(
         self, checkout_id: uuid.UUID, amount: int, currency: str, *, attempt: int
@@ -303,6 +297,10 @@ def _line_rows(lines: list[PricedLine], checkout_id: uuid.UUID) -> list[Row]:
         }
         for line in lines
     ]
+
+
+def _view(checkout: Checkout, lines: list[CheckoutLine]) -> CheckoutOut:
+    return checkout_view(columns_of(checkout), [columns_of(line) for line in lines])
 
 
 def checkout_view(checkout: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> CheckoutOut:
