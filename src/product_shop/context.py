@@ -58,7 +58,7 @@ class AppContext:
         payments: IntegratedPayments | None = None,
     ) -> AppContext:
         clock = clock or SystemClock()
-        database = database or Database(settings.database_url)
+        database = database or Database(settings.database_url, pool_size=settings.db_pool_size)
         audit = AuditLog(clock)
         outbox = Outbox(clock)
         payments = payments or HttpIntegratedPayments(

@@ -688,7 +688,7 @@ def test_statements_are_compiled_once_and_reused(
     assert {key for key, _ in event.columns} == timestamps
 
     [(insert_key, insert_sql)] = fast._insert_sql.items()
-    assert insert_key == ("outbox_events", tuple(first))
+    assert insert_key == ("outbox_events", tuple(first), 1)  # table, columns, rows
     assert insert_sql.startswith("INSERT INTO outbox_events")
     [(update_key, update_sql)] = fast._update_sql.items()
     assert update_key == ("outbox_events", ("attempts",), ("event_id",), ())

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from product_shop.context import AppContext
 from product_shop.core.clock import FrozenClock
 from product_shop.db.engine import Database
-from product_shop.events.relay import RETRY_SCHEDULE, OutboxRelay
+from product_shop.events.relay import RETRY_SCHEDULE, OutboxRelay, PendingEvent
 from product_shop.events.tables import OutboxEvent
 from product_shop.events.types import ORDER_CREATED, PAYMENT_ORDER_REFERENCE
 from tests.conftest import World
@@ -86,7 +86,7 @@ def test_an_event_is_parked_after_the_last_try_and_can_be_redelivered(
     clock = FrozenClock(context.clock.now())
     failures = {"left": len(RETRY_SCHEDULE) + 1}
 
-    def flaky(event: OutboxEvent) -> None:
+    def flaky(event: PendingEvent) -> None:
         if failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("module down")
@@ -117,7 +117,7 @@ def test_events_of_one_aggregate_are_delivered_in_order(
     seen: list[str] = []
     fail_first = {"left": 1}
 
-    def sink(event: OutboxEvent) -> None:
+    def sink(event: PendingEvent) -> None:
         if fail_first["left"]:
             fail_first["left"] -= 1
             raise ConnectionError("down")
@@ -154,7 +154,7 @@ def test_events_of_different_aggregates_are_sent_concurrently_and_recorded_each(
             )
     together = threading.Barrier(2, timeout=5)
 
-    def sink(event: OutboxEvent) -> None:
+    def sink(event: PendingEvent) -> None:
         together.wait()  # BrokenBarrierError (a failed delivery) unless sends overlap
         if event.data["intent_id"] == "pi_3":
             raise ConnectionError("down")

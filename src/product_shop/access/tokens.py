@@ -79,6 +79,12 @@ class TokenVerifier:
             self._remember(token, claims)
         return actor_from_claims(claims)
 
+    def verify_cached(self, token: str) -> Actor | None:
+        """The actor of a token verified recently, without any I/O; None when it must be
+        verified afresh (which may fetch the JWKS: call `verify` off the event loop then)."""
+        claims = self._remembered(token)
+        return None if claims is None else actor_from_claims(claims)
+
     def _remembered(self, token: str) -> dict[str, Any] | None:
         found = self._verified.get(token)
         if found is None:

@@ -180,7 +180,10 @@ class CheckoutCompletion:
         owner: Actor | None = None,
         intent_id: str | None = None,
     ) -> OrderOut:
-        with self._database.unit_of_work() as session:
+        # A read with no transaction of its own (PostgreSQL: one round trip), unless a webhook's
+        # message id may be recorded on the way.
+        before = self._database.reading() if message is None else self._database.unit_of_work()
+        with before as session:
             found = Statements(session).one(_CHECKOUT, checkout_id=checkout_id)
             if owner is not None:
                 check_owner(owner, found["patient_id"] if found else None)  # 404 unless theirs
@@ -382,7 +385,7 @@ class CheckoutCompletion:
             session, fast, checkout, completed, order, lines, capture, actor
         )
         self._fulfilment.order_created(session, order, lines)
-        fast.flush()
+        fast.flush(commit=True)  # the writes and the COMMIT: one round trip
         return build_order_document(order, lines, capture, trail)
 
     def _record_order_created(

@@ -17,7 +17,7 @@ def _json_serializer(value: Any) -> str:
     return json.dumps(value, default=json_default, separators=(",", ":"))
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -50,10 +50,24 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 class Database:
     """Owns the engine; hands out sessions. Services add rows, the caller commits."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, pool_size: int = 20) -> None:
         self.url = url
-        self.engine = engine if engine is not None else make_engine(url)
+        self.engine = engine if engine is not None else make_engine(url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        # Reads that need no transaction of their own. PostgreSQL runs them in autocommit: one
+        # round trip per statement instead of BEGIN, statement, COMMIT. Each statement sees
+        # the data committed when it starts, as every statement of a READ COMMITTED
+        # transaction (PostgreSQL's default) does anyway. The pool resets the connection's
+        # isolation level when it is returned.
+        self._reads = (
+            sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+                autoflush=True,
+            )
+            if self.engine.dialect.name == "postgresql"
+            else self._sessions
+        )
 
     @property
     def dialect(self) -> str:
@@ -66,6 +80,20 @@ class Database:
     def unit_of_work(self) -> Iterator[Session]:
         """One transaction: commit when the block ends normally, roll back on any error."""
         session = self.new_session()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only: no transaction on PostgreSQL (see `__init__`), a plain
+        unit of work elsewhere. Nothing written through it is kept atomic: write elsewhere."""
+        session = self._reads()
         try:
             yield session
             session.commit()

@@ -56,7 +56,10 @@ class _CompiledSelect:
 # time instead of filling memory.
 _compiled_selects: dict[AnySelect, _CompiledSelect] = {}
 _MAX_CACHED = 512
-_insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+_insert_sql: dict[tuple[str, tuple[str, ...], int], str] = {}
+# Rows per multi-row INSERT (each chunk is one statement; PostgreSQL takes at most 65,535
+# parameters in one).
+_ROWS_PER_INSERT = 50
 _update_sql: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], str] = {}
 
 
@@ -119,6 +122,8 @@ class Statements:
             return [dict(r) for r in result]
         self._autoflush()
         connection = self._connection()
+        # No pipeline for one read: psycopg (3.3) follows the BEGIN it adds in a pipeline with a
+        # Sync and waits for it, so a pipeline would cost a round trip more, not less.
         with (
             self._errors(connection, [select.sql]),
             _driver(connection).cursor(row_factory=dict_row) as cursor,
@@ -186,11 +191,18 @@ class Statements:
             raise ValueError("an update needs at least one condition and one value")
         self._writes.append(("update", _table(model), [dict(values)], dict(where)))
 
-    def flush(self) -> None:
+    def flush(self, *, commit: bool = False) -> None:
         """Send every queued write, in order: PostgreSQL, one pipeline; elsewhere, Core. On any
-        error the caller's unit of work must roll back (it does: db.engine.unit_of_work)."""
+        error the caller's unit of work must roll back (it does: db.engine.unit_of_work).
+
+        `commit=True` ends the transaction in the same round trip (PostgreSQL): the unit of
+        work's own commit then finds nothing to do. Pending ORM changes are flushed first, so
+        they commit with the rest. Use it only as the unit of work's last database step: a
+        statement after it would run in a transaction of its own."""
         writes, self._writes = self._writes, []
-        if not writes:
+        if commit and self._postgres:
+            self._session.flush()  # every ORM change goes before the COMMIT
+        elif not writes:
             return
         if not self._postgres:
             for kind, table, rows, where in writes:
@@ -210,34 +222,50 @@ class Statements:
         prepared: list[tuple[str, list[Row]]] = []
         for kind, table, rows, where in writes:
             if kind == "insert":
-                sql = self._insert_statement(table, tuple(rows[0]))
-                prepared.append((sql, [self._bind(table, row) for row in rows]))
+                keys = tuple(rows[0])
+                for first in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[first : first + _ROWS_PER_INSERT]
+                    sql = self._insert_statement(table, keys, len(chunk))
+                    params: Row = {}
+                    for i, row in enumerate(chunk):
+                        bound = self._bind(table, row)
+                        params.update({f"r{i}c{j}": bound[key] for j, key in enumerate(keys)})
+                    prepared.append((sql, [params]))
             else:
                 assert where is not None
                 null_keys = tuple(k for k, v in where.items() if v is None)
                 keys = tuple(k for k in where if k not in null_keys)
                 sql = self._update_statement(table, tuple(rows[0]), keys, null_keys)
-                params = self._bind(table, rows[0])
+                values = self._bind(table, rows[0])
                 valued = {k: where[k] for k in keys}
-                params.update({f"w_{k}": v for k, v in self._bind(table, valued).items()})
-                prepared.append((sql, [params]))
+                values.update({f"w_{k}": v for k, v in self._bind(table, valued).items()})
+                prepared.append((sql, [values]))
         connection = self._connection()
         driver = _driver(connection)
         statements = [sql for sql, _ in prepared]
+        if commit:
+            statements.append("COMMIT")
         with self._errors(connection, statements), driver.pipeline(), driver.cursor() as cursor:
             for sql, params_list in prepared:
-                if len(params_list) == 1:
-                    cursor.execute(sql, params_list[0])
-                else:
-                    cursor.executemany(sql, params_list)
+                cursor.execute(sql, params_list[0])
+            if commit:
+                cursor.execute("COMMIT")
 
-    def _insert_statement(self, table: Table, keys: tuple[str, ...]) -> str:
+    def _insert_statement(self, table: Table, keys: tuple[str, ...], rows: int) -> str:
+        """`INSERT ... VALUES (...), (...)` for `rows` rows: one statement for the server to
+        run, however many rows (parameters named r{row}c{column})."""
         assert self._postgres, "only PostgreSQL statements are compiled and cached"
-        cache_key = (table.name, keys)
+        cache_key = (table.name, keys, rows)
         sql = _insert_sql.get(cache_key)
         if sql is None:
-            compiled = insert(table).compile(dialect=self._dialect, column_keys=list(keys))
-            sql = _insert_sql[cache_key] = str(compiled)
+            values = [
+                {k: bindparam(f"r{i}c{j}", type_=table.c[k].type) for j, k in enumerate(keys)}
+                for i in range(rows)
+            ]
+            statement = (
+                insert(table).values(values) if rows > 1 else insert(table).values(values[0])
+            )
+            sql = _insert_sql[cache_key] = str(statement.compile(dialect=self._dialect))
         return sql
 
     def _update_statement(

@@ -11,12 +11,15 @@ others wait in the outbox for theirs.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, literal_column, select, text
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, Table, and_, bindparam, exists, literal_column, select, text, update
+from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
@@ -44,10 +47,35 @@ class PermanentDeliveryError(Exception):
     """The sink refused the event for good: park it without further tries."""
 
 
-Sink = Callable[[OutboxEvent], None]
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A claimed outbox event, as a sink sees it."""
+
+    position: int
+    event_id: uuid.UUID
+    event_type: str
+    source: str
+    subject: str
+    aggregate_type: str
+    aggregate_id: str
+    occurred_at: datetime
+    data: dict[str, Any]
+    attempts: int  # earlier tries
+
+
+Sink = Callable[[PendingEvent], None]
+
+_EVENTS = cast(Table, OutboxEvent.__table__)
+_CLAIMED = [
+    _EVENTS.c[name]
+    for name in (f.name for f in fields(PendingEvent))  # the columns a sink sees, in order
+]
 
 
 class OutboxRelay:
+    """Claims and records through SQLAlchemy Core: rows, not ORM objects (the ORM's identity
+    map and per-object flush cost more than the delivery itself; see docs/benchmarks.md)."""
+
     def __init__(
         self,
         database: Database,
@@ -63,6 +91,7 @@ class OutboxRelay:
         self._batch = batch
         self._concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
+        self._claims = {event_type: self._claim_statement(event_type) for event_type in sinks}
 
     def run_once(self) -> int:
         """Deliver what is due now. Returns how many events were delivered."""
@@ -76,12 +105,14 @@ class OutboxRelay:
                     # (psycopg prepares repeated statements) turned the per-aggregate check into
                     # a sequential scan per candidate: 0.5-2 s a claim. Plan each claim afresh.
                     session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-                events = [e for event_type in self._sinks for e in self._claim(session, event_type)]
+                now = self._clock.now()
+                events = [
+                    PendingEvent(*row)
+                    for claim in self._claims.values()
+                    for row in session.execute(claim, {"now": now})
+                ]
                 failures = self._send(events)
-                round_delivered = sum(
-                    self._record(event, failure)
-                    for event, failure in zip(events, failures, strict=True)
-                )
+                round_delivered = self._record(session, events, failures)
             delivered += round_delivered
             if not round_delivered:
                 break
@@ -92,36 +123,35 @@ class OutboxRelay:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _claim(self, session: Session, event_type: str) -> list[OutboxEvent]:
+    def _claim_statement(self, event_type: str) -> Select[Any]:
         """Due events of one type, oldest first, at most one per aggregate: an event waits while
         an earlier one of its aggregate is undelivered (so a batch may be sent concurrently)."""
-        earlier = aliased(OutboxEvent)
+        earlier = _EVENTS.alias("earlier")
         blocked = exists().where(
             and_(
-                earlier.aggregate_type == OutboxEvent.aggregate_type,
-                earlier.aggregate_id == OutboxEvent.aggregate_id,
-                earlier.position < OutboxEvent.position,
-                earlier.event_type.in_(self._sinks),
-                earlier.status != "delivered",
+                earlier.c.aggregate_type == _EVENTS.c.aggregate_type,
+                earlier.c.aggregate_id == _EVENTS.c.aggregate_id,
+                earlier.c.position < _EVENTS.c.position,
+                earlier.c.event_type.in_(self._sinks),
+                earlier.c.status != "delivered",
             )
         )
-        statement = (
-            select(OutboxEvent)
+        return (
+            select(*_CLAIMED)
             .where(
-                OutboxEvent.event_type == event_type,
+                _EVENTS.c.event_type == event_type,
                 # A literal, not a parameter: the partial index ix_outbox_events_due is only
                 # usable when the planner can see this condition (also in generic plans).
-                OutboxEvent.status == literal_column("'pending'"),
-                OutboxEvent.next_attempt_at <= self._clock.now(),
+                _EVENTS.c.status == literal_column("'pending'"),
+                _EVENTS.c.next_attempt_at <= bindparam("now", type_=_EVENTS.c.next_attempt_at.type),
                 ~blocked,
             )
-            .order_by(OutboxEvent.position)
+            .order_by(_EVENTS.c.position)
             .limit(self._batch)
             .with_for_update(skip_locked=True)
         )
-        return list(session.scalars(statement))
 
-    def _send(self, events: list[OutboxEvent]) -> list[Exception | None]:
+    def _send(self, events: list[PendingEvent]) -> list[Exception | None]:
         """Hand each event to its sink; None for a delivery, else what went wrong. Events of
         a batch belong to different aggregates, so they go out `concurrency` at a time (each
         sink call waits on another module's HTTP answer)."""
@@ -131,30 +161,56 @@ class OutboxRelay:
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="relay-send")
         return list(self._pool.map(self._send_one, events))
 
-    def _send_one(self, event: OutboxEvent) -> Exception | None:
+    def _send_one(self, event: PendingEvent) -> Exception | None:
         try:
             self._sinks[event.event_type](event)
         except Exception as exc:  # recorded by _record: retried later, or parked
             return exc
         return None
 
-    def _record(self, event: OutboxEvent, failure: Exception | None) -> int:
+    def _record(
+        self, session: Session, events: list[PendingEvent], failures: list[Exception | None]
+    ) -> int:
+        """Delivered events in one statement; each failure retried later, or parked."""
         now = self._clock.now()
-        event.attempts += 1
-        if failure is None:
-            event.status, event.delivered_at, event.last_error = "delivered", now, None
-            return 1
+        delivered = [e.position for e, f in zip(events, failures, strict=True) if f is None]
+        if delivered:
+            session.execute(
+                update(_EVENTS)
+                .where(_EVENTS.c.position.in_(delivered))
+                .values(
+                    status="delivered",
+                    delivered_at=now,
+                    last_error=None,
+                    attempts=_EVENTS.c.attempts + 1,
+                )
+            )
+        for event, failure in zip(events, failures, strict=True):
+            if failure is not None:
+                session.execute(
+                    update(_EVENTS)
+                    .where(_EVENTS.c.position == event.position)
+                    .values(self._after_failure(event, failure, now))
+                )
+        return len(delivered)
+
+    def _after_failure(
+        self, event: PendingEvent, failure: Exception, now: datetime
+    ) -> dict[str, Any]:
+        attempts = event.attempts + 1
         if isinstance(failure, PermanentDeliveryError):
-            event.status, event.last_error = "parked", str(failure)[:500]
             log.error("event_parked", event_type=event.event_type, event_id=str(event.event_id))
-            return 0
-        event.last_error = f"{type(failure).__name__}: {failure}"[:500]
-        if event.attempts > len(RETRY_SCHEDULE):
-            event.status = "parked"
+            return {"attempts": attempts, "status": "parked", "last_error": str(failure)[:500]}
+        changes: dict[str, Any] = {
+            "attempts": attempts,
+            "last_error": f"{type(failure).__name__}: {failure}"[:500],
+        }
+        if attempts > len(RETRY_SCHEDULE):
+            changes["status"] = "parked"
             log.error("event_parked", event_type=event.event_type, event_id=str(event.event_id))
         else:
-            event.next_attempt_at = now + RETRY_SCHEDULE[event.attempts - 1]
-        return 0
+            changes["next_attempt_at"] = now + RETRY_SCHEDULE[attempts - 1]
+        return changes
 
     def redeliver_parked(self) -> int:
         """Put parked events back in the queue (the `relay --redeliver-parked` command)."""

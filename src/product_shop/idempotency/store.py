@@ -18,6 +18,8 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,6 +72,29 @@ class IdempotencyStore:
             )
         digest = fingerprint(operation, payload)
         now = self._clock.now()
+        token = secrets.token_hex(16)
+        fresh = {
+            "scope": scope,
+            "key": key,
+            "operation": operation,
+            "fingerprint": digest,
+            "status": "in_flight",
+            "claim_token": token,
+            "created_at": now,
+            "expires_at": now + KEY_TTL,
+        }
+        # The usual case, a key never seen: one INSERT ... ON CONFLICT DO NOTHING.
+        with self._database.unit_of_work() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            inserted = session.execute(
+                insert(IdempotencyKey)
+                .values(fresh)
+                .on_conflict_do_nothing(index_elements=["scope", "key"])
+                .returning(IdempotencyKey.key)
+            ).first()
+        if inserted is not None:
+            return Claim(scope, key, token)
         try:
             with self._database.unit_of_work() as session:
                 row = session.get(IdempotencyKey, (scope, key), with_for_update=True)
@@ -77,20 +102,8 @@ class IdempotencyStore:
                     session.delete(row)
                     session.flush()
                     row = None
-                token = secrets.token_hex(16)
-                if row is None:
-                    session.add(
-                        IdempotencyKey(
-                            scope=scope,
-                            key=key,
-                            operation=operation,
-                            fingerprint=digest,
-                            status="in_flight",
-                            claim_token=token,
-                            created_at=now,
-                            expires_at=now + KEY_TTL,
-                        )
-                    )
+                if row is None:  # expired and removed, or released since the insert above
+                    session.add(IdempotencyKey(**fresh))
                     return Claim(scope, key, token)
                 if row.fingerprint != digest or row.operation != operation:
                     raise Unprocessable(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from product_shop.events import types as ev
-from product_shop.events.relay import PermanentDeliveryError, Sink
-from product_shop.events.tables import OutboxEvent
+from product_shop.events.relay import PendingEvent, PermanentDeliveryError, Sink
 from product_shop.integrations.payments import IntegratedPayments, PaymentRejected
 
 
 def payments_sinks(payments: IntegratedPayments) -> dict[str, Sink]:
     """Integrated Payments: the order id as the commerce order reference on the payment."""
 
-    def order_reference(event: OutboxEvent) -> None:
+    def order_reference(event: PendingEvent) -> None:
         try:
             payments.set_order_reference(event.data["intent_id"], event.data["order_id"])
         except PaymentRejected as exc:

@@ -19,6 +19,7 @@ Test controls under /_simulator: inject faults (delays, errors) per operation, i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -211,19 +212,21 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
                 del state.faults[operation]
             return found
 
-    def before(operation: str) -> tuple[JSONResponse | None, Fault | None]:
+    # The gateway's own routes are coroutines (cheap under load: no thread hand-off); their
+    # simulated delays sleep without blocking other requests.
+    async def before(operation: str) -> tuple[JSONResponse | None, Fault | None]:
         found = fault(operation)
         if found is None:
             return None, None
         if found.mode == "delay":
-            time.sleep(found.seconds)
+            await asyncio.sleep(found.seconds)
         if found.mode == "error":
             return _problem(found.status, "simulated_failure", "Simulated failure."), None
         return None, found if found.mode == "delay_after" else None
 
-    def after(found: Fault | None) -> None:
+    async def after(found: Fault | None) -> None:
         if found is not None:
-            time.sleep(found.seconds)
+            await asyncio.sleep(found.seconds)
 
     def idempotent(key: str | None, body: dict[str, Any]) -> tuple[str | None, str | None]:
         if key is None:
@@ -238,7 +241,7 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         return digest, seen[1]
 
     @app.post("/v1/payment-intents", status_code=201)
-    def create_intent(
+    async def create_intent(
         body: IntentIn,
         authorization: str | None = Header(default=None),
         idempotency_key: str | None = Header(default=None),
@@ -250,7 +253,7 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             return _problem(
                 422, "method_not_supported", f"Not accepted: {', '.join(sorted(refused))}."
             )
-        stop, late = before("create_intent")
+        stop, late = await before("create_intent")
         if stop:
             return stop
         with state.lock:  # re-entrant: the key check and the store are one atomic step
@@ -277,33 +280,33 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
                 **intent.public(),
                 "payment_url": f"{state.config.public_url}/pay/{intent.intent_id}",
             }
-        after(late)
+        await after(late)
         return JSONResponse(document, status_code=201)
 
     @app.get("/v1/payment-intents/{intent_id}")
-    def get_intent(
+    async def get_intent(
         intent_id: str, authorization: str | None = Header(default=None)
     ) -> JSONResponse:
         if not authorised(authorization):
             return _problem(401, "unauthorised", "Bad API key.")
-        stop, late = before("get_payment")
+        stop, late = await before("get_payment")
         if stop:
             return stop
         with state.lock:
             intent = state.intents.get(intent_id)
             document = intent.public() if intent else None
-        after(late)
+        await after(late)
         if document is None:
             return _problem(404, "intent_not_found", "No such payment intent.")
         return JSONResponse(document)
 
     @app.put("/v1/payment-intents/{intent_id}/order-reference")
-    def set_order_reference(
+    async def set_order_reference(
         intent_id: str, body: OrderReferenceIn, authorization: str | None = Header(default=None)
     ) -> JSONResponse:
         if not authorised(authorization):
             return _problem(401, "unauthorised", "Bad API key.")
-        stop, late = before("set_order_reference")
+        stop, late = await before("set_order_reference")
         if stop:
             return stop
         with state.lock:
@@ -320,13 +323,13 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
                 )
             intent.order_reference = body.order_id
             document = intent.public()
-        after(late)
+        await after(late)
         return JSONResponse(document)
 
     @app.post("/pay/{intent_id}")
-    def pay(intent_id: str, body: PayIn, request: Request) -> JSONResponse:
+    async def pay(intent_id: str, body: PayIn, request: Request) -> JSONResponse:
         """The hosted payment page, as the patient app drives it."""
-        stop, late = before("pay")
+        stop, late = await before("pay")
         if stop:
             return stop
         if body.method not in {"card", *WALLETS}:
@@ -341,7 +344,7 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
                 outcome = ("failed", "card_declined", "The card was declined.")
             scheme, last4 = _scheme(body.card_number), body.card_number[-4:]
             if body.card_number == SLOW_CARD:
-                time.sleep(state.config.slow_seconds)
+                await asyncio.sleep(state.config.slow_seconds)
         else:
             outcome, scheme, last4 = ("captured", None, None), "visa", "4242"
         with state.lock:
@@ -359,18 +362,18 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
                 state.by_transaction[intent.transaction_ref] = intent.intent_id
             document = intent.public()
         _schedule_callbacks(state, document)
-        after(late)
+        await after(late)
         status = 200 if document["status"] == "captured" else 402
         return JSONResponse(document, status_code=status)
 
     @app.get("/v1/refund-reasons")
-    def refund_reasons(authorization: str | None = Header(default=None)) -> JSONResponse:
+    async def refund_reasons(authorization: str | None = Header(default=None)) -> JSONResponse:
         if not authorised(authorization):
             return _problem(401, "unauthorised", "Bad API key.")
         return JSONResponse({"reasons": [{"code": c, "description": d} for c, d in REFUND_REASONS]})
 
     @app.post("/v1/refunds", status_code=201)
-    def refund(
+    async def refund(
         body: RefundIn,
         authorization: str | None = Header(default=None),
         idempotency_key: str | None = Header(default=None),
@@ -381,7 +384,7 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             return _problem(
                 422, "unknown_reason_code", "Use a reason code from /v1/refund-reasons."
             )
-        stop, late = before("refund")
+        stop, late = await before("refund")
         if stop:
             return stop
         with state.lock:  # re-entrant: the key check and the store are one atomic step
@@ -416,7 +419,7 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
                 state.refunds[refund_ref] = document
                 if idempotency_key and digest:
                     state.idempotency[idempotency_key] = (digest, refund_ref)
-        after(late)
+        await after(late)
         return JSONResponse(document, status_code=201)
 
     # ---- test controls -------------------------------------------------------------------

@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from fastapi.responses import JSONResponse
 
 from product_shop.access.policy import Action, require
 from product_shop.catalogue.schemas import (
@@ -105,7 +104,7 @@ def create_product(
     actor: ActorDep,
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JSONResponse:
+) -> Response:
     require(actor, Action.MANAGE_PRODUCTS)
 
     def create(claim: Claim) -> tuple[Product, str]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
 from product_shop.core.errors import BadRequest, Unauthenticated
@@ -18,6 +19,7 @@ from product_shop.orders.schemas import OrderOut
 from product_shop.web.deps import ActorDep, ContextDep
 from product_shop.web.idempotency import IdempotencyKeyHeader, run_idempotent
 from product_shop.web.problems import Problem, problem_responses
+from product_shop.web.responses import model_response
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 
@@ -34,7 +36,7 @@ def create_checkout(
     actor: ActorDep,
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JSONResponse:
+) -> Response:
     def create(claim: Claim) -> tuple[CheckoutOut, str]:
         view = context.checkout.create(actor, body, claim)
         return view, f"/v1/checkouts/{view.id}"
@@ -48,8 +50,8 @@ def create_checkout(
     summary="The patient's own checkout",
     responses=problem_responses(401, 403, 404, 422),
 )
-def get_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> CheckoutOut:
-    return context.checkout.get(actor, checkout_id)
+def get_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> Response:
+    return model_response(context.checkout.get(actor, checkout_id))
 
 
 @router.post(
@@ -67,8 +69,8 @@ def get_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -
         402: {"model": Problem, "description": "The payment failed; retry via /retry"},
     },
 )
-def complete_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> OrderOut:
-    return context.completion.complete_for_patient(actor, checkout_id)
+def complete_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> Response:
+    return model_response(context.completion.complete_for_patient(actor, checkout_id))
 
 
 @router.post(
@@ -77,8 +79,8 @@ def complete_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextD
     summary="A new payment attempt for a failed checkout (idempotent)",
     responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
-def retry_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> CheckoutOut:
-    return context.checkout.retry(actor, checkout_id)
+def retry_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> Response:
+    return model_response(context.checkout.retry(actor, checkout_id))
 
 
 class WebhookAck(BaseModel):

@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.context import AppContext
 from product_shop.idempotency.store import Claim, Replay
+from product_shop.web.responses import model_response
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -29,7 +31,7 @@ def run_idempotent(
     operation: str,
     payload: BaseModel,
     create: Callable[[Claim], tuple[BaseModel, str]],
-) -> JSONResponse:
+) -> Response:
     outcome = context.idempotency.claim(
         actor.actor_id, key, operation, payload.model_dump(mode="json")
     )
@@ -43,6 +45,4 @@ def run_idempotent(
     except BaseException:
         context.idempotency.release(outcome)
         raise
-    return JSONResponse(
-        created.model_dump(mode="json"), status_code=201, headers={"Location": location}
-    )
+    return model_response(created, status_code=201, headers={"Location": location})

@@ -1,0 +1,479 @@
+"""Database.reading, the BEGIN pipelined with a first read, Statements.flush(commit=True) and
+multi-row INSERTs, on both engines where they mean something.
+
+On PostgreSQL the tests look at the session's own psycopg connection (autocommit, transaction
+status) and at what another connection can see or lock meanwhile: that is what tells a COMMIT
+sent with the writes from one sent later by the unit of work, or a read with no transaction from
+one in a transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from product_shop.db import fast
+from product_shop.db.engine import Database
+from product_shop.db.fast import Statements
+from product_shop.events.tables import OutboxEvent
+from tests.integration.conftest import count_rows
+
+NOW = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
+KOLKATA = timezone(timedelta(hours=5, minutes=30))  # far from UTC: must come back as UTC
+IDLE = psycopg.pq.TransactionStatus.IDLE
+INTRANS = psycopg.pq.TransactionStatus.INTRANS
+
+# Module constants, as in the callers (the PostgreSQL compile cache is keyed by statement).
+EVENTS = select(
+    OutboxEvent.position,
+    OutboxEvent.event_id,
+    OutboxEvent.aggregate_id,
+    OutboxEvent.occurred_at,
+    OutboxEvent.next_attempt_at,
+    OutboxEvent.delivered_at,
+    OutboxEvent.data,
+    OutboxEvent.status,
+    OutboxEvent.attempts,
+    OutboxEvent.last_error,
+).order_by(OutboxEvent.position)
+EVENT = EVENTS.where(OutboxEvent.event_id == bindparam("event_id"))
+LOCKED_EVENT = EVENT.with_for_update()
+LOCKED_EVENT_NOWAIT = EVENT.with_for_update(nowait=True)
+TRANSACTION_ID = select(func.txid_current().label("txid"))
+
+
+class Abort(Exception):
+    """Raised inside a unit of work to make it roll back."""
+
+
+def event_row(**overrides: Any) -> dict[str, Any]:
+    """A complete outbox row (every column the callers send), as in test_fast_statements."""
+    row: dict[str, Any] = {
+        "event_id": uuid.uuid4(),
+        "event_type": "ORDER_CREATED",
+        "source": "product-shop",
+        "subject": "order-1",
+        "aggregate_type": "order",
+        "aggregate_id": "order-1",
+        "occurred_at": NOW,
+        "data": {"order_id": "order-1", "total_minor": 5999},
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": NOW,
+    }
+    row.update(overrides)
+    return row
+
+
+def driver_of(session: Session) -> psycopg.Connection[Any]:
+    """The session's own psycopg connection (opening the session's SQLAlchemy transaction
+    sends nothing: psycopg sends BEGIN with the first statement)."""
+    driver = session.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
+
+
+def commit_rows(database: Database, rows: list[dict[str, Any]]) -> None:
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        statements.insert(OutboxEvent, rows)
+        statements.flush()
+
+
+def committed_aggregates(database: Database) -> list[str]:
+    """What another connection sees as committed, in outbox order."""
+    with database.engine.connect() as connection:
+        found = connection.execute(select(OutboxEvent.aggregate_id).order_by(OutboxEvent.position))
+        return list(found.scalars())
+
+
+def use_far_time_zone(session: Session, engine_name: str) -> None:
+    if engine_name == "postgresql":
+        session.execute(text("SET LOCAL TIME ZONE 'Asia/Kolkata'"))
+
+
+def assert_utc(value: Any, expected: datetime) -> None:
+    assert isinstance(value, datetime)
+    assert value.tzinfo is UTC, f"not aware UTC: {value!r}"
+    assert value == expected
+
+
+@pytest.fixture
+def one_connection(database: Database) -> Iterator[Database]:
+    """The same database with a pool of one connection: every checkout reuses it."""
+    single = Database(database.url, pool_size=1)
+    yield single
+    single.dispose()
+
+
+# ---- 1. Database.reading -------------------------------------------------------------------
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("leave", ["normally", "by_an_error"])
+def test_reading_runs_in_autocommit_and_the_pooled_connection_is_reset_after(
+    one_connection: Database, leave: str
+) -> None:
+    database = one_connection
+    commit_rows(database, [event_row(aggregate_id="committed")])
+
+    def read() -> psycopg.Connection[Any]:
+        with database.reading() as session:
+            driver = driver_of(session)
+            assert driver.autocommit
+            assert session.execute(select(func.count()).select_from(OutboxEvent)).scalar() == 1
+            assert driver.info.transaction_status == IDLE  # no BEGIN was sent
+            statements = Statements(session)
+            first = statements.one(TRANSACTION_ID)
+            assert driver.info.transaction_status == IDLE
+            second = statements.one(TRANSACTION_ID)
+            assert first is not None
+            assert second is not None
+            assert first["txid"] != second["txid"]  # each statement its own transaction
+            if leave == "by_an_error":
+                raise Abort
+            return driver
+
+    if leave == "by_an_error":
+        with pytest.raises(Abort):
+            read()
+        with database.reading() as session:  # the same connection, taken again
+            used = driver_of(session)
+    else:
+        used = read()
+    assert not used.autocommit  # reset as the connection went back to the pool
+
+    def write_then_fail() -> None:
+        with database.unit_of_work() as session:
+            driver = driver_of(session)
+            assert driver is used  # the one pooled connection, reused
+            assert not driver.autocommit
+            session.add(OutboxEvent(**event_row(aggregate_id="orm")))
+            statements = Statements(session)
+            statements.insert(OutboxEvent, [event_row(aggregate_id="queued")])
+            statements.flush()
+            assert driver.info.transaction_status == INTRANS
+            assert count_rows(database, OutboxEvent) == 1  # not visible elsewhere yet
+            raise Abort
+
+    with pytest.raises(Abort):
+        write_then_fail()
+    assert committed_aggregates(database) == ["committed"]  # all rolled back
+
+
+def test_reading_sees_committed_data(database: Database, engine_name: str) -> None:
+    rows = [event_row(aggregate_id="a"), event_row(aggregate_id="b", data={"n": [1, None]})]
+    commit_rows(database, rows)
+    with database.reading() as session:
+        use_far_time_zone(session, engine_name)
+        statements = Statements(session)
+        read = statements.all(EVENTS)
+        one = statements.one(EVENT, event_id=rows[1]["event_id"])
+        [[many]] = statements.many((EVENT, {"event_id": rows[0]["event_id"]}))
+        orm = list(session.scalars(select(OutboxEvent).order_by(OutboxEvent.position)))
+    assert [r["event_id"] for r in read] == [r["event_id"] for r in rows]
+    assert one == read[1]
+    assert many == read[0]
+    assert one["data"] == {"n": [1, None]}
+    assert_utc(one["occurred_at"], NOW)
+    assert [(e.event_id, e.data, e.occurred_at) for e in orm] == [
+        (r["event_id"], r["data"], NOW) for r in rows
+    ]
+
+    # Committed later, by another unit of work: the next reading() sees it too.
+    commit_rows(database, [event_row(aggregate_id="c")])
+    with database.reading() as session:
+        assert [r["aggregate_id"] for r in Statements(session).all(EVENTS)] == ["a", "b", "c"]
+
+
+# ---- 2. the first read of a transaction and its BEGIN ---------------------------------------
+
+
+@pytest.mark.postgres_only
+def test_the_first_read_opens_the_transaction_the_session_goes_on_with(
+    database: Database,
+) -> None:
+    row = event_row()
+    commit_rows(database, [row])
+    with database.unit_of_work() as session:
+        driver = driver_of(session)
+        assert driver.info.transaction_status == IDLE
+        statements = Statements(session)
+        first = statements.one(TRANSACTION_ID)
+        assert driver.info.transaction_status == INTRANS
+        assert first is not None
+        assert statements.one(EVENT, event_id=row["event_id"]) is not None
+        # The ORM and later reads run in that same transaction.
+        assert session.execute(TRANSACTION_ID).scalar_one() == first["txid"]
+        assert statements.one(TRANSACTION_ID) == first
+        assert driver.info.transaction_status == INTRANS
+
+
+@pytest.mark.postgres_only
+def test_a_first_read_for_update_holds_its_lock_until_the_unit_of_work_ends(
+    database: Database,
+) -> None:
+    row = event_row()
+    commit_rows(database, [row])
+
+    def try_to_lock() -> None:
+        other = database.new_session()
+        try:
+            Statements(other).one(LOCKED_EVENT_NOWAIT, event_id=row["event_id"])
+        finally:
+            other.close()
+
+    with database.unit_of_work() as session:
+        locked = Statements(session).one(LOCKED_EVENT, event_id=row["event_id"])
+        assert locked is not None
+        assert locked["event_id"] == row["event_id"]
+        with pytest.raises(OperationalError) as busy:
+            try_to_lock()
+        assert isinstance(busy.value.orig, psycopg.errors.LockNotAvailable)
+        # Still held after other work in the same transaction.
+        session.execute(select(OutboxEvent.position)).all()
+        with pytest.raises(OperationalError):
+            try_to_lock()
+    try_to_lock()  # released by the commit
+
+
+@pytest.mark.postgres_only
+def test_a_single_read_is_never_sent_in_a_pipeline(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guard on round trips: psycopg 3.3 sends a Sync after the BEGIN it adds in a pipeline
+    and waits for it (Connection._start_query), so a one-read pipeline on an idle connection
+    costs three round trips (BEGIN+Sync, Flush, Sync) against two without one (measured with a
+    libpq trace). `Statements.one/all` therefore never open a pipeline; `many` does, for the
+    reads it batches."""
+    row = event_row()
+    commit_rows(database, [row])
+    entered: list[tuple[bool, psycopg.pq.TransactionStatus]] = []
+    original = psycopg.Connection.pipeline
+
+    def recording(self: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+        entered.append((self.autocommit, self.info.transaction_status))
+        return original(self)
+
+    monkeypatch.setattr(psycopg.Connection, "pipeline", recording)
+
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        assert statements.one(EVENT, event_id=row["event_id"]) is not None  # idle: BEGIN first
+        assert statements.all(EVENTS) != []
+        assert statements.one(EVENT, event_id=row["event_id"]) is not None
+        assert entered == []
+        assert len(statements.many((EVENT, {"event_id": row["event_id"]}), (EVENTS, {}))) == 2
+        assert entered == [(False, INTRANS)]
+    entered.clear()
+    with database.reading() as session:
+        assert Statements(session).one(EVENT, event_id=row["event_id"]) is not None
+    assert entered == []
+
+
+# ---- 3. flush(commit=True) -----------------------------------------------------------------
+
+
+def test_flush_commit_commits_queued_rows_and_pending_orm_objects_together(
+    database: Database, engine_name: str
+) -> None:
+    commit_rows(database, [event_row(aggregate_id="before")])
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        session.add(OutboxEvent(**event_row(aggregate_id="orm")))
+        statements.insert(OutboxEvent, [event_row(aggregate_id="q1"), event_row(aggregate_id="q2")])
+        statements.flush(commit=True)
+        if engine_name == "postgresql":
+            # Committed by the flush itself, before the unit of work ends.
+            assert driver_of(session).info.transaction_status == IDLE
+            assert committed_aggregates(database) == ["before", "orm", "q1", "q2"]
+        else:  # SQLite: a plain flush, the unit of work commits
+            assert committed_aggregates(database) == ["before"]
+    assert committed_aggregates(database) == ["before", "orm", "q1", "q2"]
+    with database.reading() as session:
+        assert len(Statements(session).all(EVENTS)) == 4
+
+
+@pytest.mark.postgres_only
+def test_the_unit_of_work_commit_after_flush_commit_sends_nothing_to_undo(
+    database: Database,
+) -> None:
+    """After flush(commit=True) the session's transaction is over on the server: the unit of
+    work's commit finds nothing to do, and the connection goes back to the pool clean."""
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        statements.insert(OutboxEvent, [event_row(aggregate_id="q")])
+        statements.flush(commit=True)
+        driver = driver_of(session)
+        assert driver.info.transaction_status == IDLE
+    assert driver.info.transaction_status == IDLE
+    assert committed_aggregates(database) == ["q"]
+
+
+def test_an_error_after_flush_commit_keeps_what_postgresql_committed(
+    database: Database, engine_name: str
+) -> None:
+    """flush(commit=True) must be the unit of work's last step: on PostgreSQL what it sent is
+    committed, whatever happens next; on SQLite it is a plain flush and rolls back with the
+    unit of work."""
+
+    def flush_commit_then_fail() -> None:
+        with database.unit_of_work() as session:
+            statements = Statements(session)
+            session.add(OutboxEvent(**event_row(aggregate_id="orm")))
+            statements.insert(OutboxEvent, [event_row(aggregate_id="q")])
+            statements.flush(commit=True)
+            raise Abort
+
+    with pytest.raises(Abort):
+        flush_commit_then_fail()
+    expected = ["orm", "q"] if engine_name == "postgresql" else []
+    assert committed_aggregates(database) == expected
+
+
+@pytest.mark.parametrize("failing", ["queued_row", "orm_object"])
+def test_flush_commit_with_a_duplicate_key_stores_nothing_of_the_unit_of_work(
+    database: Database, engine_name: str, failing: str
+) -> None:
+    existing = event_row(aggregate_id="existing")
+    commit_rows(database, [existing])
+    duplicate = {"event_id": existing["event_id"]}  # unique key violated
+    queued = [event_row(aggregate_id=f"q{n}") for n in range(60)]  # two INSERT statements
+    orm = event_row(aggregate_id="orm")
+    if failing == "queued_row":
+        queued[-1].update(duplicate)
+    else:
+        orm.update(duplicate)
+
+    def queue_with_a_duplicate() -> None:
+        with database.unit_of_work() as session:
+            statements = Statements(session)
+            statements.update(
+                OutboxEvent, {"event_id": existing["event_id"]}, {"status": "changed"}
+            )
+            session.add(OutboxEvent(**orm))
+            statements.insert(OutboxEvent, queued)
+            statements.flush(commit=True)
+            raise Abort  # not reached: the flush itself raises
+
+    with pytest.raises(IntegrityError) as failed:
+        queue_with_a_duplicate()
+    if engine_name == "postgresql":
+        assert isinstance(failed.value.orig, psycopg.errors.UniqueViolation)
+    assert committed_aggregates(database) == ["existing"]
+    with database.reading() as session:
+        [stored] = Statements(session).all(EVENTS)
+    assert stored["status"] == "pending"
+    # The connection went back to the pool usable.
+    commit_rows(database, [event_row(aggregate_id="after")])
+    assert committed_aggregates(database) == ["existing", "after"]
+
+
+def test_flush_commit_with_nothing_queued_commits_pending_orm_changes(
+    database: Database, engine_name: str
+) -> None:
+    row = event_row(aggregate_id="changed")
+    commit_rows(database, [row])
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        session.add(OutboxEvent(**event_row(aggregate_id="orm")))
+        loaded = session.scalars(
+            select(OutboxEvent).where(OutboxEvent.event_id == row["event_id"])
+        ).one()
+        loaded.status = "parked"
+        statements.flush(commit=True)
+        if engine_name == "postgresql":
+            assert driver_of(session).info.transaction_status == IDLE
+            assert committed_aggregates(database) == ["changed", "orm"]
+            with database.engine.connect() as connection:
+                status = connection.execute(
+                    select(OutboxEvent.status).where(OutboxEvent.event_id == row["event_id"])
+                ).scalar_one()
+            assert status == "parked"
+    assert committed_aggregates(database) == ["changed", "orm"]
+    with database.reading() as session:
+        found = Statements(session).one(EVENT, event_id=row["event_id"])
+    assert found is not None
+    assert found["status"] == "parked"
+
+
+# ---- 4. multi-row INSERT -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "statement_rows"),
+    [(1, {1}), (50, {50}), (51, {50, 1}), (120, {50, 20})],
+)
+def test_rows_of_one_insert_go_out_in_chunks_and_are_stored_exactly(
+    database: Database,
+    engine_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    statement_rows: set[int],
+) -> None:
+    monkeypatch.setattr(fast, "_compiled_selects", {})
+    monkeypatch.setattr(fast, "_insert_sql", {})
+    monkeypatch.setattr(fast, "_update_sql", {})
+    document_id = uuid.uuid4()
+    rows = [
+        event_row(
+            aggregate_id=f"order-{n}",
+            occurred_at=(NOW + timedelta(seconds=n)).astimezone(KOLKATA),
+            next_attempt_at=NOW + timedelta(minutes=n),
+            # NULL and values mixed in one column, across rows and chunks.
+            delivered_at=NOW + timedelta(hours=n) if n % 3 == 0 else None,
+            last_error=None if n % 2 else f"error {n}: é",
+            attempts=n,
+            data={"n": n, "id": document_id, "at": NOW, "lines": [{"q": n}], "note": None},
+        )
+        for n in range(count)
+    ]
+    last = rows[-1]["event_id"]
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        statements.insert(OutboxEvent, rows)
+        # Queued after the insert: runs after every chunk of it.
+        statements.update(OutboxEvent, {"event_id": last}, {"status": "parked"})
+        statements.flush()
+
+    with database.unit_of_work() as session:
+        use_far_time_zone(session, engine_name)
+        read = Statements(session).all(EVENTS)
+    assert [r["event_id"] for r in read] == [r["event_id"] for r in rows]  # in order
+    positions = [r["position"] for r in read]
+    assert positions == sorted(set(positions))
+    for n, got in enumerate(read):
+        assert got["aggregate_id"] == f"order-{n}"
+        assert_utc(got["occurred_at"], NOW + timedelta(seconds=n))
+        assert_utc(got["next_attempt_at"], NOW + timedelta(minutes=n))
+        if n % 3 == 0:
+            assert_utc(got["delivered_at"], NOW + timedelta(hours=n))
+        else:
+            assert got["delivered_at"] is None
+        assert got["last_error"] == (None if n % 2 else f"error {n}: é")
+        assert got["attempts"] == n
+        assert got["data"] == {
+            "n": n,
+            "id": str(document_id),
+            "at": "2025-03-14T09:26:53.589793+00:00",
+            "lines": [{"q": n}],
+            "note": None,
+        }
+        assert got["status"] == ("parked" if n == count - 1 else "pending")
+
+    if engine_name == "postgresql":
+        keys = tuple(rows[0])
+        assert set(fast._insert_sql) == {("outbox_events", keys, n) for n in statement_rows}
+        for (_, _, n), sql in fast._insert_sql.items():
+            assert sql.startswith("INSERT INTO outbox_events")
+            assert f"%(r{n - 1}c0)s" in sql
+            assert f"%(r{n}c0)s" not in sql
