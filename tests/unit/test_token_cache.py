@@ -426,3 +426,40 @@ def test_a_cached_token_is_refused_at_the_same_instant_pyjwt_would_refuse_it(
     clocks.wall = float(now + 3_600)  # exactly exp (+ leeway 0); the entry is still live
     with pytest.raises(InvalidToken, match="expired"):
         verifier.verify(token)
+
+
+# ---- verify_cached: the event loop's lookup (web/deps.current_actor) ------------------------
+
+
+def test_verify_cached_answers_only_from_the_cache_and_never_verifies(
+    verifier: TokenVerifier, token: str, decodes: Decodes, clocks: Clocks
+) -> None:
+    """The request dependency runs on the event loop: a miss must say so (None) without any
+    signature check or key fetch, so the caller verifies in the thread pool instead."""
+    assert verifier.verify_cached(token) is None
+    assert decodes.calls == 0
+    assert _cache(verifier) == {}
+
+    actor = verifier.verify(token)
+    assert verifier.verify_cached(token) == actor
+    assert decodes.calls == 1
+
+    clocks.advance(tokens.CACHE_SECONDS)  # the entry's window is over: a miss again
+    assert verifier.verify_cached(token) is None
+    assert decodes.calls == 1
+
+
+def test_verify_cached_refuses_a_remembered_token_once_it_has_expired(
+    make_token: TokenFactory, verifier: TokenVerifier, now: int, clocks: Clocks
+) -> None:
+    short = make_token(
+        role="patient",
+        practice_id=PRACTICE,
+        now=datetime.fromtimestamp(now, UTC),
+        ttl=timedelta(seconds=120),
+    )
+    verifier.verify(short)
+    clocks.advance(30, wall=False)
+    clocks.wall = now + 120  # exp reached on the wall clock, still inside the cache window
+    with pytest.raises(InvalidToken):
+        verifier.verify_cached(short)

@@ -302,7 +302,8 @@ class CheckoutCompletion:
         message: str | None,
     ) -> OrderOut:
         """The order's transaction. Its rows go out through `db.fast.Statements`: on PostgreSQL
-        one round trip of reads and one of writes (see docs/benchmarks.md for why)."""
+        three round trips (psycopg's BEGIN, the reads, the writes with the COMMIT); see
+        docs/benchmarks.md for why."""
         fast = Statements(session)
         by_checkout = {"checkout_id": checkout_id}
         checkouts, checkout_lines, heads = fast.many(
