@@ -30,9 +30,10 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite:///var/product_shop.sqlite3"
-    # PostgreSQL connections each API worker keeps open. At least the number of requests a worker
-    # runs at once, or connections are opened and closed under load (a server process each).
-    db_pool_size: int = Field(default=20, ge=1, le=200)
+    # PostgreSQL connections each process keeps open (plus half as many more under a burst). At
+    # least the requests a worker runs at once, or connections are opened and closed under load
+    # (a server process each). Workers x 1.5 x this must stay under the server's max_connections.
+    db_pool_size: int = Field(default=20, ge=1, le=100)
     data_dir: Path = Path("var")
 
     jwt_issuer: str = DEFAULT_ISSUER

@@ -477,3 +477,44 @@ def test_rows_of_one_insert_go_out_in_chunks_and_are_stored_exactly(
             assert sql.startswith("INSERT INTO outbox_events")
             assert f"%(r{n - 1}c0)s" in sql
             assert f"%(r{n}c0)s" not in sql
+
+
+# ---- 5. nothing after flush(commit=True) --------------------------------------------------------
+
+
+def test_a_unit_of_work_sends_nothing_after_flush_commit(database: Database) -> None:
+    """After flush(commit=True) anything more would run in a transaction of its own, apart from
+    what was committed (invariant 5): Statements, ORM queries and ORM flushes are refused, on
+    both engines, and the unit of work still ends cleanly."""
+    row = event_row()
+    attempts: list[str] = []
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        statements.insert(OutboxEvent, [row])
+        statements.flush(commit=True)
+        for name, action in (
+            ("statements read", lambda: statements.one(EVENT, event_id=row["event_id"])),
+            (
+                "statements write",
+                lambda: (statements.insert(OutboxEvent, [event_row()]), statements.flush()),
+            ),
+            ("orm query", lambda: session.scalars(select(OutboxEvent)).all()),
+            ("orm flush", lambda: (session.add(OutboxEvent(**event_row())), session.flush())),
+        ):
+            with pytest.raises(RuntimeError, match="flush\\(commit=True\\)"):
+                action()
+            attempts.append(name)
+        session.expunge_all()  # the refused ORM object is not committed either
+    assert len(attempts) == 4
+    assert count_rows(database, OutboxEvent) == 1
+
+
+def test_flush_commit_is_refused_inside_a_savepoint(database: Database) -> None:
+    with database.unit_of_work() as session:
+        statements = Statements(session)
+        with session.begin_nested():
+            statements.insert(OutboxEvent, [event_row()])
+            with pytest.raises(RuntimeError, match="SAVEPOINT"):
+                statements.flush(commit=True)
+            statements.flush()
+    assert count_rows(database, OutboxEvent) == 1

@@ -104,7 +104,9 @@ class PaymentMismatch(Conflict):
 
 class FulfilmentTrigger(Protocol):
     """Starts fulfilment for a new order, inside the order's transaction (fulfilment issue).
-    The order and its lines are the rows being written (column names as keys)."""
+    The order and its lines are the rows being written (column names as keys). They reach the
+    database after any ORM object the trigger adds (`Statements.flush(commit=True)` flushes the
+    session first), so a row that references the new order must not be added through the ORM."""
 
     def order_created(
         self, session: Session, order: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]

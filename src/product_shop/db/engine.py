@@ -37,8 +37,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     return create_engine(
         url,
         json_serializer=_json_serializer,
+        # Up to 1.5 x pool_size connections per process: keep workers x that (plus the relay)
+        # under PostgreSQL's max_connections (100 by default).
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max(1, pool_size // 2),
         # No pre-ping: it is one more round trip on every checkout from the pool (two per
         # checkout completion). After a database restart the first statement on a dead
         # connection fails; SQLAlchemy then invalidates every pooled connection at once, and

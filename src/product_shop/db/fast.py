@@ -29,10 +29,10 @@ from typing import Any, cast
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, Table, and_, bindparam, insert, update
+from sqlalchemy import Connection, Table, and_, bindparam, event, insert, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql import Select
 from sqlalchemy.types import JSON, TypeDecorator
 
@@ -199,8 +199,10 @@ class Statements:
         work's own commit then finds nothing to do. Pending ORM changes are flushed first, so
         they commit with the rest. Use it only as the unit of work's last database step: a
         statement after it would run in a transaction of its own."""
+        if commit and self._session.in_nested_transaction():
+            raise RuntimeError("flush(commit=True) would commit the transaction around a SAVEPOINT")
         writes, self._writes = self._writes, []
-        if commit and self._postgres:
+        if commit:
             self._session.flush()  # every ORM change goes before the COMMIT
         elif not writes:
             return
@@ -217,6 +219,8 @@ class Statements:
                         )
                     )
                     self._session.execute(update(table).where(clause).values(**rows[0]))
+            if commit:  # the unit of work commits; refuse more work as PostgreSQL would
+                self._session.info[_COMMITTED] = True
             return
         # Bind every value first: a refused value (a naive datetime) sends nothing at all.
         prepared: list[tuple[str, list[Row]]] = []
@@ -250,6 +254,8 @@ class Statements:
                 cursor.execute(sql, params_list[0])
             if commit:
                 cursor.execute("COMMIT")
+        if commit:
+            self._session.info[_COMMITTED] = True
 
     def _insert_statement(self, table: Table, keys: tuple[str, ...], rows: int) -> str:
         """`INSERT ... VALUES (...), (...)` for `rows` rows: one statement for the server to
@@ -305,6 +311,7 @@ class Statements:
     # ---- plumbing -----------------------------------------------------------------------------
 
     def _connection(self) -> Connection:
+        _refuse_after_commit(self._session)
         return self._session.connection()
 
     @contextmanager
@@ -327,6 +334,30 @@ class Statements:
                 connection_invalidated=lost,
                 dialect=self._dialect,
             ) from exc
+
+
+# Set on a session whose transaction `flush(commit=True)` committed. Anything the session sends
+# after that would run in a transaction of its own, apart from the order's (invariant 5), so it is
+# refused instead: through Statements, an ORM query or an ORM flush.
+_COMMITTED = "product_shop.fast.committed"
+
+
+def _refuse_after_commit(session: Session, *_: Any) -> None:
+    if session.info.get(_COMMITTED):
+        raise RuntimeError(
+            "this unit of work was committed by Statements.flush(commit=True); "
+            "it sends nothing more"
+        )
+
+
+@event.listens_for(Session, "before_flush")
+def _no_flush_after_commit(session: Session, *_: Any) -> None:
+    _refuse_after_commit(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _no_query_after_commit(state: ORMExecuteState) -> None:
+    _refuse_after_commit(state.session)
 
 
 def columns_of(instance: Base) -> Row:
