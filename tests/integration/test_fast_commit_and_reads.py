@@ -12,12 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -26,9 +26,8 @@ from product_shop.db.engine import Database
 from product_shop.db.fast import Statements
 from product_shop.events.tables import OutboxEvent
 from tests.integration.conftest import count_rows
+from tests.integration.fast_support import KOLKATA, NOW, assert_utc, event_row, use_far_time_zone
 
-NOW = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
-KOLKATA = timezone(timedelta(hours=5, minutes=30))  # far from UTC: must come back as UTC
 IDLE = psycopg.pq.TransactionStatus.IDLE
 INTRANS = psycopg.pq.TransactionStatus.INTRANS
 
@@ -55,25 +54,6 @@ class Abort(Exception):
     """Raised inside a unit of work to make it roll back."""
 
 
-def event_row(**overrides: Any) -> dict[str, Any]:
-    """A complete outbox row (every column the callers send), as in test_fast_statements."""
-    row: dict[str, Any] = {
-        "event_id": uuid.uuid4(),
-        "event_type": "ORDER_CREATED",
-        "source": "product-shop",
-        "subject": "order-1",
-        "aggregate_type": "order",
-        "aggregate_id": "order-1",
-        "occurred_at": NOW,
-        "data": {"order_id": "order-1", "total_minor": 5999},
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": NOW,
-    }
-    row.update(overrides)
-    return row
-
-
 def driver_of(session: Session) -> psycopg.Connection[Any]:
     """The session's own psycopg connection (opening the session's SQLAlchemy transaction
     sends nothing: psycopg sends BEGIN with the first statement)."""
@@ -94,17 +74,6 @@ def committed_aggregates(database: Database) -> list[str]:
     with database.engine.connect() as connection:
         found = connection.execute(select(OutboxEvent.aggregate_id).order_by(OutboxEvent.position))
         return list(found.scalars())
-
-
-def use_far_time_zone(session: Session, engine_name: str) -> None:
-    if engine_name == "postgresql":
-        session.execute(text("SET LOCAL TIME ZONE 'Asia/Kolkata'"))
-
-
-def assert_utc(value: Any, expected: datetime) -> None:
-    assert isinstance(value, datetime)
-    assert value.tzinfo is UTC, f"not aware UTC: {value!r}"
-    assert value == expected
 
 
 @pytest.fixture

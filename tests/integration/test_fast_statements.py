@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -40,10 +40,8 @@ from product_shop.db import fast
 from product_shop.db.engine import Database
 from product_shop.db.fast import Statements
 from product_shop.events.tables import OutboxEvent
+from tests.integration.fast_support import KOLKATA, NOW, assert_utc, event_row, use_far_time_zone
 
-NOW = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
-# A zone far from UTC: values given in it must be stored and read back as UTC.
-KOLKATA = timezone(timedelta(hours=5, minutes=30))
 ACTOR = AuditActor(actor_id="staff-1", role="staff", name="Stan Staff")
 
 # Statements are module constants, as in the callers: the PostgreSQL compile cache is keyed by
@@ -77,25 +75,6 @@ AUDIT_ENTRIES = select(
     AuditEntry.after,
 ).order_by(AuditEntry.position)
 TRANSACTION_ID = select(func.txid_current().label("txid"))
-
-
-def event_row(**overrides: Any) -> dict[str, Any]:
-    """A complete outbox row (every column the callers send)."""
-    row: dict[str, Any] = {
-        "event_id": uuid.uuid4(),
-        "event_type": "ORDER_CREATED",
-        "source": "product-shop",
-        "subject": "order-1",
-        "aggregate_type": "order",
-        "aggregate_id": "order-1",
-        "occurred_at": NOW,
-        "data": {"order_id": "order-1", "total_minor": 5999},
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": NOW,
-    }
-    row.update(overrides)
-    return row
 
 
 def audit_row(**overrides: Any) -> dict[str, Any]:
@@ -150,18 +129,6 @@ def status_of(statements: Statements, event_id: uuid.UUID) -> str:
     assert found is not None
     status: str = found["status"]
     return status
-
-
-def use_far_time_zone(session: Session, engine_name: str) -> None:
-    """PostgreSQL hands timestamps back in the session's zone: make it one that is not UTC."""
-    if engine_name == "postgresql":
-        session.execute(text("SET LOCAL TIME ZONE 'Asia/Kolkata'"))
-
-
-def assert_utc(value: Any, expected: datetime) -> None:
-    assert isinstance(value, datetime)
-    assert value.tzinfo is UTC, f"not aware UTC: {value!r}"
-    assert value == expected
 
 
 def assert_naive_refused(error: BaseException) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -78,32 +78,28 @@ class Database:
     def new_session(self) -> Session:
         return self._sessions()
 
-    @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
+    def unit_of_work(self) -> AbstractContextManager[Session]:
         """One transaction: commit when the block ends normally, roll back on any error."""
-        session = self.new_session()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return _scope(self._sessions)
 
-    @contextmanager
-    def reading(self) -> Iterator[Session]:
+    def reading(self) -> AbstractContextManager[Session]:
         """A session for reads only: no transaction on PostgreSQL (see `__init__`), a plain
         unit of work elsewhere. Nothing written through it is kept atomic: write elsewhere."""
-        session = self._reads()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return _scope(self._reads)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _scope(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """Commit when the block ends normally, roll back on any error, close either way."""
+    session = sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
