@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -26,28 +26,21 @@ from product_shop.db.engine import Database
 from product_shop.db.fast import Statements
 from product_shop.events.tables import OutboxEvent
 from tests.integration.conftest import count_rows
-from tests.integration.fast_support import KOLKATA, NOW, assert_utc, event_row, use_far_time_zone
+from tests.integration.fast_support import (
+    EVENT,
+    EVENTS,
+    KOLKATA,
+    LOCKED_EVENT,
+    LOCKED_EVENT_NOWAIT,
+    NOW,
+    TRANSACTION_ID,
+    assert_utc,
+    event_row,
+    use_far_time_zone,
+)
 
 IDLE = psycopg.pq.TransactionStatus.IDLE
 INTRANS = psycopg.pq.TransactionStatus.INTRANS
-
-# Module constants, as in the callers (the PostgreSQL compile cache is keyed by statement).
-EVENTS = select(
-    OutboxEvent.position,
-    OutboxEvent.event_id,
-    OutboxEvent.aggregate_id,
-    OutboxEvent.occurred_at,
-    OutboxEvent.next_attempt_at,
-    OutboxEvent.delivered_at,
-    OutboxEvent.data,
-    OutboxEvent.status,
-    OutboxEvent.attempts,
-    OutboxEvent.last_error,
-).order_by(OutboxEvent.position)
-EVENT = EVENTS.where(OutboxEvent.event_id == bindparam("event_id"))
-LOCKED_EVENT = EVENT.with_for_update()
-LOCKED_EVENT_NOWAIT = EVENT.with_for_update(nowait=True)
-TRANSACTION_ID = select(func.txid_current().label("txid"))
 
 
 class Abort(Exception):

@@ -40,30 +40,23 @@ from product_shop.db import fast
 from product_shop.db.engine import Database
 from product_shop.db.fast import Statements
 from product_shop.events.tables import OutboxEvent
-from tests.integration.fast_support import KOLKATA, NOW, assert_utc, event_row, use_far_time_zone
+from tests.integration.fast_support import (
+    EVENT,
+    EVENTS,
+    KOLKATA,
+    LOCKED_EVENT,
+    LOCKED_EVENT_NOWAIT,
+    NOW,
+    TRANSACTION_ID,
+    assert_utc,
+    event_row,
+    use_far_time_zone,
+)
 
 ACTOR = AuditActor(actor_id="staff-1", role="staff", name="Stan Staff")
 
-# Statements are module constants, as in the callers: the PostgreSQL compile cache is keyed by
-# the statement object.
-EVENTS = select(
-    OutboxEvent.position,
-    OutboxEvent.event_id,
-    OutboxEvent.event_type,
-    OutboxEvent.aggregate_id,
-    OutboxEvent.occurred_at,
-    OutboxEvent.next_attempt_at,
-    OutboxEvent.delivered_at,
-    OutboxEvent.data,
-    OutboxEvent.status,
-    OutboxEvent.attempts,
-    OutboxEvent.last_error,
-).order_by(OutboxEvent.position)
-EVENT = EVENTS.where(OutboxEvent.event_id == bindparam("event_id"))
 EVENTS_OF = EVENTS.where(OutboxEvent.aggregate_id == bindparam("aggregate_id"))
 FIRST_EVENT = EVENTS.limit(1)
-LOCKED_EVENT = EVENT.with_for_update()
-LOCKED_EVENT_NOWAIT = EVENT.with_for_update(nowait=True)
 AUDIT_ENTRIES = select(
     AuditEntry.entry_id,
     AuditEntry.stream_type,
@@ -74,7 +67,6 @@ AUDIT_ENTRIES = select(
     AuditEntry.before,
     AuditEntry.after,
 ).order_by(AuditEntry.position)
-TRANSACTION_ID = select(func.txid_current().label("txid"))
 
 
 def audit_row(**overrides: Any) -> dict[str, Any]:

@@ -33,15 +33,8 @@ def db_session(context: Annotated[AppContext, Depends(get_context)]) -> Iterator
     Runs with scope="function", so the commit happens before the response is sent: a client
     never sees success for a change that did not commit.
     """
-    session = context.database.new_session()
-    try:
+    with context.database.unit_of_work() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 async def current_actor(
