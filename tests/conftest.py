@@ -209,7 +209,8 @@ def person(make_token: TokenFactory) -> Callable[..., Person]:
 
 # ---- Integrated Payments, over real HTTP ----------------------------------------------------
 
-WEBHOOK_SECRET = "test-webhook-secret"
+# Standard Webhooks format: whsec_ + base64 of the HMAC key (here 32 bytes).
+WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0zMi1ieXRlcy1rZXk="
 PAYMENTS_API_KEY = "test-payments-api-key"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from product_shop.config import ConfigurationError, Settings
+from product_shop.core.signing import DEMO_WEBHOOK_SECRET
 from product_shop.logging import configure_logging, get_logger
 
 log = get_logger("product_shop.cli")
@@ -34,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="Set up and serve the embedded demo (SQLite + demo data)")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--data-dir", type=Path, default=Path("var"))
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="Default: $PRODUCT_SHOP_DATA_DIR, else the project's var/ (as make demo)",
+    )
     demo.set_defaults(handler=_demo)
 
     simulate = sub.add_parser("simulate", help="Serve a simulator of another Primoro module")
@@ -44,14 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     payments.add_argument("--host", default="127.0.0.1")
     payments.add_argument("--callback-url", default=None, help="Where signed callbacks go")
     payments.add_argument("--api-key", default="demo-payments-api-key")
-    payments.add_argument("--webhook-secret", default="demo-webhook-secret-change-me")
+    payments.add_argument(
+        "--webhook-secret",
+        default=DEMO_WEBHOOK_SECRET,
+        help="Standard Webhooks secret (whsec_ + base64) shared with the API",
+    )
     payments.add_argument("--duplicate-rate", type=float, default=0.3)
     payments.set_defaults(handler=_simulate_payments)
 
     users = sub.add_parser("demo-users", help="Print the demo users with fresh tokens")
     users.add_argument("--json", action="store_true", help="JSON list (the only format)")
     users.add_argument("--mfa", action="store_true", help="Tokens that carry MFA (amr: mfa)")
-    users.add_argument("--data-dir", type=Path, default=Path("var"))
+    users.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="The demo's directory; default as for demo. Exits 1 if it holds no demo",
+    )
     users.set_defaults(handler=_demo_users)
 
     serve = sub.add_parser(
@@ -81,18 +96,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from product_shop.demo.runtime import demo_settings, prepare, start_payments_simulator
+    from product_shop.demo.runtime import (
+        default_data_dir,
+        demo_settings,
+        prepare,
+        start_payments_simulator,
+    )
     from product_shop.web.app import create_app
 
     configure_logging("INFO", json=True)
     base = f"http://{args.host}:{args.port}"
-    simulator = start_payments_simulator(demo_settings(args.data_dir), base)
-    context = prepare(args.data_dir, payments_url=simulator.url)
+    data_dir = (args.data_dir or default_data_dir()).resolve()  # as demo-users resolves it
+    simulator = start_payments_simulator(demo_settings(data_dir), base)
+    context = prepare(data_dir, payments_url=simulator.url)
     app = create_app(context=context)
-    data_dir = args.data_dir
     print(
         f"""
-Product Shop demo — data in {data_dir.resolve()}
+Product Shop demo — data in {data_dir}
   API            {base}/v1/catalogue
   API docs       {base}/docs   (OpenAPI: {base}/openapi.json)
   Health         {base}/healthz   {base}/readyz
@@ -137,9 +157,14 @@ def _simulate_payments(args: argparse.Namespace) -> int:
 
 
 def _demo_users(args: argparse.Namespace) -> int:
-    from product_shop.demo.runtime import demo_users
+    from product_shop.demo.runtime import NoDemo, default_data_dir, demo_users
 
-    print(json.dumps(demo_users(args.data_dir, mfa=args.mfa), indent=2))
+    try:
+        users = demo_users(args.data_dir or default_data_dir(), mfa=args.mfa)
+    except NoDemo as exc:
+        print(f"product-shop demo-users: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(users, indent=2))
     return 0
 
 

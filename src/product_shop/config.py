@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from product_shop.core.signing import DEMO_WEBHOOK_SECRET, SECRET_FORMAT, decode_secret
+
 DEMO_SECRET_PREFIX = "demo-"  # noqa: S105 (a marker to refuse, not a secret)
 # Marker line the demo identity provider writes into its public key file.
 DEMO_KEY_MARKER = "Product Shop demo identity provider key"
@@ -45,9 +47,9 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = 30
 
     demo_mode: bool = False
-    # Secrets for signed inbound webhooks (payments, rewards, suppliers). Demo values are refused
-    # in production.
-    webhook_secret: SecretStr = SecretStr("demo-webhook-secret-change-me")
+    # Secret for signed inbound webhooks (Standard Webhooks: `whsec_` + base64 of >= 24 random
+    # bytes, checked by `check`). The demo value is refused in production.
+    webhook_secret: SecretStr = SecretStr(DEMO_WEBHOOK_SECRET)
 
     # Integrated Payments (the only payment path, spec §5.1).
     payments_base_url: str = "http://127.0.0.1:8101"
@@ -78,12 +80,20 @@ class Settings(BaseSettings):
                 f"jwt_algorithms may only name asymmetric algorithms "
                 f"{', '.join(ALLOWED_JWT_ALGORITHMS)}; refused: {', '.join(bad) or '(empty)'}"
             )
+        try:  # the message never repeats the value: it is a secret
+            webhook_key = decode_secret(self.webhook_secret.get_secret_value())
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"webhook_secret (PRODUCT_SHOP_WEBHOOK_SECRET) must be {SECRET_FORMAT}, e.g. from "
+                "python3 -c 'import base64, secrets; "
+                'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
+            ) from exc
         if self.environment != "production":
             return
         problems: list[str] = []
         if self.demo_mode:
             problems.append("demo_mode is on (the demo identity provider must not run)")
-        if self.webhook_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
+        if webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
             problems.append("webhook_secret is a demo secret")
         if self.payments_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("payments_api_key is a demo secret")

@@ -8,6 +8,7 @@ from datetime import timedelta
 from product_shop.access.tokens import TokenVerifier
 from product_shop.audit.log import AuditLog
 from product_shop.catalogue.service import CatalogueService
+from product_shop.checkout.cancellation import CheckoutCancellation
 from product_shop.checkout.complete import CheckoutCompletion
 from product_shop.checkout.service import CheckoutService
 from product_shop.config import Settings
@@ -75,7 +76,11 @@ class AppContext:
             audit=audit,
             outbox=outbox,
             catalogue=CatalogueService(
-                audit=audit, outbox=outbox, clock=clock, references=ActiveOrderReferences()
+                audit=audit,
+                outbox=outbox,
+                clock=clock,
+                references=ActiveOrderReferences(),
+                open_checkouts=CheckoutCancellation(audit=audit, outbox=outbox),
             ),
             payments=payments,
             idempotency=idempotency,

@@ -16,7 +16,9 @@ from product_shop.cli import main
 from product_shop.core.errors import InvalidToken
 from product_shop.db.migrate import head_revision
 from product_shop.demo.data import USERS
-from product_shop.demo.runtime import demo_settings
+from product_shop.demo.runtime import default_data_dir, demo_settings, prepare
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +34,17 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert main(list(argv)) == 0
     out: str = capsys.readouterr().out
     return out
+
+
+def _prepared(data_dir: Path) -> Path:
+    """A demo data directory as `product-shop demo` leaves it: key, migrated and seeded."""
+    prepare(data_dir).close()
+    return data_dir
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    return _prepared(tmp_path / "demo")
 
 
 def _demo_users(
@@ -53,9 +66,9 @@ def _db_current(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
 
 
 def test_demo_users_lists_every_seeded_user_with_their_practice(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], demo_dir: Path
 ) -> None:
-    listed = _demo_users(capsys, tmp_path)
+    listed = _demo_users(capsys, demo_dir)
 
     assert [user["handle"] for user in listed] == [user.handle for user in USERS]
     for user, entry in zip(USERS, listed, strict=True):
@@ -79,10 +92,10 @@ def test_demo_users_lists_every_seeded_user_with_their_practice(
 
 
 def test_every_demo_token_verifies_against_the_data_dirs_key_as_its_user(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], demo_dir: Path
 ) -> None:
-    listed = _demo_users(capsys, tmp_path)
-    verifier = TokenVerifier.from_settings(demo_settings(tmp_path))
+    listed = _demo_users(capsys, demo_dir)
+    verifier = TokenVerifier.from_settings(demo_settings(demo_dir))
 
     for user, entry in zip(USERS, listed, strict=True):
         actor = verifier.verify(entry["token"])
@@ -94,21 +107,21 @@ def test_every_demo_token_verifies_against_the_data_dirs_key_as_its_user(
 
 
 def test_demo_users_tokens_carry_mfa_only_when_asked_with_the_mfa_flag(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], demo_dir: Path
 ) -> None:
-    plain = _demo_users(capsys, tmp_path)
-    with_mfa = _demo_users(capsys, tmp_path, "--mfa")
-    verifier = TokenVerifier.from_settings(demo_settings(tmp_path))
+    plain = _demo_users(capsys, demo_dir)
+    with_mfa = _demo_users(capsys, demo_dir, "--mfa")
+    verifier = TokenVerifier.from_settings(demo_settings(demo_dir))
 
     assert [verifier.verify(entry["token"]).mfa for entry in plain] == [False] * len(USERS)
     assert [verifier.verify(entry["token"]).mfa for entry in with_mfa] == [True] * len(USERS)
 
 
 def test_demo_patients_have_a_patient_id_equal_to_their_token_subject_and_others_none(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], demo_dir: Path
 ) -> None:
-    listed = _demo_users(capsys, tmp_path)
-    verifier = TokenVerifier.from_settings(demo_settings(tmp_path))
+    listed = _demo_users(capsys, demo_dir)
+    verifier = TokenVerifier.from_settings(demo_settings(demo_dir))
 
     patients = [entry for entry in listed if entry["role"] == "patient"]
     assert len(patients) == 10
@@ -124,12 +137,97 @@ def test_demo_patients_have_a_patient_id_equal_to_their_token_subject_and_others
 def test_demo_tokens_from_one_data_dir_are_refused_with_another_data_dirs_key(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    token = _demo_users(capsys, tmp_path / "a")[0]["token"]
-    _demo_users(capsys, tmp_path / "b")
+    token = _demo_users(capsys, _prepared(tmp_path / "a"))[0]["token"]
+    _demo_users(capsys, _prepared(tmp_path / "b"))
     verifier_b = TokenVerifier.from_settings(demo_settings(tmp_path / "b"))
 
     with pytest.raises(InvalidToken, match="not valid"):
         verifier_b.verify(token)
+
+
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    capsys.readouterr()
+    assert main(list(argv)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing a script could mistake for tokens
+    err: str = captured.err
+    return err
+
+
+def test_demo_users_run_from_another_directory_uses_the_demos_directory_not_a_new_key(
+    capsys: pytest.CaptureFixture[str],
+    demo_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PRODUCT_SHOP_DATA_DIR", str(demo_dir))
+
+    listed = json.loads(_run(capsys, "demo-users", "--json"))
+
+    verifier = TokenVerifier.from_settings(demo_settings(demo_dir))
+    assert verifier.verify(listed[0]["token"]).actor_id == USERS[0].subject
+    assert list(elsewhere.iterdir()) == []  # no var/ (and no key) made where it was run
+
+
+def test_without_a_data_dir_demo_and_demo_users_both_use_the_projects_var_from_anywhere(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` serves from the project's var/; so do `demo` and `demo-users` without
+    --data-dir, wherever they are run from, and demo-users never makes a key there."""
+    monkeypatch.chdir(tmp_path)
+    key = PROJECT / "var" / "demo-idp" / "signing-key.pem"
+    had_key = key.is_file()
+
+    assert default_data_dir() == PROJECT / "var"
+    makefile = (PROJECT / "Makefile").read_text().splitlines()
+    make_demo = next(line for line in makefile if "product-shop demo " in line)
+    # make runs it in PROJECT: the same var/, whether it names it or leaves the default.
+    assert "--data-dir" not in make_demo or "--data-dir var" in make_demo
+    assert main(["demo-users", "--json"]) in (0, 1)  # 1 when no demo was ever started here
+
+    assert key.is_file() == had_key
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_users_on_a_directory_without_a_demo_fails_clearly_and_makes_no_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "no-demo-here"
+
+    message = _refused(capsys, "demo-users", "--json", "--data-dir", str(empty))
+
+    assert f"no demo in {empty}" in message
+    assert "no demo identity key" in message
+    assert "no demo database" in message
+    assert "product-shop demo --data-dir" in message
+    assert not empty.exists()
+
+
+def test_demo_users_refuses_a_directory_with_a_key_but_no_demo_database(
+    capsys: pytest.CaptureFixture[str], demo_dir: Path, tmp_path: Path
+) -> None:
+    for name in ("product_shop.sqlite3", "product_shop.sqlite3-wal", "product_shop.sqlite3-shm"):
+        (demo_dir / name).unlink(missing_ok=True)
+
+    message = _refused(capsys, "demo-users", "--json", "--data-dir", str(demo_dir))
+
+    assert "no demo database" in message
+    assert "no demo identity key" not in message
+
+
+def test_a_relative_data_dir_names_the_directory_under_the_current_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _prepared(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+
+    listed = _demo_users(capsys, Path("mine"))
+
+    verifier = TokenVerifier.from_settings(demo_settings(tmp_path / "mine"))
+    assert verifier.verify(listed[0]["token"]).actor_id == USERS[0].subject
 
 
 # ---- db upgrade / db current -----------------------------------------------------------------

@@ -179,6 +179,20 @@ def test_the_database_refuses_an_order_without_a_captured_payment(
     assert count_rows(database, Order) == 0
 
 
+def test_a_redemption_reference_alone_does_not_make_an_order_paid(
+    client: TestClient, world: World, shop: Shop, database: Database
+) -> None:
+    """Issue 8 item 3: no capture, nothing captured and any redemption string was accepted."""
+    checkout = start_checkout(client, world.patient_a, [(shop.voucher, 1)]).json()
+    row = _order_row(uuid.UUID(checkout["id"]), payment_ref=None, redemption_ref="RM-ANY-STRING")
+    row.captured_minor = 0
+    with Session(database.engine) as session:
+        session.add(row)
+        with pytest.raises(IntegrityError):
+            session.commit()
+    assert count_rows(database, Order) == 0
+
+
 def test_the_database_refuses_a_second_order_for_one_checkout(
     client: TestClient, world: World, shop: Shop, database: Database
 ) -> None:

@@ -4,6 +4,7 @@ the optional PMS invoice reference (spec §5.2, §9, §15.1)."""
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -78,18 +79,46 @@ def test_staff_of_another_practice_get_404_for_an_order(
     assert _problem(response) == _problem(missing)
 
 
-def test_the_practice_admin_and_clinician_read_the_same_order_document_as_the_patient(
+def test_staff_read_the_full_order_and_the_patient_a_timeline_without_the_internal_trail(
     client: TestClient, world: World, shop: Shop
 ) -> None:
+    """Issue 8 item 5: the patient's view carries no staff names, roles, PMS reference or
+    before/after values; the practice's staff read the full audit trail."""
     order = place_order(client, world.patient_a, [(shop.toothbrush, 1), (shop.voucher, 2)])
+    assert _pms(client, world.admin_a, order["order_id"], "INV-SECRET-7").status_code == 200
 
     documents = []
     for person in (world.admin_a, world.clinician_a, world.patient_a):
         response = client.get(f"/v1/orders/{order['order_id']}", headers=person.headers)
         assert response.status_code == 200, (person.actor.role, response.text)
         documents.append(response.json())
+    admin, clinician, patient = documents
 
-    assert documents[0] == documents[1] == documents[2] == order
+    assert admin == clinician
+    assert admin["view"] == "staff"
+    assert [e["action"] for e in admin["audit_trail"]] == [
+        "payment.captured",
+        "order.created",
+        "order.pms_invoice_ref_set",
+    ]
+    assert admin["audit_trail"][-1]["actor_name"] == "Alice Admin"
+    assert admin["pms_invoice_ref"] == "INV-SECRET-7"
+    assert patient["view"] == "patient"
+    for internal in ("audit_trail", "pms_invoice_ref", "created_by", "version"):
+        assert internal not in patient
+    text = json.dumps(patient)
+    for secret in ("Alice Admin", "practice_admin", "INV-SECRET-7", "before", "actor"):
+        assert secret not in text
+    assert [(e["event"], e["description"]) for e in patient["timeline"]] == [
+        ("payment_received", "Payment received"),
+        ("order_placed", "Order placed"),
+    ]
+    assert patient["timeline"] == admin["timeline"]
+    shared = {k: v for k, v in admin.items() if k in patient and k not in ("view", "updated_at")}
+    assert shared == {k: v for k, v in patient.items() if k in shared}
+    assert {k: v for k, v in order.items() if k != "updated_at"} == {
+        k: v for k, v in patient.items() if k != "updated_at"
+    }
 
 
 @pytest.mark.parametrize("who", ["finance_a", "staff_a", "catalogue_admin", "service"])
@@ -363,7 +392,6 @@ def test_an_order_is_created_without_a_pms_invoice_ref(
 ) -> None:
     order = place_order(client, world.patient_a, [(shop.toothbrush, 1), (shop.voucher, 1)])
 
-    assert order["pms_invoice_ref"] is None
     assert order["status"] == "Created"
     fetched = client.get(f"/v1/orders/{order['order_id']}", headers=world.admin_a.headers).json()
     assert fetched["pms_invoice_ref"] is None
@@ -393,10 +421,13 @@ def test_practice_admin_and_finance_record_the_pms_invoice_ref_with_an_audit_ent
         person.actor.role.value,
         person.actor.name,
     )
-    assert fetched["audit_trail"][:-1] == order["audit_trail"]
+    assert [e["action"] for e in fetched["audit_trail"][:-1]] == [
+        "payment.captured",
+        "order.created",
+    ]
     assert count_rows(database, AuditEntry, PMS_SET) == 1
     patient_view = client.get(f"/v1/orders/{order['order_id']}", headers=world.patient_a.headers)
-    assert patient_view.json()["pms_invoice_ref"] == "INV-2026-0042"
+    assert "pms_invoice_ref" not in patient_view.json()
 
 
 def test_the_pms_invoice_ref_can_be_changed_and_cleared(
@@ -533,3 +564,80 @@ def test_a_refused_read_is_not_logged_as_a_read(
     )
     assert response.status_code == 404
     assert len(_read_entries(database)) == before
+
+
+# ---- optimistic concurrency, role before body, bounded filters (issue 8 item 9) ------------
+
+
+def test_a_stale_if_match_on_the_pms_invoice_ref_is_412_and_changes_nothing(
+    client: TestClient, world: World, shop: Shop, database: Database
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.voucher, 1)])
+    read = client.get(f"/v1/orders/{order['order_id']}", headers=world.admin_a.headers)
+    etag = read.headers["ETag"]
+    assert etag == f'"{read.json()["version"]}"'
+    first = client.put(
+        f"/v1/orders/{order['order_id']}/pms-invoice-ref",
+        headers={**world.admin_a.headers, "If-Match": etag},
+        json={"pms_invoice_ref": "INV-1"},
+    )
+    assert first.status_code == 200, first.text
+    assert first.headers["ETag"] == f'"{first.json()["version"]}"' != etag
+
+    stale = client.put(
+        f"/v1/orders/{order['order_id']}/pms-invoice-ref",
+        headers={**world.finance_a.headers, "If-Match": etag},
+        json={"pms_invoice_ref": "INV-2"},
+    )
+
+    assert stale.status_code == 412
+    assert stale.json()["code"] == "version_mismatch"
+    after = client.get(f"/v1/orders/{order['order_id']}", headers=world.admin_a.headers).json()
+    assert after["pms_invoice_ref"] == "INV-1"
+    assert count_rows(database, AuditEntry, PMS_SET) == 1
+
+
+@pytest.mark.parametrize("who", ["patient_a", "clinician_a", "staff_a"])
+def test_a_caller_who_may_not_use_a_staff_route_gets_403_before_the_body_is_checked(
+    client: TestClient, world: World, shop: Shop, who: str
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.voucher, 1)])
+    person: Person = getattr(world, who)
+
+    response = client.put(
+        f"/v1/orders/{order['order_id']}/pms-invoice-ref", headers=person.headers, json={}
+    )
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+    assert "errors" not in response.json()
+
+
+def test_an_inverted_date_range_is_422_naming_the_filter(client: TestClient, world: World) -> None:
+    response = client.get(
+        "/v1/orders",
+        headers=world.admin_a.headers,
+        params={"created_from": "2026-02-01T00:00:00Z", "created_to": "2026-01-01T00:00:00Z"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_date_range"
+
+
+# ---- what was bought, in the lists (issue 8 item 12) ---------------------------------------
+
+
+def test_order_lists_say_what_was_bought_for_the_patient_and_the_staff(
+    client: TestClient, world: World, shop: Shop
+) -> None:
+    place_order(client, world.patient_a, [(shop.toothbrush, 2), (shop.voucher, 1)])
+
+    mine = client.get("/v1/me/orders", headers=world.patient_a.headers).json()["items"]
+    practice = client.get("/v1/orders", headers=world.admin_a.headers).json()["items"]
+
+    for items in (mine, practice):
+        assert [(i["name"], i["quantity"]) for i in items[0]["items"]] == [
+            ("Oral-B Pro 3", 2),
+            ("Hygienist voucher", 1),
+        ]
+        assert items[0]["items"][0]["product_id"] == str(shop.toothbrush)

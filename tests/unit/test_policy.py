@@ -5,7 +5,14 @@ import uuid
 import pytest
 
 from product_shop.access.actor import Actor, Role
-from product_shop.access.policy import PERMISSIONS, Action, allowed, require
+from product_shop.access.policy import (
+    HYGIENE_SUBSCRIPTIONS,
+    PERMISSIONS,
+    SERVICE_PERMISSIONS,
+    Action,
+    allowed,
+    require,
+)
 from product_shop.core.errors import Forbidden
 
 R = Role
@@ -17,7 +24,6 @@ EXPECTED = {
         R.FINANCE,
         R.STAFF,
         R.CATALOGUE_ADMIN,
-        R.SERVICE,
     },
     Action.CONFIGURE_PRACTICE_CATALOGUE: {R.PRACTICE_ADMIN},
     Action.MANAGE_PRODUCTS: {R.CATALOGUE_ADMIN},
@@ -30,8 +36,8 @@ EXPECTED = {
 }
 
 
-def _actor(role: Role) -> Actor:
-    return Actor("x", "X", role, uuid.uuid4(), mfa=False, auth_time=None)
+def _actor(role: Role, actor_id: str = "x") -> Actor:
+    return Actor(actor_id, "X", role, uuid.uuid4(), mfa=False, auth_time=None)
 
 
 def test_permission_table_is_spec_section_9() -> None:
@@ -48,3 +54,18 @@ def test_require_refuses_every_role_outside_the_table(action: Action, role: Role
     else:
         with pytest.raises(Forbidden):
             require(actor, action)
+
+
+def test_service_identities_get_only_what_their_module_needs() -> None:
+    """Issue 8 item 6: Hygiene Subscriptions reads the catalogue and nothing else; any other
+    service identity (Integrated Payments signs webhooks instead) may do nothing."""
+    expected = {HYGIENE_SUBSCRIPTIONS: {Action.BROWSE_CATALOGUE}}
+    assert expected == SERVICE_PERMISSIONS
+    hygiene = _actor(Role.SERVICE, HYGIENE_SUBSCRIPTIONS)
+    for action in Action:
+        assert allowed(hygiene, action) is (action is Action.BROWSE_CATALOGUE)
+    for other in ("integrated-payments", "finance", "rewards-manager", "x"):
+        stranger = _actor(Role.SERVICE, other)
+        for action in Action:
+            with pytest.raises(Forbidden):
+                require(stranger, action)

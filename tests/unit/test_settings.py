@@ -6,6 +6,7 @@ import pytest
 
 from product_shop.access.demo_idp import DEMO_KEY_HEADER, KeyPair
 from product_shop.config import ConfigurationError, Settings
+from product_shop.core.signing import DEMO_WEBHOOK_SECRET
 from product_shop.web.app import create_app
 
 PG = "postgresql+psycopg://shop@db.internal/shop"
@@ -16,7 +17,7 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "environment": "production",
         "database_url": PG,
         "jwt_public_key": key_pair.public_pem,
-        "webhook_secret": "a-real-secret-from-the-vault",
+        "webhook_secret": "whsec_YS1yZWFsLXNlY3JldC1mcm9tLXRoZS12YXVsdCEh",  # a vault value
         "payments_api_key": "a-real-api-key-from-the-vault",
     }
     values.update(overrides)
@@ -31,7 +32,7 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
     ("overrides", "reason"),
     [
         ({"demo_mode": True}, "demo_mode"),
-        ({"webhook_secret": "demo-webhook-secret-change-me"}, "webhook_secret is a demo secret"),
+        ({"webhook_secret": DEMO_WEBHOOK_SECRET}, "webhook_secret is a demo secret"),
         ({"payments_api_key": "demo-payments-api-key"}, "payments_api_key is a demo secret"),
         ({"jwt_public_key": None}, "no JWT verification key"),
         ({"database_url": "sqlite:///var/shop.sqlite3"}, "PostgreSQL"),

@@ -20,20 +20,19 @@ class Action(StrEnum):
     SET_PMS_INVOICE_REF = "orders.set_pms_invoice_ref"
 
 
-_P, _C, _PA, _F, _S, _CA, _SV = (
+_P, _C, _PA, _F, _S, _CA = (
     Role.PATIENT,
     Role.CLINICIAN,
     Role.PRACTICE_ADMIN,
     Role.FINANCE,
     Role.STAFF,
     Role.CATALOGUE_ADMIN,
-    Role.SERVICE,
 )
 
 PERMISSIONS: dict[Action, frozenset[Role]] = {
     # Patients browse their practice's catalogue; practice staff see it with cost and settings;
-    # the Primoro catalogue team manages it; other modules (Hygiene Subscriptions) read it.
-    Action.BROWSE_CATALOGUE: frozenset({_P, _C, _PA, _F, _S, _CA, _SV}),
+    # the Primoro catalogue team manages it. Other modules: SERVICE_PERMISSIONS below.
+    Action.BROWSE_CATALOGUE: frozenset({_P, _C, _PA, _F, _S, _CA}),
     Action.CONFIGURE_PRACTICE_CATALOGUE: frozenset({_PA}),
     Action.MANAGE_PRODUCTS: frozenset({_CA}),
     Action.CHECKOUT: frozenset({_P}),
@@ -47,10 +46,24 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
 }
 
 
+# Other modules' service identities (the token's subject, role "service") get only what their
+# module needs. Hygiene Subscriptions reads the live catalogue price and availability of a
+# practice (spec §3.1). Integrated Payments, Rewards Manager and the supplier network call our
+# signed webhooks and hold no token permissions. Any other service identity may do nothing.
+HYGIENE_SUBSCRIPTIONS = "hygiene-subscriptions"
+SERVICE_PERMISSIONS: dict[str, frozenset[Action]] = {
+    HYGIENE_SUBSCRIPTIONS: frozenset({Action.BROWSE_CATALOGUE}),
+}
+
+
 def allowed(actor: Actor, action: Action) -> bool:
+    if actor.role is Role.SERVICE:
+        return action in SERVICE_PERMISSIONS.get(actor.actor_id, frozenset())
     return actor.role in PERMISSIONS[action]
 
 
 def require(actor: Actor, action: Action) -> None:
     if not allowed(actor, action):
+        if actor.role is Role.SERVICE:
+            raise Forbidden(f"The service '{actor.actor_id}' may not perform {action.value}.")
         raise Forbidden(f"The role '{actor.role.value}' may not perform {action.value}.")

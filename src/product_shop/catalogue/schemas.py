@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StringConstraints
 
 from product_shop.catalogue.model import AvailabilityStatus, FulfilmentType
 from product_shop.core.money import MAX_MINOR
+from product_shop.core.text import InputModel
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
@@ -22,11 +23,9 @@ PriceMinor = Annotated[StrictInt, Field(ge=1, le=MAX_MINOR)]
 CatalogueView = Literal["patient", "practice", "catalogue", "service"]
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProductCreate(InputModel):
+    MULTILINE = frozenset({"description"})
 
-
-class ProductCreate(_Input):
     name: Name
     description: Description = ""
     imagery_ref: ImageryRef | None = None
@@ -39,8 +38,10 @@ class ProductCreate(_Input):
     )
 
 
-class ProductPatch(_Input):
+class ProductPatch(InputModel):
     """Only the fields sent change. Fulfilment type and currency are fixed once created."""
+
+    MULTILINE = frozenset({"description"})
 
     name: Name | None = None
     description: Description | None = None
@@ -50,7 +51,9 @@ class ProductPatch(_Input):
     availability_status: AvailabilityStatus | None = None
 
 
-class PracticeSettingsIn(_Input):
+class PracticeSettingsIn(InputModel):
+    MULTILINE = frozenset({"practice_note"})
+
     retail_price_minor: PriceMinor
     practice_note: PracticeNote | None = None
     visible: StrictBool
@@ -99,6 +102,12 @@ class CatalogueItem(BaseModel):
 
 
 class Catalogue(BaseModel):
+    """One page of the catalogue, in display order (category, then name)."""
+
     practice_id: uuid.UUID | None
     view: CatalogueView
     items: list[CatalogueItem]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as ?cursor= for the next page; null on the last page.",
+    )

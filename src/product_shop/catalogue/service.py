@@ -3,7 +3,11 @@ caller's session; the caller (the request) commits them together or not at all."
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -19,6 +23,7 @@ from product_shop.catalogue.model import (
     check_availability_transition,
     is_purchasable,
 )
+from product_shop.catalogue.ports import NoOpenCheckouts, OpenCheckouts
 from product_shop.catalogue.schemas import (
     Catalogue,
     CatalogueItem,
@@ -35,16 +40,28 @@ from product_shop.core.ids import new_id
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 
+DEFAULT_CATALOGUE_PAGE = 50
+MAX_CATALOGUE_PAGE = 200
+# Active order ids per deprecation audit entry and `product.deprecated` event.
+DEPRECATION_BATCH = 500
+
 
 class ProductReferences(Protocol):
     """Finds what references a product, for the deprecation workflow (spec §3.1)."""
 
-    def active_order_ids(self, session: Session, product_id: uuid.UUID) -> list[uuid.UUID]: ...
+    def active_order_batches(
+        self, session: Session, product_id: uuid.UUID, *, batch_size: int
+    ) -> Iterator[list[uuid.UUID]]:
+        """The ids of active orders containing the product, ascending, in non-empty batches of
+        at most `batch_size` (each read on demand: memory is bounded by one batch)."""
+        ...
 
 
 class NoActiveOrders:
-    def active_order_ids(self, session: Session, product_id: uuid.UUID) -> list[uuid.UUID]:
-        return []
+    def active_order_batches(
+        self, session: Session, product_id: uuid.UUID, *, batch_size: int
+    ) -> Iterator[list[uuid.UUID]]:
+        return iter(())
 
 
 class CatalogueService:
@@ -55,11 +72,13 @@ class CatalogueService:
         outbox: Outbox,
         clock: Clock | None = None,
         references: ProductReferences | None = None,
+        open_checkouts: OpenCheckouts | None = None,
     ) -> None:
         self._audit = audit
         self._outbox = outbox
         self._clock = clock or SystemClock()
         self._references = references or NoActiveOrders()
+        self._open_checkouts = open_checkouts or NoOpenCheckouts()
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -70,16 +89,31 @@ class CatalogueService:
         *,
         practice_id: uuid.UUID | None = None,
         category: str | None = None,
+        limit: int = DEFAULT_CATALOGUE_PAGE,
+        cursor: str | None = None,
     ) -> Catalogue:
+        """One page in display order; `next_cursor` names the next (None on the last page).
+        What the view may not see is filtered in the query, so a page is full while more
+        items exist."""
         require(actor, Action.BROWSE_CATALOGUE)
         view, practice = _view_for(actor, practice_id)
-        rows = repository.products_with_settings(
-            session, practice, category=category, offered_only=view in ("patient", "service")
+        after = _decode_catalogue_cursor(cursor) if cursor is not None else None
+        limit = max(1, min(limit, MAX_CATALOGUE_PAGE))
+        rows = repository.catalogue_page(
+            session,
+            practice,
+            limit=limit + 1,
+            after=after,
+            category=category,
+            offered_only=view in ("patient", "service"),
+            visible_only=view == "patient",
         )
+        page, more = rows[:limit], len(rows) > limit
         items = [
-            item for product, setting in rows if (item := _item(view, product, setting)) is not None
+            item for product, setting in page if (item := _item(view, product, setting)) is not None
         ]
-        return Catalogue(practice_id=practice, view=view, items=items)
+        next_cursor = _encode_catalogue_cursor(page[-1][0]) if more else None
+        return Catalogue(practice_id=practice, view=view, items=items, next_cursor=next_cursor)
 
     def catalogue_item(
         self,
@@ -213,6 +247,10 @@ class CatalogueService:
         )
         if "availability_status" in changes:
             self._availability_changed(session, product, changes["availability_status"], actor)
+            if product.availability_status != AvailabilityStatus.AVAILABLE:
+                self._open_checkouts.product_unpurchasable(
+                    session, product.product_id, practice_id=None, actor=actor, at=now
+                )
         return ProductOut.model_validate(after)
 
     def _availability_changed(
@@ -234,35 +272,51 @@ class CatalogueService:
         )
         if change["after"] != AvailabilityStatus.DEPRECATED:
             return
-        order_ids = self._references.active_order_ids(session, product.product_id)
-        affected = {
-            "active_order_ids": [str(order_id) for order_id in order_ids],
-            "hygiene_subscriptions": {
-                "product_id": str(product.product_id),
-                "action": "check_plans_referencing_product",
-            },
-        }
-        self._audit.record(
-            session,
-            stream_type="product",
-            stream_id=product.product_id,
-            action="product.deprecated",
-            actor=actor.audit_actor(),
-            after={"affected": affected},
-            at=now,
+        self._deprecated(session, product, actor, now)
+
+    def _deprecated(self, session: Session, product: Product, actor: Actor, now: datetime) -> None:
+        """Name the active orders containing the product: one audit entry and one
+        `product.deprecated` event per batch of DEPRECATION_BATCH ids (read a batch at a time),
+        numbered from 1; the last says `last_batch` and carries the totals. A product in no
+        active order still gets one (empty) batch."""
+        batches = self._references.active_order_batches(
+            session, product.product_id, batch_size=DEPRECATION_BATCH
         )
-        self._outbox.emit(
-            session,
-            ev.PRODUCT_DEPRECATED,
-            aggregate_id=product.product_id,
-            data={
-                "product_id": product.product_id,
-                "affected": affected,
-                "notify_module_owners": ["product_shop", "hygiene_subscriptions"],
-                "changed_by": _changed_by(actor),
-            },
-            at=now,
-        )
+        announced = 0
+        for number, (order_ids, last) in enumerate(_flag_last(batches), start=1):
+            announced += len(order_ids)
+            affected = {
+                "active_order_ids": [str(order_id) for order_id in order_ids],
+                "hygiene_subscriptions": {
+                    "product_id": str(product.product_id),
+                    "action": "check_plans_referencing_product",
+                },
+            }
+            batch: dict[str, Any] = {"batch": number, "last_batch": last}
+            if last:
+                batch |= {"batch_count": number, "active_order_count": announced}
+            self._audit.record(
+                session,
+                stream_type="product",
+                stream_id=product.product_id,
+                action="product.deprecated",
+                actor=actor.audit_actor(),
+                after={"affected": affected, **batch},
+                at=now,
+            )
+            self._outbox.emit(
+                session,
+                ev.PRODUCT_DEPRECATED,
+                aggregate_id=product.product_id,
+                data={
+                    "product_id": product.product_id,
+                    "affected": affected,
+                    "notify_module_owners": ["product_shop", "hygiene_subscriptions"],
+                    "changed_by": _changed_by(actor),
+                    **batch,
+                },
+                at=now,
+            )
 
     # ---- practice admins -----------------------------------------------------------------
 
@@ -317,6 +371,10 @@ class CatalogueService:
         )
         item = _item("practice", product, setting)
         assert item is not None
+        if not item.purchasable:  # hidden, or no in-clinic stock: stop unpaid checkouts here
+            self._open_checkouts.product_unpurchasable(
+                session, product_id, practice_id=practice_id, actor=actor, at=now
+            )
         self._outbox.emit(
             session,
             ev.PRACTICE_PRODUCT_SETTINGS_CHANGED,
@@ -361,6 +419,44 @@ def _settings_snapshot(setting: PracticeProductSetting, currency: str) -> dict[s
 
 def _changed_by(actor: Actor) -> dict[str, str]:
     return {"actor_id": actor.actor_id, "role": actor.role.value}
+
+
+def _flag_last(
+    batches: Iterator[list[uuid.UUID]],
+) -> Iterator[tuple[list[uuid.UUID], bool]]:
+    """Each batch with whether it is the last (reading one batch ahead); a single empty batch
+    when there are none."""
+    current = next(batches, None)
+    if current is None:
+        yield [], True
+        return
+    for following in batches:
+        yield current, False
+        current = following
+    yield current, True
+
+
+def _encode_catalogue_cursor(product: Product) -> str:
+    """The position after `product` in display order (category, name, product_id)."""
+    position = [product.category, product.name, str(product.product_id)]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+
+
+def _decode_catalogue_cursor(cursor: str) -> repository.CataloguePosition:
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+        if (
+            not isinstance(position, list)
+            or len(position) != 3
+            or not all(isinstance(part, str) for part in position)
+        ):
+            raise ValueError("a cursor is [category, name, product_id]")
+        category, name, product_id = position
+        return category, name, uuid.UUID(product_id)
+    except ValueError as exc:  # also bad base64, UTF-8 and JSON
+        raise BadRequest(
+            "The cursor is not valid; start again without one.", code="invalid_cursor"
+        ) from exc
 
 
 def _check_version(expected: int | None, actual: int) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, UTCDateTime
@@ -22,6 +31,8 @@ class Product(Base):
             name="availability_status",
         ),
         CheckConstraint("cost_price_minor >= 0", name="cost_price_non_negative"),
+        # The catalogue's display order, for its keyset pages.
+        Index("ix_products_display_order", "category", "name", "product_id"),
         CheckConstraint("length(currency) = 3", name="currency_code"),
     )
 

@@ -15,13 +15,21 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor, Role
 from product_shop.audit.log import STREAM_HEAD, AuditLog
 from product_shop.audit.tables import AuditEntry
+from product_shop.catalogue.model import (
+    AvailabilityStatus,
+    FulfilmentType,
+    PracticeOffer,
+    purchase_blocker,
+)
+from product_shop.catalogue.tables import PracticeProductSetting, Product
+from product_shop.checkout.cancellation import PRODUCT_UNAVAILABLE
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.service import check_owner, lock_checkout
 from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
@@ -42,10 +50,13 @@ from product_shop.integrations.payments import (
     PaymentStatus,
     PaymentsUnavailable,
 )
+from product_shop.logging import get_logger
 from product_shop.orders.model import LineState, OrderStatus, RefundStatus
-from product_shop.orders.queries import build_order_document, order_document
-from product_shop.orders.schemas import OrderOut
+from product_shop.orders.queries import build_order_document, order_document, patient_view
+from product_shop.orders.schemas import OrderOut, PatientOrderOut
 from product_shop.orders.tables import Order, OrderLine
+
+log = get_logger("product_shop.checkout")
 
 PAYMENTS_ACTOR = Actor(
     actor_id="integrated-payments",
@@ -77,6 +88,8 @@ _CHECKOUT = select(
     Checkout.version,
 ).where(Checkout.checkout_id == bindparam("checkout_id"))
 _LOCKED_CHECKOUT = _CHECKOUT.with_for_update()
+# The lines, with whether each product may still be bought at the checkout's practice (read in
+# the same round trip: availability is re-checked when the order is born, spec §15.2 rule 7).
 _LINES = (
     select(
         CheckoutLine.line_no,
@@ -85,6 +98,19 @@ _LINES = (
         CheckoutLine.quantity,
         CheckoutLine.unit_price_minor,
         CheckoutLine.fulfilment_type,
+        Product.availability_status,
+        PracticeProductSetting.retail_price_minor,
+        PracticeProductSetting.visible,
+        PracticeProductSetting.in_clinic_stock_available,
+    )
+    .join(Checkout, Checkout.checkout_id == CheckoutLine.checkout_id)
+    .join(Product, Product.product_id == CheckoutLine.product_id)
+    .outerjoin(
+        PracticeProductSetting,
+        and_(
+            PracticeProductSetting.practice_id == Checkout.practice_id,
+            PracticeProductSetting.product_id == CheckoutLine.product_id,
+        ),
     )
     .where(CheckoutLine.checkout_id == bindparam("checkout_id"))
     .order_by(CheckoutLine.line_no)
@@ -100,6 +126,11 @@ class PaymentFailed(ProductShopError):
 class PaymentMismatch(Conflict):
     code = "payment_mismatch"
     title = "Payment does not match the checkout"
+
+
+class ProductNoLongerAvailable(Conflict):
+    code = PRODUCT_UNAVAILABLE
+    title = "A product can no longer be bought"
 
 
 class FulfilmentTrigger(Protocol):
@@ -140,8 +171,9 @@ class CheckoutCompletion:
 
     # ---- entry points ----------------------------------------------------------------------
 
-    def complete_for_patient(self, actor: Actor, checkout_id: uuid.UUID) -> OrderOut:
-        return self._complete(checkout_id, actor, message=None, owner=actor)
+    def complete_for_patient(self, actor: Actor, checkout_id: uuid.UUID) -> PatientOrderOut:
+        """The patient's order (their view of it) once the capture is confirmed."""
+        return patient_view(self._complete(checkout_id, actor, message=None, owner=actor))
 
     def handle_payment_webhook(
         self, message_id: str, intent_id: str, merchant_reference: str
@@ -167,6 +199,8 @@ class CheckoutCompletion:
             return "payment_failed"
         except PaymentMismatch:
             return "payment_mismatch"
+        except ProductNoLongerAvailable:
+            return "payment_exception"
         except Conflict:
             return "not_captured"
         return "order_created"
@@ -227,13 +261,25 @@ class CheckoutCompletion:
                     expected_minor=expected[0],
                 )
             with timed("order-create"):
-                return self._with_retries(
+                order = self._with_retries(
                     lambda s: self._create_order(s, checkout_id, status, actor, message)
                 )
-        if status.state is PaymentState.FAILED:
-            self._with_retries(
-                lambda s: self._record_failure(s, checkout_id, status, actor, message)
-            )
+            if order is None:
+                raise ProductNoLongerAvailable(
+                    "A product in this checkout can no longer be bought, so no order was "
+                    "created. The practice has been asked to refund your payment."
+                )
+            if target != checkout["payment_intent_id"]:
+                # Paid on an earlier attempt's page: close the current one so it takes nothing.
+                self._cancel_quietly(checkout["payment_intent_id"])
+            return order
+        if status.state in (PaymentState.FAILED, PaymentState.CANCELLED):
+            if status.state is PaymentState.FAILED:
+                self._with_retries(
+                    lambda s: self._record_failure(s, checkout_id, status, actor, message)
+                )
+            # A cancelled intent belongs to a checkout we stopped (retried, or a product that
+            # can no longer be bought): answer with the checkout's own state.
             with self._database.unit_of_work() as session:
                 settled = Statements(session).one(_CHECKOUT, checkout_id=checkout_id)
                 assert settled is not None
@@ -244,6 +290,15 @@ class CheckoutCompletion:
             "The payment has not been made yet: complete it on the payment page first.",
             code="payment_not_captured",
         )
+
+    def _cancel_quietly(self, intent_id: str | None) -> None:
+        """Best effort, after commit: a page left open is still caught as an orphaned capture."""
+        if intent_id is None:
+            return
+        try:
+            self._payments.cancel_intent(intent_id)
+        except (PaymentsUnavailable, PaymentRejected):
+            log.warning("payment_intent_not_cancelled", intent_id=intent_id)
 
     def _confirm(self, intent_id: str) -> PaymentStatus:
         """The payment's status through Integrated Payments' sync API."""
@@ -287,7 +342,8 @@ class CheckoutCompletion:
         if status == CheckoutStatus.FAILED:
             raise PaymentFailed(
                 f"{checkout['failure_reason'] or 'The payment did not go through.'} "
-                "No order was created. You can try again through the payment page.",
+                "No order was created. To try again, ask for a new payment page (retry_url); the "
+                "previous page is then closed.",
                 failure_code=checkout["failure_code"],
                 retry_url=f"/v1/checkouts/{checkout['checkout_id']}/retry",
             )
@@ -302,10 +358,11 @@ class CheckoutCompletion:
         status: PaymentStatus,
         actor: Actor,
         message: str | None,
-    ) -> OrderOut:
+    ) -> OrderOut | None:
         """The order's transaction. Its rows go out through `db.fast.Statements`: on PostgreSQL
         three round trips (psycopg's BEGIN, the reads, the writes with the COMMIT); see
-        docs/benchmarks.md for why."""
+        docs/benchmarks.md for why. None: the capture became a payment exception because a
+        product can no longer be bought (no order)."""
         fast = Statements(session)
         by_checkout = {"checkout_id": checkout_id}
         checkouts, checkout_lines, heads = fast.many(
@@ -328,6 +385,11 @@ class CheckoutCompletion:
             raise Conflict(
                 f"This checkout is {checkout['status']}.", code=f"checkout_{checkout['status']}"
             )
+        if checkout["failure_code"] == PRODUCT_UNAVAILABLE or _blocked(checkout_lines):
+            self._record_orphaned_capture(
+                session, checkout_id, status, actor, message, reason=PRODUCT_UNAVAILABLE
+            )
+            return None
         now = self._clock.now()
         assert status.transaction_ref is not None
         if message is not None:
@@ -569,7 +631,7 @@ class CheckoutCompletion:
         if not inbox.record(session, ORPHAN_SOURCE, status.intent_id, reason, now):
             return  # already recorded for this intent
         checkout = lock_checkout(session, checkout_id)
-        if reason == "amount_mismatch" and checkout.status in (
+        if reason in _FAILS_CHECKOUT and checkout.status in (
             CheckoutStatus.AWAITING_PAYMENT,
             CheckoutStatus.FAILED,
         ):
@@ -577,8 +639,7 @@ class CheckoutCompletion:
                 checkout.status = transition(
                     CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED
                 ).value
-            checkout.failure_code = "payment_mismatch"
-            checkout.failure_reason = "The amount captured did not match this checkout."
+            checkout.failure_code, checkout.failure_reason = _FAILS_CHECKOUT[reason]
             checkout.updated_at = now
             checkout.version += 1
         data = {
@@ -664,6 +725,39 @@ class CheckoutCompletion:
             },
             at=now,
         )
+
+
+# Orphaned captures that also fail the checkout: its failure code and reason.
+_FAILS_CHECKOUT = {
+    "amount_mismatch": ("payment_mismatch", "The amount captured did not match this checkout."),
+    PRODUCT_UNAVAILABLE: (
+        PRODUCT_UNAVAILABLE,
+        "A product in this checkout can no longer be bought; the practice will refund the payment.",
+    ),
+}
+
+
+def _blocked(lines: Sequence[Row]) -> bool:
+    """Whether any line's product may no longer be bought at the checkout's practice."""
+    for line in lines:
+        offer = (
+            PracticeOffer(
+                line["retail_price_minor"],
+                None,
+                line["visible"],
+                line["in_clinic_stock_available"],
+            )
+            if line["visible"] is not None
+            else None
+        )
+        blocker = purchase_blocker(
+            AvailabilityStatus(line["availability_status"]),
+            FulfilmentType(line["fulfilment_type"]),
+            offer,
+        )
+        if blocker is not None:
+            return True
+    return False
 
 
 def _order_line(order_id: uuid.UUID, line: Row, now: datetime) -> Row:

@@ -7,25 +7,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.model import MAX_LINES, MAX_QUANTITY, CheckoutStatus
+from product_shop.core.text import InputModel
 
 Text120 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CheckoutLineIn(_Input):
+class CheckoutLineIn(InputModel):
     product_id: uuid.UUID
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
 
 
-class DeliveryAddress(_Input):
+class DeliveryAddress(InputModel):
     recipient_name: Text120
     line1: Text200
     line2: Text200 | None = None
@@ -34,7 +31,7 @@ class DeliveryAddress(_Input):
     country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = "GB"
 
 
-class CheckoutIn(_Input):
+class CheckoutIn(InputModel):
     lines: Annotated[list[CheckoutLineIn], Field(min_length=1, max_length=MAX_LINES)]
     delivery_address: DeliveryAddress | None = Field(
         default=None, description="Required when any line is Drop-Ship."

@@ -33,7 +33,13 @@ from product_shop.checkout.schemas import (
 )
 from product_shop.checkout.tables import Checkout, CheckoutLine
 from product_shop.core.clock import Clock
-from product_shop.core.errors import NotFound, ServiceUnavailable, Unprocessable
+from product_shop.core.errors import (
+    BadGateway,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    Unprocessable,
+)
 from product_shop.core.ids import new_id
 from product_shop.core.timing import timed
 from product_shop.db.engine import Database
@@ -46,6 +52,9 @@ from product_shop.integrations.payments import (
     PaymentRejected,
     PaymentsUnavailable,
 )
+from product_shop.logging import get_logger
+
+log = get_logger("product_shop.checkout")
 
 PERMITTED_GATEWAYS = frozenset({"integrated_payments", "dna_payments"})
 
@@ -155,7 +164,12 @@ class CheckoutService:
             return _view(checkout, load_lines(session, checkout_id))
 
     def retry(self, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
-        """A new payment intent for a failed checkout; idempotent once awaiting payment again."""
+        """A new payment intent for a failed checkout; idempotent once awaiting payment again.
+
+        The previous intent is cancelled at Integrated Payments first, so at most one payment
+        page of a checkout can take money, and `payment.intent_id`/`payment_url` always name
+        that live intent. If the previous one turns out to be captured after all, nothing new
+        is opened and the answer is 409 `payment_already_captured` (complete the checkout)."""
         with self._database.unit_of_work() as session:
             checkout = load_owned(session, actor, checkout_id)
             lines = load_lines(session, checkout_id)
@@ -175,11 +189,14 @@ class CheckoutService:
                 ],
             )
             attempt = checkout.payment_attempts + 1
-            amount, currency, version = (
+            amount, currency, version, previous = (
                 checkout.amount_due_minor,
                 checkout.currency,
                 checkout.version,
+                checkout.payment_intent_id,
             )
+        if previous is not None:
+            self._cancel_previous(checkout_id, previous)
         intent = self._open_intent(checkout_id, amount, currency, attempt=attempt)
         now = self._clock.now()
         with self._database.unit_of_work() as session:
@@ -211,7 +228,41 @@ class CheckoutService:
                     },
                     at=now,
                 )
-            return _view(checkout, load_lines(session, checkout_id))
+            stored = checkout.payment_intent_id
+            view = _view(checkout, load_lines(session, checkout_id))
+        if stored != intent.intent_id:
+            # Another request settled the checkout meanwhile: the intent we opened stays unused.
+            self._cancel_unused(intent.intent_id)
+        return view
+
+    def _cancel_previous(self, checkout_id: uuid.UUID, intent_id: str) -> None:
+        """Close the previous payment page before opening another (no double charge)."""
+        try:
+            self._payments.cancel_intent(intent_id)
+        except PaymentsUnavailable as exc:
+            raise ServiceUnavailable(
+                "Payments are unavailable right now; nothing was charged. Please try again.",
+                code="payments_unavailable",
+            ) from exc
+        except PaymentRejected as exc:
+            if exc.code == "intent_captured":
+                raise Conflict(
+                    "Your earlier payment went through after all, so no new payment is needed. "
+                    "Complete the checkout to get your order.",
+                    code="payment_already_captured",
+                    complete_url=f"/v1/checkouts/{checkout_id}/complete",
+                ) from exc
+            raise BadGateway(
+                "Integrated Payments could not close the previous payment page; nothing new was "
+                "opened. Please try again later.",
+                code="payment_cancel_refused",
+            ) from exc
+
+    def _cancel_unused(self, intent_id: str) -> None:
+        try:
+            self._payments.cancel_intent(intent_id)
+        except (PaymentsUnavailable, PaymentRejected):
+            log.warning("payment_intent_not_cancelled", intent_id=intent_id)
 
     def _open_intent(
         self, checkout_id: uuid.UUID, amount: int, currency: str, *, attempt: int

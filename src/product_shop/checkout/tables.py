@@ -56,6 +56,8 @@ class CheckoutLine(Base):
     __table_args__ = (
         CheckConstraint("quantity BETWEEN 1 AND 10", name="quantity_range"),
         CheckConstraint("unit_price_minor > 0", name="unit_price_positive"),
+        # Which open checkouts hold a product that stops being purchasable (checkout.cancellation).
+        Index("ix_checkout_lines_product", "product_id"),
     )
 
     checkout_id: Mapped[uuid.UUID] = mapped_column(

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from product_shop.access.demo_idp import ensure_key_pair, issue_token, public_key_file
+from product_shop.access.demo_idp import ensure_key_pair, issue_token, key_dir, public_key_file
 from product_shop.config import Settings
 from product_shop.context import AppContext
 from product_shop.core.clock import utcnow
@@ -17,6 +17,40 @@ from product_shop.demo.data import USERS
 from product_shop.demo.seed import is_seeded, seed
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
+
+DATA_DIR_VARIABLE = "PRODUCT_SHOP_DATA_DIR"
+
+
+class NoDemo(RuntimeError):
+    """The data directory holds no demo: nothing to issue tokens for."""
+
+
+def default_data_dir() -> Path:
+    """Where `demo` and `demo-users` keep the demo when no --data-dir is given, wherever they
+    are run from: PRODUCT_SHOP_DATA_DIR when set; else, when this package is the project's
+    source (the editable install `make` sets up), the project's var/, the one `make demo` uses;
+    else var/ in the current directory. Always absolute."""
+    configured = os.environ.get(DATA_DIR_VARIABLE)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[3]  # src/product_shop/demo/runtime.py
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "product_shop").is_dir():
+        return checkout / "var"
+    return Path("var").resolve()
+
+
+def missing_demo(data_dir: Path) -> list[str]:
+    """What a demo data directory lacks (empty when it holds one): the identity key its tokens
+    are signed with and, unless PRODUCT_SHOP_DATABASE_URL points elsewhere, its database."""
+    missing = []
+    if not (key_dir(data_dir) / "signing-key.pem").is_file():
+        missing.append(f"no demo identity key ({key_dir(data_dir)})")
+    database_url = demo_settings(data_dir).database_url
+    if database_url.startswith("sqlite:///"):
+        database = Path(database_url.removeprefix("sqlite:///"))
+        if not database.is_file():
+            missing.append(f"no demo database ({database})")
+    return missing
 
 
 def demo_settings(data_dir: Path, *, payments_url: str | None = None) -> Settings:
@@ -67,8 +101,17 @@ def prepare(data_dir: Path, *, payments_url: str | None = None) -> AppContext:
 def demo_users(
     data_dir: Path, *, mfa: bool = False, now: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Every seeded user with a fresh token from the demo identity provider."""
-    pair = ensure_key_pair(data_dir)
+    """Every seeded user with a fresh token from the demo identity provider. Raises NoDemo when
+    the directory holds no demo (its tokens would be refused): it never makes a new key."""
+    data_dir = data_dir.resolve()
+    missing = missing_demo(data_dir)
+    if missing:
+        raise NoDemo(
+            f"no demo in {data_dir}: {'; '.join(missing)}. Start one there with "
+            f"`product-shop demo --data-dir {data_dir}` (or `make demo` for the project's var/), "
+            f"or name the running demo's directory with --data-dir or {DATA_DIR_VARIABLE}."
+        )
+    pair = ensure_key_pair(data_dir)  # loads the existing key
     settings = demo_settings(data_dir)
     issued_at = now or utcnow()
     users = []

@@ -18,7 +18,18 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, literal_column, select, text, update
+from sqlalchemy import (
+    CursorResult,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
@@ -41,6 +52,8 @@ RETRY_SCHEDULE = (
 
 
 MAX_ROUNDS = 10
+# Parked events queued again per transaction by `redeliver_parked`.
+REDELIVER_BATCH = 1000
 
 
 class PermanentDeliveryError(Exception):
@@ -212,19 +225,34 @@ class OutboxRelay:
             changes["next_attempt_at"] = now + RETRY_SCHEDULE[attempts - 1]
         return changes
 
-    def redeliver_parked(self) -> int:
-        """Put parked events back in the queue (the `relay --redeliver-parked` command)."""
-        with self._database.unit_of_work() as session:
-            parked = list(
-                session.scalars(select(OutboxEvent).where(OutboxEvent.status == "parked"))
-            )
-            for event in parked:
-                event.status, event.attempts, event.next_attempt_at = (
-                    "pending",
-                    0,
-                    self._clock.now(),
+    def redeliver_parked(self, *, batch: int = REDELIVER_BATCH) -> int:
+        """Put parked events back in the queue (the `relay --redeliver-parked` command). Walks
+        the outbox in position order, `batch` parked events per transaction (one bounded SELECT
+        and one UPDATE each), so neither memory nor locks grow with the backlog; an event parked
+        again meanwhile behind the walk waits for the next run. Returns how many were queued."""
+        queued = 0
+        after = 0  # positions start at 1
+        while True:
+            with self._database.unit_of_work() as session:
+                positions = list(
+                    session.scalars(
+                        select(_EVENTS.c.position)
+                        .where(_EVENTS.c.status == "parked", _EVENTS.c.position > after)
+                        .order_by(_EVENTS.c.position)
+                        .limit(batch)
+                    )
                 )
-            return len(parked)
+                if not positions:
+                    return queued
+                result = session.execute(
+                    update(_EVENTS)
+                    .where(_EVENTS.c.position.in_(positions), _EVENTS.c.status == "parked")
+                    .values(status="pending", attempts=0, next_attempt_at=self._clock.now())
+                )
+                queued += cast(CursorResult[Any], result).rowcount
+            if len(positions) < batch:
+                return queued
+            after = positions[-1]
 
 
 class RelayThread:

@@ -85,11 +85,18 @@ CHECKOUT_PAYMENT_FAILED = _t(
     "checkout",
     "A payment failed or was declined; Communication Hub surfaces the payment exception.",
 )
+CHECKOUT_CANCELLED = _t(
+    "checkout.cancelled.v1",
+    "checkout",
+    "An unpaid checkout was stopped (a product can no longer be bought); Integrated Payments "
+    "cancels its payment intent, Communication Hub tells the patient.",
+)
 
 PAYMENT_ORPHANED_CAPTURE = _t(
     "payment.orphaned_capture.v1",
     "checkout",
-    "Money was captured but no order came of it (second capture, wrong amount): staff to refund.",
+    "Money was captured but no order came of it (second capture, wrong amount, a product no longer "
+    "purchasable): staff to refund.",
 )
 
 ALL_EVENT_TYPES: tuple[EventType, ...] = (
@@ -104,6 +111,7 @@ ALL_EVENT_TYPES: tuple[EventType, ...] = (
     FINANCE_ORDER_RECORDED,
     PAYMENT_ORDER_REFERENCE,
     CHECKOUT_PAYMENT_FAILED,
+    CHECKOUT_CANCELLED,
     PAYMENT_ORPHANED_CAPTURE,
 )
 

@@ -17,6 +17,7 @@ class PaymentState(StrEnum):
     PROCESSING = "processing"
     CAPTURED = "captured"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # closed by us before payment; its page can no longer be paid
 
 
 # Card and wallet payments only (spec §5.1). Direct debit and other gateways are refused.
@@ -83,6 +84,12 @@ class IntegratedPayments(Protocol):
     ) -> PaymentIntent: ...
 
     def get_payment(self, intent_id: str) -> PaymentStatus: ...
+
+    def cancel_intent(self, intent_id: str) -> PaymentStatus:
+        """Close an intent that has not been captured, so its payment page can no longer take
+        money (idempotent: cancelling a cancelled intent answers the same). A captured intent
+        is refused with `PaymentRejected` code `intent_captured`: the money was taken."""
+        ...
 
     def set_order_reference(self, intent_id: str, order_id: uuid.UUID | str) -> None: ...
 

@@ -83,6 +83,21 @@ class HttpIntegratedPayments:
             raise PaymentsUnavailable("a capture without a transaction reference")
         return status
 
+    def cancel_intent(self, intent_id: str) -> PaymentStatus:
+        # Safe to resend: cancelling is idempotent at Integrated Payments (the key says so).
+        data = self._call(
+            lambda: self._client.request(
+                "POST",
+                f"/v1/payment-intents/{intent_id}/cancel",
+                json_body={},
+                headers={"Idempotency-Key": f"cancel:{intent_id}"},
+            )
+        )
+        try:
+            return _status(data)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise PaymentsUnavailable(f"unexpected cancellation answer ({exc!r})") from exc
+
     def set_order_reference(self, intent_id: str, order_id: uuid.UUID | str) -> None:
         self._call(
             lambda: self._client.request(

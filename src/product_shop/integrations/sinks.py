@@ -8,7 +8,8 @@ from product_shop.integrations.payments import IntegratedPayments, PaymentReject
 
 
 def payments_sinks(payments: IntegratedPayments) -> dict[str, Sink]:
-    """Integrated Payments: the order id as the commerce order reference on the payment."""
+    """Integrated Payments: the order id as the commerce order reference on the payment, and
+    the cancellation of a stopped checkout's payment intent."""
 
     def order_reference(event: PendingEvent) -> None:
         try:
@@ -16,4 +17,20 @@ def payments_sinks(payments: IntegratedPayments) -> dict[str, Sink]:
         except PaymentRejected as exc:
             raise PermanentDeliveryError(f"{exc.code}: {exc.message}") from exc
 
-    return {ev.PAYMENT_ORDER_REFERENCE.name: order_reference}
+    def cancel_intent(event: PendingEvent) -> None:
+        intent_id = event.data.get("intent_id")
+        if not intent_id:
+            return
+        try:
+            payments.cancel_intent(intent_id)
+        except PaymentRejected as exc:
+            if exc.code == "intent_captured":
+                # Paid before the cancellation arrived: the capture reaches completion, which
+                # refuses the order and records a payment exception for a staff refund.
+                return
+            raise PermanentDeliveryError(f"{exc.code}: {exc.message}") from exc
+
+    return {
+        ev.PAYMENT_ORDER_REFERENCE.name: order_reference,
+        ev.CHECKOUT_CANCELLED.name: cancel_intent,
+    }

@@ -125,3 +125,12 @@ def advance_status(before: OrderStatus, after: OrderStatus) -> OrderStatus:
     if before is OrderStatus.COMPLETED and after is not OrderStatus.COMPLETED:
         raise InvalidTransition("A completed order cannot go back.", code="order_completed")
     return after
+
+
+# What the patient's own timeline shows for an entry of the order's audit trail: a stable code
+# and a sentence, never who did it, their role or internal values (issue 8 item 5). Actions not
+# listed here (a PMS invoice reference, staff notes, ...) are for the practice's staff only.
+PATIENT_TIMELINE: dict[str, tuple[str, str]] = {
+    "payment.captured": ("payment_received", "Payment received"),
+    "order.created": ("order_placed", "Order placed"),
+}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,17 +17,20 @@ from product_shop.access.policy import Action, allowed, require
 from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import PaymentCapture
-from product_shop.core.errors import BadRequest, NotFound
+from product_shop.core.errors import BadRequest, NotFound, Unprocessable
 from product_shop.db.fast import columns_of
-from product_shop.orders.model import LineState, OrderStatus, RefundStatus
+from product_shop.orders.model import PATIENT_TIMELINE, LineState, OrderStatus, RefundStatus
 from product_shop.orders.schemas import (
     AuditTrailEntry,
     OrderLineOut,
     OrderOut,
     OrderPage,
     OrderSummary,
+    OrderSummaryItem,
+    PatientOrderOut,
     PaymentOut,
     RefundSummary,
+    TimelineEntry,
     Tracking,
 )
 from product_shop.orders.tables import Order, OrderLine
@@ -52,7 +55,15 @@ def _may_see(actor: Actor, order: Order) -> bool:
     return allowed(actor, Action.VIEW_PRACTICE_ORDERS) and order.practice_id == actor.practice_id
 
 
+def order_document_for(session: Session, actor: Actor, order: Order) -> OrderOut | PatientOrderOut:
+    """The order as this caller may see it: patients get their view, staff the full one."""
+    if actor.is_patient:
+        return patient_view(order_document(session, order))
+    return order_document(session, order)
+
+
 def order_document(session: Session, order: Order) -> OrderOut:
+    """The order as the practice's staff see it."""
     lines = list(
         session.scalars(
             select(OrderLine)
@@ -82,8 +93,8 @@ def build_order_document(
     capture: Mapping[str, Any] | None,
     trail: Sequence[Mapping[str, Any]],
 ) -> OrderOut:
-    """The order JSON from rows in hand (column names as keys): read from the database, or
-    just written by the completion."""
+    """The staff's order JSON from rows in hand (column names as keys): read from the database,
+    or just written by the completion. `patient_view` derives what the patient sees."""
     return OrderOut(
         order_id=order["order_id"],
         checkout_id=order["checkout_id"],
@@ -104,6 +115,7 @@ def build_order_document(
         redemption_ref=order["redemption_ref"],
         pms_invoice_ref=order["pms_invoice_ref"],
         created_by=order["created_by"],
+        version=order["version"],
         created_at=order["created_at"],
         updated_at=order["updated_at"],
         lines=[
@@ -145,24 +157,53 @@ def build_order_document(
             )
             for entry in trail
         ],
+        timeline=[
+            TimelineEntry(at=entry["recorded_at"], event=shown[0], description=shown[1])
+            for entry in trail
+            if (shown := PATIENT_TIMELINE.get(entry["action"])) is not None
+        ],
+    )
+
+
+def patient_view(order: OrderOut) -> PatientOrderOut:
+    """What the patient sees of their order: the staff document without the audit trail, the
+    PMS invoice reference, or anything else only the practice's staff may read."""
+    return PatientOrderOut.model_construct(
+        **{name: getattr(order, name) for name in PatientOrderOut.model_fields if name != "view"}
     )
 
 
 class ActiveOrderReferences:
     """Orders still being fulfilled that contain a product (the deprecation check, spec §3.1)."""
 
-    def active_order_ids(self, session: Session, product_id: uuid.UUID) -> list[uuid.UUID]:
+    def active_order_batches(
+        self, session: Session, product_id: uuid.UUID, *, batch_size: int
+    ) -> Iterator[list[uuid.UUID]]:
+        """Ascending order ids in keyset batches: one bounded query per batch."""
         statement = (
-            select(Order.order_id)
-            .join(OrderLine, OrderLine.order_id == Order.order_id)
+            select(OrderLine.order_id)
+            .join(Order, Order.order_id == OrderLine.order_id)
             .where(
                 OrderLine.product_id == product_id,
                 Order.fulfilment_status != OrderStatus.COMPLETED.value,
             )
             .distinct()
-            .order_by(Order.order_id)
+            .order_by(OrderLine.order_id)
+            .limit(batch_size)
         )
-        return list(session.scalars(statement))
+        last: uuid.UUID | None = None
+        while True:
+            page = (  # the bound on both sides lets a merge join start at the cursor
+                statement
+                if last is None
+                else statement.where(OrderLine.order_id > last, Order.order_id > last)
+            )
+            batch = list(session.scalars(page))
+            if batch:
+                yield batch
+            if len(batch) < batch_size:
+                return
+            last = batch[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +231,16 @@ def list_orders(
     else:
         require(actor, Action.VIEW_PRACTICE_ORDERS)
         scope = Order.practice_id == actor.practice_id
+    if (
+        filters.created_from is not None
+        and filters.created_to is not None
+        and filters.created_from > filters.created_to
+    ):
+        raise Unprocessable(
+            "created_from must not be after created_to.",
+            code="invalid_date_range",
+            errors=[{"loc": ["query", "created_from"], "type": "invalid_date_range"}],
+        )
     statement = select(Order).where(scope)
     if filters.status is OrderStatus.REFUNDED:
         statement = statement.where(Order.refund_status != RefundStatus.NONE.value)
@@ -245,6 +296,12 @@ def list_orders(
                 }
             ),
             line_count=len(lines_by_order.get(o.order_id, [])),
+            items=[
+                OrderSummaryItem(
+                    product_id=line.product_id, name=line.product_name, quantity=line.quantity
+                )
+                for line in sorted(lines_by_order.get(o.order_id, []), key=lambda x: x.line_no)
+            ],
             created_at=o.created_at,
         )
         for o in page

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from product_shop.catalogue.model import FulfilmentType
+from product_shop.core.text import InputModel
 from product_shop.orders.model import LineState, OrderStatus, RefundStatus
 
 
@@ -57,7 +58,18 @@ class AuditTrailEntry(BaseModel):
     after: dict[str, Any] | None
 
 
-class OrderOut(BaseModel):
+class TimelineEntry(BaseModel):
+    """One step of the order as the patient sees it: what happened and when."""
+
+    at: datetime
+    event: str = Field(description="Stable code, e.g. order_placed, payment_received")
+    description: str
+
+
+class PatientOrderOut(BaseModel):
+    """An order as its patient sees it: no internal audit trail, staff or PMS references."""
+
+    view: Literal["patient"] = "patient"
     order_id: uuid.UUID
     checkout_id: uuid.UUID
     patient_id: uuid.UUID
@@ -69,13 +81,30 @@ class OrderOut(BaseModel):
     total_minor: int
     payment: PaymentOut
     redemption_ref: str | None
-    pms_invoice_ref: str | None
-    created_by: str
     created_at: datetime
     updated_at: datetime
     lines: list[OrderLineOut]
     refunds: RefundSummary
+    timeline: list[TimelineEntry]
+
+
+class OrderOut(PatientOrderOut):
+    """An order as the practice's staff see it, with the full audit trail (spec §3.2, §8)."""
+
+    view: Literal["staff"] = "staff"  # type: ignore[assignment]
+    pms_invoice_ref: str | None
+    created_by: str
+    version: int = Field(description="Also sent as the ETag; send it back as If-Match to write.")
     audit_trail: list[AuditTrailEntry]
+
+
+AnyOrderOut = Annotated[OrderOut | PatientOrderOut, Field(discriminator="view")]
+
+
+class OrderSummaryItem(BaseModel):
+    product_id: uuid.UUID
+    name: str
+    quantity: int
 
 
 class OrderSummary(BaseModel):
@@ -88,6 +117,9 @@ class OrderSummary(BaseModel):
     total_minor: int
     fulfilment_types: list[FulfilmentType]
     line_count: int
+    items: list[OrderSummaryItem] = Field(
+        description="What was bought: name and quantity per line."
+    )
     created_at: datetime
 
 
@@ -98,8 +130,7 @@ class OrderPage(BaseModel):
     )
 
 
-class PmsInvoiceRefIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PmsInvoiceRefIn(InputModel):
     pms_invoice_ref: (
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
         | None

@@ -11,10 +11,15 @@ from product_shop.access.actor import Actor
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
 from product_shop.core.clock import Clock
-from product_shop.core.errors import NotFound
+from product_shop.core.errors import NotFound, PreconditionFailed
 from product_shop.core.ids import new_id
-from product_shop.orders.queries import OrderFilters, list_orders, load_visible, order_document
-from product_shop.orders.schemas import OrderOut, OrderPage
+from product_shop.orders.queries import (
+    OrderFilters,
+    list_orders,
+    load_visible,
+    order_document_for,
+)
+from product_shop.orders.schemas import OrderOut, OrderPage, PatientOrderOut
 from product_shop.orders.tables import Order
 
 
@@ -24,14 +29,27 @@ class OrderService:
         self._clock = clock
 
     def set_pms_invoice_ref(
-        self, session: Session, actor: Actor, order_id: uuid.UUID, reference: str | None
+        self,
+        session: Session,
+        actor: Actor,
+        order_id: uuid.UUID,
+        reference: str | None,
+        *,
+        expected_version: int | None = None,
     ) -> Order:
         """Store the optional PMS invoice reference (spec §5.2). It is an enrichment field only:
-        nothing waits for it and nothing is written to any PMS (spec §8.1)."""
+        nothing waits for it and nothing is written to any PMS (spec §8.1). With
+        `expected_version` (If-Match), a write based on a stale read is refused (412)."""
         require(actor, Action.SET_PMS_INVOICE_REF)
         order = session.get(Order, order_id, with_for_update=True)
         if order is None or order.practice_id != actor.practice_id:
             raise NotFound("No such order.")
+        if expected_version is not None and expected_version != order.version:
+            raise PreconditionFailed(
+                f"The order changed since you read it (version {order.version}, "
+                f"If-Match {expected_version}).",
+                code="version_mismatch",
+            )
         if order.pms_invoice_ref == reference:
             return order
         before = order.pms_invoice_ref
@@ -52,8 +70,11 @@ class OrderService:
         )
         return order
 
-    def read_order(self, session: Session, actor: Actor, order_id: uuid.UUID) -> OrderOut:
-        """One order for a caller who may see it; the read is audited (spec §8)."""
+    def read_order(
+        self, session: Session, actor: Actor, order_id: uuid.UUID
+    ) -> OrderOut | PatientOrderOut:
+        """One order for a caller who may see it, in the view their role gets (a patient never
+        sees the internal audit trail); the read is audited (spec §8)."""
         order = load_visible(session, actor, order_id)
         self.record_read(
             session,
@@ -62,7 +83,7 @@ class OrderService:
             action="order.read",
             practice_id=order.practice_id,
         )
-        return order_document(session, order)
+        return order_document_for(session, actor, order)
 
     def list_orders(
         self,

@@ -1,5 +1,6 @@
-"""Orders and their line items. An order row cannot exist without a confirmed capture or a
-confirmed full-value points settlement (constraint `paid` and the foreign key to the capture)."""
+"""Orders and their line items. An order row cannot exist without a recorded capture (constraint
+`paid` and the foreign key to the capture). The rewards issue admits a confirmed full-value points
+settlement by a foreign key of its own, never by a free-text reference."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ LINE_STATES = (
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint("payment_ref IS NOT NULL OR redemption_ref IS NOT NULL", name="paid"),
+        CheckConstraint("payment_ref IS NOT NULL", name="paid"),
         CheckConstraint(
             "status IN ('Created', 'Fulfilment-In-Progress', 'Completed', 'Refunded')",
             name="status",
@@ -75,7 +76,8 @@ class OrderLine(Base):
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("unit_price_minor > 0", name="unit_price_positive"),
         Index("ix_order_lines_order", "order_id", "line_no", unique=True),
-        Index("ix_order_lines_product", "product_id"),
+        # The active orders holding a product, in order id batches (deprecation workflow).
+        Index("ix_order_lines_product_order", "product_id", "order_id"),
     )
 
     line_item_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

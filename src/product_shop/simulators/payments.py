@@ -3,6 +3,7 @@
 Contract (what `integrations.payments_http` speaks):
 - POST /v1/payment-intents               (Idempotency-Key) -> intent with `payment_url`
 - GET  /v1/payment-intents/{id}          -> status, transaction reference, card scheme, last four
+- POST /v1/payment-intents/{id}/cancel   -> cancelled (idempotent); 409 `intent_captured` once paid
 - PUT  /v1/payment-intents/{id}/order-reference   {"order_id"}
 - POST /v1/refunds                       (Idempotency-Key)
 - GET  /v1/refund-reasons
@@ -74,7 +75,8 @@ REFUND_REASONS = (
 @dataclass
 class SimulatorConfig:
     api_key: str = "demo-payments-api-key"
-    webhook_secret: str = "demo-webhook-secret-change-me"  # noqa: S105 (demo value)
+    # core.signing.DEMO_WEBHOOK_SECRET, the API's demo default (a Standard Webhooks secret).
+    webhook_secret: str = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # noqa: S105
     callback_url: str | None = None
     public_url: str = "http://127.0.0.1:0"
     duplicate_callback_rate: float = 0.3
@@ -172,7 +174,9 @@ class RefundIn(BaseModel):
 
 class FaultIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    operation: Literal["create_intent", "get_payment", "set_order_reference", "pay", "refund"]
+    operation: Literal[
+        "create_intent", "get_payment", "cancel_intent", "set_order_reference", "pay", "refund"
+    ]
     mode: Literal["delay", "error", "delay_after"]
     seconds: float = 0.0
     status: int = 503
@@ -300,6 +304,30 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             return _problem(404, "intent_not_found", "No such payment intent.")
         return JSONResponse(document)
 
+    @app.post("/v1/payment-intents/{intent_id}/cancel")
+    async def cancel_intent(
+        intent_id: str, authorization: str | None = Header(default=None)
+    ) -> JSONResponse:
+        """Close an unpaid intent: its hosted page refuses every later payment, as a real
+        gateway's does. Idempotent; a captured intent cannot be cancelled (refund it instead)."""
+        if not authorised(authorization):
+            return _problem(401, "unauthorised", "Bad API key.")
+        stop, late = await before("cancel_intent")
+        if stop:
+            return stop
+        with state.lock:
+            intent = state.intents.get(intent_id)
+            if intent is None:
+                return _problem(404, "intent_not_found", "No such payment intent.")
+            if intent.status == "captured":
+                return _problem(
+                    409, "intent_captured", "This payment was captured; refund it instead."
+                )
+            intent.status = "cancelled"
+            document = intent.public()
+        await after(late)
+        return JSONResponse(document)
+
     @app.put("/v1/payment-intents/{intent_id}/order-reference")
     async def set_order_reference(
         intent_id: str, body: OrderReferenceIn, authorization: str | None = Header(default=None)
@@ -351,7 +379,8 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             intent = state.intents.get(intent_id)
             if intent is None:
                 return _problem(404, "intent_not_found", "No such payment intent.")
-            # A declined attempt leaves the hosted page open for another card, as real ones do.
+            # A declined attempt leaves the hosted page open for another card, as real ones do;
+            # a cancelled or captured one takes no more money.
             if intent.status not in ("requires_payment", "failed"):
                 return _problem(409, "intent_closed", f"This payment is already {intent.status}.")
             intent.status, intent.failure_code, intent.failure_message = outcome
@@ -456,6 +485,21 @@ def create_payments_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             if intent is None:
                 return _problem(404, "intent_not_found", "No such payment intent.")
             intent.amount_minor = int(body["amount_minor"])
+            return JSONResponse(intent.public())
+
+    @app.post("/_simulator/intents/{intent_id}/capture")
+    def force_capture(intent_id: str) -> JSONResponse:
+        """Test control: capture the intent whatever its state, as a gateway race would (a
+        payment authorised just before the cancellation arrived)."""
+        with state.lock:
+            intent = state.intents.get(intent_id)
+            if intent is None:
+                return _problem(404, "intent_not_found", "No such payment intent.")
+            intent.status, intent.failure_code, intent.failure_message = "captured", None, None
+            intent.method, intent.card_scheme, intent.card_last4 = "card", "visa", "4242"
+            intent.capture_count += 1
+            intent.transaction_ref = "DNA-" + secrets.token_hex(8).upper()
+            state.by_transaction[intent.transaction_ref] = intent.intent_id
             return JSONResponse(intent.public())
 
     @app.post("/_simulator/callbacks/{intent_id}", status_code=202)

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.responses import Response
 
 from product_shop import __version__
 from product_shop.config import Settings
 from product_shop.context import AppContext
+from product_shop.core.errors import ServiceUnavailable
 from product_shop.events.relay import RelayThread
 from product_shop.web import catalogue, checkout, health, orders
-from product_shop.web.docs import install_docs
+from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
-from product_shop.web.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from product_shop.web.problems import (
+    PROBLEM_MEDIA_TYPE,
+    install_problem_handlers,
+    problem_response,
+)
+
+# Every 503 tells the caller when to try again (declared on every 503 in the OpenAPI document).
+RETRY_AFTER_SECONDS = "5"
+# Schemas the routes reference by hand (bodies they read raw), added to components.
+EXTRA_SCHEMAS = (checkout.PaymentEvent,)
 
 DESCRIPTION = """
 Product Shop is Primoro's clinician-recommended commerce module: patients buy the products their
@@ -42,6 +54,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     )
     app.state.context = context
     install_problem_handlers(app)
+    app.add_exception_handler(ServiceUnavailable, _service_unavailable)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(catalogue.router)
@@ -65,6 +78,39 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if relay is not None:
             relay.stop()
+
+
+async def _service_unavailable(request: Request, exc: Exception) -> Response:
+    """A dependency is down (503): the problem, and when to retry."""
+    assert isinstance(exc, ServiceUnavailable)
+    return problem_response(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+        **exc.extra,
+    )
+
+
+def _declare_headers_and_extra_schemas(schema: dict[str, Any]) -> None:
+    """X-Request-Id on every response, Retry-After on every 503, the shared header objects the
+    routes reference, and the schemas of bodies routes read raw."""
+    components = schema.setdefault("components", {})
+    components["headers"] = copy.deepcopy(RESPONSE_HEADERS)
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for code, response in operation.get("responses", {}).items():
+                declared = response.setdefault("headers", {})
+                names = ["X-Request-Id", "Retry-After"] if code == "503" else ["X-Request-Id"]
+                for name, ref in response_headers(*names)["headers"].items():
+                    declared.setdefault(name, ref)
+    schemas = components.setdefault("schemas", {})
+    for model in EXTRA_SCHEMAS:
+        document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(document.pop("$defs", {}))
+        schemas[model.__name__] = document
 
 
 def _problem_json_in_openapi(app: FastAPI) -> None:
@@ -91,6 +137,7 @@ def _problem_json_in_openapi(app: FastAPI) -> None:
         components = schema.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
+        _declare_headers_and_extra_schemas(schema)
         app.openapi_schema = schema
         return schema
 

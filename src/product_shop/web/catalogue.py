@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
-from product_shop.access.policy import Action, require
+from product_shop.access.actor import Actor
+from product_shop.access.policy import Action
 from product_shop.catalogue.schemas import (
     Catalogue,
     CatalogueItem,
@@ -16,9 +17,16 @@ from product_shop.catalogue.schemas import (
     ProductCreate,
     ProductPatch,
 )
+from product_shop.core.text import NO_CONTROL_CHARACTERS
 from product_shop.idempotency.store import Claim
-from product_shop.web.deps import ActorDep, ContextDep, IfMatchDep, SessionDep
-from product_shop.web.idempotency import IdempotencyKeyHeader, run_idempotent
+from product_shop.web.deps import ActorDep, ContextDep, IfMatchDep, SessionDep, permitted
+from product_shop.web.docs import response_headers
+from product_shop.web.idempotency import (
+    IDEMPOTENT_CREATE,
+    IdempotencyKeyHeader,
+    creating_responses,
+    run_idempotent,
+)
 from product_shop.web.problems import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
@@ -31,6 +39,7 @@ PracticeQuery = Annotated[
 
 @router.get(
     "/catalogue",
+    operation_id="listCatalogue",
     response_model=Catalogue,
     response_model_exclude_unset=True,
     summary="The catalogue as the caller may see it",
@@ -47,13 +56,20 @@ def list_catalogue(
     session: SessionDep,
     context: ContextDep,
     practice_id: PracticeQuery = None,
-    category: Annotated[str | None, Query(max_length=80)] = None,
+    category: Annotated[str | None, Query(max_length=80, pattern=NO_CONTROL_CHARACTERS)] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=4096, description="next_cursor of the previous page")
+    ] = None,
 ) -> Catalogue:
-    return context.catalogue.catalogue(session, actor, practice_id=practice_id, category=category)
+    return context.catalogue.catalogue(
+        session, actor, practice_id=practice_id, category=category, limit=limit, cursor=cursor
+    )
 
 
 @router.get(
     "/catalogue/{product_id}",
+    operation_id="getCatalogueItem",
     response_model=CatalogueItem,
     response_model_exclude_unset=True,
     summary="One product as the caller may see it",
@@ -71,15 +87,19 @@ def get_catalogue_item(
 
 @router.put(
     "/catalogue/{product_id}/practice-settings",
+    operation_id="setPracticeSettings",
     response_model=CatalogueItem,
     response_model_exclude_unset=True,
     summary="Set the caller's practice's retail price, note, visibility and in-clinic stock flag",
-    responses=problem_responses(400, 401, 403, 404, 409, 412, 422),
+    responses={
+        **problem_responses(400, 401, 403, 404, 409, 412, 422),
+        200: response_headers("ETag"),
+    },
 )
 def put_practice_settings(
     product_id: uuid.UUID,
     body: PracticeSettingsIn,
-    actor: ActorDep,
+    actor: Annotated[Actor, Depends(permitted(Action.CONFIGURE_PRACTICE_CATALOGUE))],
     session: SessionDep,
     context: ContextDep,
     expected_version: IfMatchDep,
@@ -94,19 +114,19 @@ def put_practice_settings(
 
 @router.post(
     "/products",
+    operation_id="createProduct",
     response_model=Product,
     status_code=status.HTTP_201_CREATED,
     summary="Create a catalogue product (Primoro catalogue team); Idempotency-Key required",
-    responses=problem_responses(400, 401, 403, 409, 422),
+    responses=creating_responses(401, 403, 409, 422),
+    openapi_extra=IDEMPOTENT_CREATE,
 )
 def create_product(
     body: ProductCreate,
-    actor: ActorDep,
+    actor: Annotated[Actor, Depends(permitted(Action.MANAGE_PRODUCTS))],
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    require(actor, Action.MANAGE_PRODUCTS)
-
     def create(claim: Claim) -> tuple[Product, str]:
         with context.database.unit_of_work() as session:
             product = context.catalogue.create_product(session, actor, body)
@@ -121,9 +141,10 @@ def create_product(
 
 @router.get(
     "/products/{product_id}",
+    operation_id="getProduct",
     response_model=Product,
     summary="Read a catalogue product (Primoro catalogue team)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 422), 200: response_headers("ETag")},
 )
 def get_product(
     product_id: uuid.UUID,
@@ -139,14 +160,18 @@ def get_product(
 
 @router.patch(
     "/products/{product_id}",
+    operation_id="updateProduct",
     response_model=Product,
     summary="Change a catalogue product; availability_status 'deprecated' retires it",
-    responses=problem_responses(400, 401, 403, 404, 409, 412, 422),
+    responses={
+        **problem_responses(400, 401, 403, 404, 409, 412, 422),
+        200: response_headers("ETag"),
+    },
 )
 def patch_product(
     product_id: uuid.UUID,
     body: ProductPatch,
-    actor: ActorDep,
+    actor: Annotated[Actor, Depends(permitted(Action.MANAGE_PRODUCTS))],
     session: SessionDep,
     context: ContextDep,
     expected_version: IfMatchDep,

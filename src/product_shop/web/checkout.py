@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from product_shop.access.actor import Actor
+from product_shop.access.policy import Action
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
 from product_shop.core.errors import BadRequest, Unauthenticated
 from product_shop.core.signing import SignatureError, verify
 from product_shop.idempotency.store import Claim
 from product_shop.orders.schemas import OrderOut
-from product_shop.web.deps import ActorDep, ContextDep
-from product_shop.web.idempotency import IdempotencyKeyHeader, run_idempotent
+from product_shop.web.deps import ActorDep, ContextDep, permitted
+from product_shop.web.idempotency import (
+    IDEMPOTENT_CREATE,
+    IdempotencyKeyHeader,
+    creating_responses,
+    run_idempotent,
+)
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
 
@@ -26,14 +34,16 @@ router = APIRouter(prefix="/v1", tags=["checkout"])
 
 @router.post(
     "/checkouts",
+    operation_id="createCheckout",
     response_model=CheckoutOut,
     status_code=201,
     summary="Start a checkout: prices from the catalogue now, a payment intent to pay in the app",
-    responses=problem_responses(400, 401, 403, 409, 422, 503),
+    responses=creating_responses(401, 403, 409, 422, 503),
+    openapi_extra=IDEMPOTENT_CREATE,
 )
 def create_checkout(
     body: CheckoutIn,
-    actor: ActorDep,
+    actor: Annotated[Actor, Depends(permitted(Action.CHECKOUT))],
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -46,6 +56,7 @@ def create_checkout(
 
 @router.get(
     "/checkouts/{checkout_id}",
+    operation_id="getCheckout",
     response_model=CheckoutOut,
     summary="The patient's own checkout",
     responses=problem_responses(401, 403, 404, 422),
@@ -56,6 +67,7 @@ def get_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -
 
 @router.post(
     "/checkouts/{checkout_id}/complete",
+    operation_id="completeCheckout",
     response_model=OrderOut,
     summary="Confirm capture with Integrated Payments and get the order (idempotent)",
     description=(
@@ -75,6 +87,7 @@ def complete_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextD
 
 @router.post(
     "/checkouts/{checkout_id}/retry",
+    operation_id="retryCheckout",
     response_model=CheckoutOut,
     summary="A new payment attempt for a failed checkout (idempotent)",
     responses=problem_responses(401, 403, 404, 409, 422, 503),
@@ -87,12 +100,87 @@ class WebhookAck(BaseModel):
     status: str
 
 
+class PaymentEventData(BaseModel):
+    """The payment intent the event is about, as Integrated Payments reports it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    intent_id: str
+    merchant_reference: str = Field(description="The checkout id the intent was opened for")
+    status: str | None = Field(default=None, description="e.g. `captured`, `failed`")
+    amount_minor: int | None = None
+    currency: str | None = None
+    transaction_ref: str | None = None
+
+
+class PaymentEvent(BaseModel):
+    """An Integrated Payments callback. Only `data.intent_id` and `data.merchant_reference` are
+    read; the outcome is confirmed with Integrated Payments before anything changes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = Field(default=None, description="The event id (also sent as webhook-id)")
+    type: Literal["payment.captured", "payment.failed"] | None = None
+    created_at: AwareDatetime | None = None
+    data: PaymentEventData
+
+
+def _signature_header(name: str, description: str, example: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1},
+        "example": example,
+    }
+
+
+# The route reads the raw body (the signature covers its exact bytes), so FastAPI cannot infer
+# the body or the signature headers: they are declared here. PaymentEvent's schema is added to
+# components by web/app.py.
+PAYMENTS_WEBHOOK_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        _signature_header(
+            "webhook-id",
+            "Standard Webhooks message id; a message seen before is acknowledged, not redone.",
+            "evt_2f1c9a7e0b4d4e5f8a6b7c3d",
+        ),
+        _signature_header(
+            "webhook-timestamp",
+            "Standard Webhooks: Unix seconds when signed; refused beyond 5 minutes of now.",
+            "1718000000",
+        ),
+        _signature_header(
+            "webhook-signature",
+            "Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256>` signatures of "
+            "`{webhook-id}.{webhook-timestamp}.{body}` keyed by the base64-decoded `whsec_` "
+            "secret; one valid signature suffices.",
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        ),
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentEvent"}}},
+    },
+}
+
+
 @router.post(
     "/webhooks/payments",
+    operation_id="receivePaymentsWebhook",
     response_model=WebhookAck,
     tags=["webhooks"],
     summary="Integrated Payments callbacks (Standard Webhooks signature required)",
-    responses=problem_responses(400, 401),
+    responses={
+        400: {"model": Problem, "description": "Not a payment event (`malformed_webhook`)"},
+        401: {
+            "model": Problem,
+            "description": "Missing, malformed or invalid signature, or a timestamp outside "
+            "5 minutes (`invalid_signature`)",
+        },
+    },
+    openapi_extra=PAYMENTS_WEBHOOK_OPENAPI,
 )
 async def payments_webhook(request: Request, context: ContextDep) -> JSONResponse:
     body = await request.body()

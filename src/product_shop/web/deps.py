@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from product_shop.access.actor import Actor
+from product_shop.access.policy import Action, require
 from product_shop.context import AppContext
 from product_shop.core.errors import BadRequest, Unauthenticated
 
@@ -48,6 +49,19 @@ async def current_actor(
         return known
     # A first sight of this token: verifying it may fetch the JWKS, so not on the event loop.
     return await run_in_threadpool(context.verifier.verify, credentials.credentials)
+
+
+def permitted(action: Action) -> Callable[..., Awaitable[Actor]]:
+    """The caller, once their role may perform `action` (403 otherwise).
+
+    As a dependency it runs before FastAPI validates the request body, so a caller who may not
+    use a route learns that (403), not the shape of the body it expects (422)."""
+
+    async def dependency(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
+        require(actor, action)
+        return actor
+
+    return dependency
 
 
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')

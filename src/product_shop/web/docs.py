@@ -4,6 +4,7 @@ no CDN, so /docs works with no internet."""
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -11,6 +12,45 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS_PATH = "/docs-assets"
+
+# Response headers the server sends, declared once (components/headers, installed by
+# web/app.py) and referenced from the operations that send them.
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    "Location": {
+        "description": "Where the created resource is: a path on this API.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "ETag": {
+        "description": 'The version of this representation, e.g. `"3"`: send it back as '
+        "`If-Match` on a write (a stale one is 412).",
+        "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored response to an earlier request with the "
+        "same Idempotency-Key and body, replayed (nothing was created again); absent otherwise.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "X-Request-Id": {
+        "description": "This request's id (the caller's own `X-Request-Id` when it is safe, "
+        "else a new one); quote it when reporting a problem.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+
+
+def response_headers(*names: str) -> dict[str, Any]:
+    """A `responses` entry declaring the headers it carries (by reference)."""
+    unknown = set(names) - RESPONSE_HEADERS.keys()
+    if unknown:
+        raise ValueError(f"undeclared response headers: {sorted(unknown)}")
+    return {"headers": {name: {"$ref": f"#/components/headers/{name}"} for name in names}}
 
 
 def install_docs(app: FastAPI) -> None:

@@ -11,9 +11,11 @@ from sqlalchemy import text
 
 from product_shop.db.migrate import current_revision, head_revision
 from product_shop.web.deps import ContextDep
+from product_shop.web.docs import response_headers
 from product_shop.web.problems import problem_responses
 
 router = APIRouter(tags=["health"])
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 class Health(BaseModel):
@@ -28,16 +30,21 @@ class Readiness(BaseModel):
     head: str | None
 
 
-@router.get("/healthz", response_model=Health, summary="The process is alive")
+@router.get(
+    "/healthz", operation_id="healthz", response_model=Health, summary="The process is alive"
+)
 def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get(
     "/readyz",
+    operation_id="readyz",
     response_model=Readiness,
     summary="The database is reachable and migrated to head",
-    responses={503: {"model": Readiness, "description": "Not ready"}},
+    responses={
+        503: {"model": Readiness, "description": "Not ready", **response_headers("Retry-After")}
+    },
 )
 def readyz(context: ContextDep) -> Readiness | JSONResponse:
     head = head_revision()
@@ -53,7 +60,7 @@ def readyz(context: ContextDep) -> Readiness | JSONResponse:
             revision=None,
             head=head,
         )
-        return JSONResponse(body.model_dump(), status_code=503)
+        return JSONResponse(body.model_dump(), status_code=503, headers=RETRY_AFTER)
     at_head = revision == head
     body = Readiness(
         status="ready" if at_head else "not_ready",
@@ -62,7 +69,9 @@ def readyz(context: ContextDep) -> Readiness | JSONResponse:
         revision=revision,
         head=head,
     )
-    return body if at_head else JSONResponse(body.model_dump(), status_code=503)
+    return (
+        body if at_head else JSONResponse(body.model_dump(), status_code=503, headers=RETRY_AFTER)
+    )
 
 
 __all__ = ["problem_responses", "router"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Header
 from fastapi.responses import JSONResponse
@@ -13,15 +13,49 @@ from starlette.responses import Response
 from product_shop.access.actor import Actor
 from product_shop.context import AppContext
 from product_shop.idempotency.store import Claim, Replay
+from product_shop.web.docs import response_headers
+from product_shop.web.problems import problem_responses
 from product_shop.web.responses import model_response
 
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+# Read as optional so that a missing key reaches run_idempotent and is answered 400
+# `idempotency_key_required` (clients branch on that code), not FastAPI's 422; the OpenAPI
+# document declares it required instead (IDEMPOTENT_CREATE, the routes' openapi_extra).
 IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Required. A unique key per intended creation (e.g. a UUID); repeats replay.",
-    ),
+    str | None, Header(alias="Idempotency-Key", include_in_schema=False)
 ]
+
+IDEMPOTENT_CREATE: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": True,
+            "description": "A unique key per intended creation (e.g. a UUID). The same key and "
+            "body replay the first response; another body is 422 `idempotency_key_reused`; a "
+            "duplicate still in flight is 409. Kept 24 hours, per caller. Without it: 400 "
+            "`idempotency_key_required`.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+        }
+    ]
+}
+
+
+def creating_responses(*problem_statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses` of a creating POST: 201 with Location (and Idempotent-Replayed on a replay),
+    and the problems, 400 saying what a missing or malformed key answers."""
+    responses = problem_responses(400, *problem_statuses)
+    responses[400] = {
+        **responses[400],
+        "description": "Bad request (problem+json); without an Idempotency-Key "
+        "`idempotency_key_required`, with a malformed one `idempotency_key_invalid`",
+    }
+    responses[201] = {
+        "description": "Created; or the first response replayed (`Idempotent-Replayed: true`)",
+        **response_headers("Location", REPLAYED_HEADER),
+    }
+    return responses
 
 
 def run_idempotent(
@@ -36,7 +70,7 @@ def run_idempotent(
         actor.actor_id, key, operation, payload.model_dump(mode="json")
     )
     if isinstance(outcome, Replay):
-        headers = {"Idempotent-Replayed": "true"}
+        headers = {REPLAYED_HEADER: "true"}
         if outcome.location:
             headers["Location"] = outcome.location
         return JSONResponse(outcome.body, status_code=outcome.status, headers=headers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import traceback
 from typing import Any
 
 import structlog
@@ -54,11 +55,21 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception:
-            log.exception("unhandled_error", method=scope.get("method"), path=path)
-            if status_holder["status"] is None:
-                await _send_internal_error(send_with_headers, path, request_id)
-                status_holder["status"] = 500
+        except Exception as exc:
+            try:
+                # Never the exception's message or arguments: they may hold the values that
+                # failed (a database error quotes its parameters). Its class, where, code path.
+                log.error(
+                    "unhandled_error",
+                    error=_error_classes(exc),
+                    method=scope.get("method"),
+                    route=_route(scope),
+                    code_path=_code_path(exc),
+                )
+            finally:
+                if status_holder["status"] is None:
+                    await _send_internal_error(send_with_headers, path, request_id)
+                    status_holder["status"] = 500
         finally:
             log.info(
                 "request",
@@ -67,6 +78,29 @@ class RequestContextMiddleware:
                 status=status_holder["status"],
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
+
+
+def _route(scope: Scope) -> str:
+    """The matched route's template (`/v1/orders/{order_id}`), never the concrete path."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else "unmatched"
+
+
+def _error_classes(exc: BaseException) -> str:
+    """The exception's class and those of its causes, outermost first."""
+    names: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(names) < 5:
+        names.append(f"{type(seen).__module__}.{type(seen).__qualname__}")
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(names)
+
+
+def _code_path(exc: BaseException) -> list[str]:
+    """Where it failed: file, line and function of each frame, without values or messages."""
+    frames = traceback.extract_tb(exc.__traceback__)[-12:]
+    return [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in frames]
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
