@@ -4,17 +4,31 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
+# The resolver `make lock` installs, pinned: the same pyproject.toml gives the same locks anywhere.
+UV_VERSION := 0.13.9
+LOCK_FLAGS := --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 
-.PHONY: demo test lint typecheck unit install lock bench clean
+.PHONY: demo test lint typecheck unit install install-runtime lock bench clean
 
-$(STAMP): pyproject.toml requirements.lock
+# The development environment: runtime and dev dependencies (requirements-dev.lock), the project
+# editable.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make install-runtime VENV=DIR: a production-style install into DIR: the runtime dependencies
+## only (requirements.lock, hashes checked) and the project itself, not editable
+install-runtime:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall .
+	rm -f $(STAMP)  # if DIR was a development environment, the next make test sets it up again
 
 ## make demo: migrate a SQLite file under var/, seed demo data, serve on 127.0.0.1:$(PORT)
 demo: $(STAMP)
@@ -31,10 +45,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## make lock: re-resolve requirements.lock after editing pyproject.toml
+## make lock: re-resolve requirements.lock (runtime) and requirements-dev.lock (runtime + dev,
+## held to the same runtime pins) after editing pyproject.toml. Versions already locked stay
+## (uv prefers the pins in the existing files); UPGRADE=--upgrade moves them all,
+## UPGRADE="--upgrade-package NAME" one.
 lock:
-	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(UPGRADE) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements.lock $(LOCK_FLAGS) $(UPGRADE) \
+		-o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

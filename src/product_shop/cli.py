@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 from pathlib import Path
 
 import uvicorn
 
+from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
 from product_shop.core.signing import DEMO_WEBHOOK_SECRET
 from product_shop.logging import configure_logging, get_logger
@@ -72,9 +72,24 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="Serve the API with settings from PRODUCT_SHOP_* variables"
     )
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="Default 127.0.0.1; :: is IPv6 and IPv4, ::1 IPv6 only"
+    )
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        help="1 (production: one per container or unit); more: a supervisor on this host",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=serving.DEFAULT_GRACE_SECONDS,
+        metavar="SECONDS",
+        help="With --workers > 1: how long workers may take to stop before they are killed "
+        "(default %(default)s)",
+    )
     serve.set_defaults(handler=_serve)
 
     relay = sub.add_parser("relay", help="Deliver outbox events (its own process at scale)")
@@ -92,6 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(handler=_db_upgrade)
     current = db_sub.add_parser("current", help="Print the database's revision and the head")
     current.set_defaults(handler=_db_current)
+    revision = db_sub.add_parser(
+        "revision",
+        help="Write the next migration (NNNN_slug.py) into the source tree's migrations",
+    )
+    revision.add_argument("-m", "--message", required=True, help="What the migration does")
+    revision.add_argument(
+        "--autogenerate",
+        action="store_true",
+        help="Fill it with what PRODUCT_SHOP_DATABASE_URL's database (at head) lacks from the "
+        "models; without, an empty one to write by hand",
+    )
+    revision.set_defaults(handler=_db_revision)
     return parser
 
 
@@ -172,68 +199,14 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     settings.check()
     configure_logging(settings.log_level, json=settings.log_json)
-    if args.workers == 1:
-        _serve_worker(args.host, args.port, reuse_port=False)
-        return 0
-    return _supervise(args.host, args.port, args.workers)
+    return serving.serve(args.host, args.port, workers=args.workers, grace=args.grace)
 
 
-def _serve_worker(host: str, port: int, *, reuse_port: bool = True) -> None:
-    settings = Settings()
-    configure_logging(settings.log_level, json=settings.log_json)
-    config = uvicorn.Config(
-        "product_shop.web.app:create_app",
-        factory=True,
-        log_config=None,
-        access_log=False,
-    )
-    uvicorn.Server(config).run(sockets=[_listening_socket(host, port, reuse_port=reuse_port)])
-
-
-def _supervise(host: str, port: int, workers: int) -> int:
-    """Run `workers` API processes, each with its own SO_REUSEPORT socket on the same port, so the
-    kernel spreads connections evenly (one shared socket let a single worker accept nearly all
-    keep-alive connections: measured 71% vs 1% CPU). A worker that dies is replaced."""
-    import multiprocessing
-    import signal
-    import time
-
-    spawn = multiprocessing.get_context("spawn")
-    stopping = False
-
-    def start() -> multiprocessing.process.BaseProcess:
-        process = spawn.Process(target=_serve_worker, args=(host, port), daemon=False)
-        process.start()
-        return process
-
-    def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    processes = [start() for _ in range(workers)]
-    while not stopping:
-        time.sleep(0.5)
-        processes = [p if p.is_alive() else start() for p in processes]
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(timeout=30)
-    return 0
-
-
-def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A listening socket created with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY only on
-    connections whose socket says so, and without it every keep-alive response waited ~40 ms for
-    a delayed ACK (measured: 44 ms added to every request with a proto-0 socket)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -284,6 +257,27 @@ def _db_current(args: argparse.Namespace) -> int:
 
     with make_engine(Settings().database_url).connect() as connection:
         print(json.dumps({"current": current_revision(connection), "head": head_revision()}))
+    return 0
+
+
+def _db_revision(args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+    from sqlalchemy.exc import OperationalError
+
+    from product_shop.db.engine import make_engine
+    from product_shop.db.migrate import make_revision
+
+    engine = make_engine(Settings().database_url) if args.autogenerate else None
+    try:
+        # alembic says "Generating <path> ...  done"
+        make_revision(args.message, engine=engine, autogenerate=args.autogenerate)
+    except (CommandError, OperationalError) as exc:
+        hint = " (run `product-shop db upgrade` first)" if "up to date" in str(exc) else ""
+        print(f"product-shop db revision: {exc}{hint}", file=sys.stderr)
+        return 1
+    finally:
+        if engine is not None:
+            engine.dispose()
     return 0
 
 

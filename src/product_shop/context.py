@@ -67,7 +67,7 @@ class AppContext:
             api_key=settings.payments_api_key.get_secret_value(),
             timeout_seconds=settings.payments_timeout_seconds,
         )
-        idempotency = IdempotencyStore(database, clock)
+        idempotency = IdempotencyStore(clock)
         return cls(
             settings=settings,
             database=database,
@@ -85,15 +85,13 @@ class AppContext:
             payments=payments,
             idempotency=idempotency,
             checkout=CheckoutService(
-                database=database,
                 payments=payments,
                 audit=audit,
-                idempotency=idempotency,
                 clock=clock,
                 ttl=timedelta(minutes=settings.checkout_ttl_minutes),
             ),
             completion=CheckoutCompletion(
-                database=database, payments=payments, audit=audit, outbox=outbox, clock=clock
+                payments=payments, audit=audit, outbox=outbox, clock=clock
             ),
             orders=OrderService(audit=audit, clock=clock),
             relay=OutboxRelay(database, payments_sinks(payments), clock),

@@ -1,5 +1,5 @@
-"""Database.reading, the BEGIN pipelined with a first read, Statements.flush(commit=True) and
-multi-row INSERTs, on both engines where they mean something.
+"""Database.reading, the BEGIN pipelined with a first read, queued rows committed by the unit of
+work in one pipeline, and multi-row INSERTs, on both engines where they mean something.
 
 On PostgreSQL the tests look at the session's own psycopg connection (autocommit, transaction
 status) and at what another connection can see or lock meanwhile: that is what tells a COMMIT
@@ -188,7 +188,7 @@ def test_a_first_read_for_update_holds_its_lock_until_the_unit_of_work_ends(
     commit_rows(database, [row])
 
     def try_to_lock() -> None:
-        other = database.new_session()
+        other = Session(database.engine)
         try:
             Statements(other).one(LOCKED_EVENT_NOWAIT, event_id=row["event_id"])
         finally:
@@ -242,10 +242,10 @@ def test_a_single_read_is_never_sent_in_a_pipeline(
     assert entered == []
 
 
-# ---- 3. flush(commit=True) -----------------------------------------------------------------
+# ---- 3. queued rows commit with the unit of work --------------------------------------------
 
 
-def test_flush_commit_commits_queued_rows_and_pending_orm_objects_together(
+def test_the_unit_of_work_commits_queued_rows_and_pending_orm_objects_together(
     database: Database, engine_name: str
 ) -> None:
     commit_rows(database, [event_row(aggregate_id="before")])
@@ -253,57 +253,61 @@ def test_flush_commit_commits_queued_rows_and_pending_orm_objects_together(
         statements = Statements(session)
         session.add(OutboxEvent(**event_row(aggregate_id="orm")))
         statements.insert(OutboxEvent, [event_row(aggregate_id="q1"), event_row(aggregate_id="q2")])
-        statements.flush(commit=True)
+        assert statements.pending
         if engine_name == "postgresql":
-            # Committed by the flush itself, before the unit of work ends.
+            # Nothing has been sent yet: not even BEGIN.
             assert driver_of(session).info.transaction_status == IDLE
-            assert committed_aggregates(database) == ["before", "orm", "q1", "q2"]
-        else:  # SQLite: a plain flush, the unit of work commits
-            assert committed_aggregates(database) == ["before"]
+        assert committed_aggregates(database) == ["before"]
     assert committed_aggregates(database) == ["before", "orm", "q1", "q2"]
     with database.reading() as session:
         assert len(Statements(session).all(EVENTS)) == 4
 
 
 @pytest.mark.postgres_only
-def test_the_unit_of_work_commit_after_flush_commit_sends_nothing_to_undo(
-    database: Database,
+def test_queued_writes_and_the_commit_go_out_in_one_pipeline(
+    database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After flush(commit=True) the session's transaction is over on the server: the unit of
-    work's commit finds nothing to do, and the connection goes back to the pool clean."""
+    """On PostgreSQL the unit of work sends what is queued and its COMMIT in one pipeline, and
+    the connection goes back to the pool clean."""
+    pipelines: list[int] = []
+    real_pipeline = psycopg.Connection.pipeline
+
+    def counting_pipeline(self: psycopg.Connection[Any]) -> Any:
+        pipelines.append(1)
+        return real_pipeline(self)
+
+    monkeypatch.setattr(psycopg.Connection, "pipeline", counting_pipeline)
     with database.unit_of_work() as session:
         statements = Statements(session)
         statements.insert(OutboxEvent, [event_row(aggregate_id="q")])
-        statements.flush(commit=True)
+        statements.update(OutboxEvent, {"aggregate_id": "q"}, {"status": "parked"})
         driver = driver_of(session)
-        assert driver.info.transaction_status == IDLE
+        assert pipelines == []
+    assert pipelines == [1]
     assert driver.info.transaction_status == IDLE
     assert committed_aggregates(database) == ["q"]
 
 
-def test_an_error_after_flush_commit_keeps_what_postgresql_committed(
-    database: Database, engine_name: str
+def test_an_error_before_the_end_of_the_unit_of_work_stores_nothing_queued(
+    database: Database,
 ) -> None:
-    """flush(commit=True) must be the unit of work's last step: on PostgreSQL what it sent is
-    committed, whatever happens next; on SQLite it is a plain flush and rolls back with the
-    unit of work."""
+    """Queued rows go out only with the unit of work's commit: an error anywhere in the unit
+    of work (invariant 5) leaves nothing, on either engine."""
 
-    def flush_commit_then_fail() -> None:
+    def queue_then_fail() -> None:
         with database.unit_of_work() as session:
             statements = Statements(session)
             session.add(OutboxEvent(**event_row(aggregate_id="orm")))
             statements.insert(OutboxEvent, [event_row(aggregate_id="q")])
-            statements.flush(commit=True)
             raise Abort
 
     with pytest.raises(Abort):
-        flush_commit_then_fail()
-    expected = ["orm", "q"] if engine_name == "postgresql" else []
-    assert committed_aggregates(database) == expected
+        queue_then_fail()
+    assert committed_aggregates(database) == []
 
 
 @pytest.mark.parametrize("failing", ["queued_row", "orm_object"])
-def test_flush_commit_with_a_duplicate_key_stores_nothing_of_the_unit_of_work(
+def test_a_duplicate_key_at_commit_stores_nothing_of_the_unit_of_work(
     database: Database, engine_name: str, failing: str
 ) -> None:
     existing = event_row(aggregate_id="existing")
@@ -324,8 +328,6 @@ def test_flush_commit_with_a_duplicate_key_stores_nothing_of_the_unit_of_work(
             )
             session.add(OutboxEvent(**orm))
             statements.insert(OutboxEvent, queued)
-            statements.flush(commit=True)
-            raise Abort  # not reached: the flush itself raises
 
     with pytest.raises(IntegrityError) as failed:
         queue_with_a_duplicate()
@@ -340,27 +342,18 @@ def test_flush_commit_with_a_duplicate_key_stores_nothing_of_the_unit_of_work(
     assert committed_aggregates(database) == ["existing", "after"]
 
 
-def test_flush_commit_with_nothing_queued_commits_pending_orm_changes(
-    database: Database, engine_name: str
+def test_with_nothing_queued_the_unit_of_work_commits_pending_orm_changes(
+    database: Database,
 ) -> None:
     row = event_row(aggregate_id="changed")
     commit_rows(database, [row])
     with database.unit_of_work() as session:
-        statements = Statements(session)
+        Statements(session)  # made, but nothing queued
         session.add(OutboxEvent(**event_row(aggregate_id="orm")))
         loaded = session.scalars(
             select(OutboxEvent).where(OutboxEvent.event_id == row["event_id"])
         ).one()
         loaded.status = "parked"
-        statements.flush(commit=True)
-        if engine_name == "postgresql":
-            assert driver_of(session).info.transaction_status == IDLE
-            assert committed_aggregates(database) == ["changed", "orm"]
-            with database.engine.connect() as connection:
-                status = connection.execute(
-                    select(OutboxEvent.status).where(OutboxEvent.event_id == row["event_id"])
-                ).scalar_one()
-            assert status == "parked"
     assert committed_aggregates(database) == ["changed", "orm"]
     with database.reading() as session:
         found = Statements(session).one(EVENT, event_id=row["event_id"])
@@ -441,42 +434,16 @@ def test_rows_of_one_insert_go_out_in_chunks_and_are_stored_exactly(
             assert f"%(r{n}c0)s" not in sql
 
 
-# ---- 5. nothing after flush(commit=True) --------------------------------------------------------
+# ---- 5. savepoints ---------------------------------------------------------------------------
 
 
-def test_a_unit_of_work_sends_nothing_after_flush_commit(database: Database) -> None:
-    """After flush(commit=True) anything more would run in a transaction of its own, apart from
-    what was committed (invariant 5): Statements, ORM queries and ORM flushes are refused, on
-    both engines, and the unit of work still ends cleanly."""
-    row = event_row()
-    attempts: list[str] = []
+def test_rows_flushed_inside_a_savepoint_roll_back_with_it(database: Database) -> None:
     with database.unit_of_work() as session:
         statements = Statements(session)
-        statements.insert(OutboxEvent, [row])
-        statements.flush(commit=True)
-        for name, action in (
-            ("statements read", lambda: statements.one(EVENT, event_id=row["event_id"])),
-            (
-                "statements write",
-                lambda: (statements.insert(OutboxEvent, [event_row()]), statements.flush()),
-            ),
-            ("orm query", lambda: session.scalars(select(OutboxEvent)).all()),
-            ("orm flush", lambda: (session.add(OutboxEvent(**event_row())), session.flush())),
-        ):
-            with pytest.raises(RuntimeError, match="flush\\(commit=True\\)"):
-                action()
-            attempts.append(name)
-        session.expunge_all()  # the refused ORM object is not committed either
-    assert len(attempts) == 4
-    assert count_rows(database, OutboxEvent) == 1
-
-
-def test_flush_commit_is_refused_inside_a_savepoint(database: Database) -> None:
-    with database.unit_of_work() as session:
-        statements = Statements(session)
-        with session.begin_nested():
-            statements.insert(OutboxEvent, [event_row()])
-            with pytest.raises(RuntimeError, match="SAVEPOINT"):
-                statements.flush(commit=True)
-            statements.flush()
-    assert count_rows(database, OutboxEvent) == 1
+        statements.insert(OutboxEvent, [event_row(aggregate_id="kept")])
+        statements.flush()
+        savepoint = session.begin_nested()
+        statements.insert(OutboxEvent, [event_row(aggregate_id="dropped")])
+        statements.flush()
+        savepoint.rollback()
+    assert committed_aggregates(database) == ["kept"]

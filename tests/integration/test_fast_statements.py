@@ -566,7 +566,7 @@ def test_many_locks_and_reads_in_the_session_transaction(database: Database) -> 
         assert transaction["txid"] == session.execute(TRANSACTION_ID).scalar_one()
 
         # The lock is held by this transaction: another session cannot take it.
-        other = database.new_session()
+        other = Session(database.engine)
         try:
             with pytest.raises(OperationalError) as busy:
                 Statements(other).one(LOCKED_EVENT_NOWAIT, event_id=row["event_id"])
@@ -666,7 +666,7 @@ def lose_the_connection(database: Database, statements: Statements) -> None:
 
 @pytest.mark.postgres_only
 def test_a_lost_connection_surfaces_as_operational_error(database: Database) -> None:
-    session = database.new_session()
+    session = Session(database.engine)
     try:
         statements = Statements(session)
         lose_the_connection(database, statements)
@@ -688,7 +688,7 @@ def test_a_lost_connection_is_invalidated_as_core_does(database: Database) -> No
     and the connection invalidated (with the pool), so the session's rollback that follows
     succeeds instead of raising a second OperationalError ('the connection is lost') that, in
     Database.unit_of_work, would replace the original error."""
-    session = database.new_session()
+    session = Session(database.engine)
     try:
         statements = Statements(session)
         lose_the_connection(database, statements)

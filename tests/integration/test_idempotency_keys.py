@@ -218,12 +218,14 @@ def test_a_key_still_in_flight_answers_409_and_creates_nothing(
 ) -> None:
     body = checkout_body(shop)
     body_model = CheckoutIn.model_validate(body)
-    context.idempotency.claim(
-        world.patient_a.actor.actor_id,
-        "k-1",
-        "POST /v1/checkouts",
-        body_model.model_dump(mode="json"),
-    )
+    with context.database.unit_of_work() as session:
+        context.idempotency.claim(
+            session,
+            world.patient_a.actor.actor_id,
+            "k-1",
+            "POST /v1/checkouts",
+            body_model.model_dump(mode="json"),
+        )
 
     response = post_checkout(client, world.patient_a, body, "k-1")
 
@@ -237,12 +239,14 @@ def test_a_key_in_flight_with_another_body_is_still_reuse(
     client: TestClient, world: World, shop: Shop, database: Database, context: AppContext
 ) -> None:
     body = checkout_body(shop)
-    context.idempotency.claim(
-        world.patient_a.actor.actor_id,
-        "k-1",
-        "POST /v1/checkouts",
-        CheckoutIn.model_validate(body).model_dump(mode="json"),
-    )
+    with context.database.unit_of_work() as session:
+        context.idempotency.claim(
+            session,
+            world.patient_a.actor.actor_id,
+            "k-1",
+            "POST /v1/checkouts",
+            CheckoutIn.model_validate(body).model_dump(mode="json"),
+        )
 
     response = post_checkout(client, world.patient_a, checkout_body(shop, quantity=3), "k-1")
 
@@ -313,29 +317,35 @@ def test_a_stale_claim_is_taken_over_once_and_the_old_owner_can_neither_complete
 
     from product_shop.core.clock import FrozenClock
     from product_shop.core.errors import Conflict
-    from product_shop.idempotency.store import Claim, IdempotencyStore
+    from product_shop.idempotency.store import Claim, IdempotencyStore, Replay
 
     clock = FrozenClock(datetime.now(UTC))
-    store = IdempotencyStore(database, clock)
+    store = IdempotencyStore(clock)
     scope, payload = world.patient_a.actor.actor_id, {"lines": []}
-    first = store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+
+    def claim() -> Claim | Replay:
+        with database.unit_of_work() as session:
+            return store.claim(session, scope, "k-stale", "POST /v1/checkouts", payload)
+
+    first = claim()
     assert isinstance(first, Claim)
     clock.advance(timedelta(minutes=3))
 
-    second = store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+    second = claim()
     assert isinstance(second, Claim)
     with pytest.raises(Conflict) as in_flight:
-        store.claim(scope, "k-stale", "POST /v1/checkouts", payload)  # the new owner is fresh
+        claim()  # the new owner is fresh
     assert in_flight.value.code == "idempotency_request_in_flight"
 
-    store.release(first)  # the old owner's failure must not free the new owner's claim
+    with database.unit_of_work() as session:
+        store.release(session, first)  # the old owner's failure must not free the new claim
     with pytest.raises(Conflict):
-        store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+        claim()
     with pytest.raises(Conflict) as lost, database.unit_of_work() as session:
         IdempotencyStore.complete(session, first, 201, {"id": "late"})
     assert lost.value.code == "idempotency_claim_lost"
     with database.unit_of_work() as session:
         IdempotencyStore.complete(session, second, 201, {"id": "winner"})
-    replay = store.claim(scope, "k-stale", "POST /v1/checkouts", payload)
+    replay = claim()
     assert not isinstance(replay, Claim)
     assert replay.body == {"id": "winner"}

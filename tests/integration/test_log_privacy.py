@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import DataError
 
+from product_shop.checkout.service import CheckoutService
 from product_shop.checkout.tables import Checkout
-from product_shop.db import fast
 from product_shop.db.engine import Database
 from product_shop.logging import configure_logging
 from tests.conftest import Person, TokenFactory, World
@@ -103,7 +103,7 @@ def test_no_personal_value_reaches_the_logs_on_refusal_failure_or_success(
     assert refused.status_code == 422
 
     # 2. A failure in the write path whose error quotes the values (as PostgreSQL's does).
-    def failing_flush(self: fast.Statements, *, commit: bool = False) -> None:
+    def failing_write(*_: Any, **__: Any) -> None:
         raise DataError(
             "INSERT INTO checkouts (delivery_address) VALUES (%(delivery_address)s)",
             {"delivery_address": json.dumps(ADDRESS)},
@@ -111,7 +111,7 @@ def test_no_personal_value_reaches_the_logs_on_refusal_failure_or_success(
         )
 
     with monkeypatch.context() as patch:
-        patch.setattr(fast.Statements, "flush", failing_flush)
+        patch.setattr(CheckoutService, "record_new", failing_write)
         failed = _checkout(client, zelda, shop, ADDRESS)
     assert failed.status_code == 500
     assert failed.json()["code"] == "internal_error"

@@ -1,4 +1,8 @@
-"""The Integrated Payments HTTP adapter against the simulator, over real HTTP on a local port."""
+"""The Integrated Payments HTTP adapter against the simulator, over real HTTP on a local port.
+
+Retries in detail (which requests are resent, how often, Retry-After) are pinned against a scripted
+local server in tests/unit/test_payments_http_retries.py.
+"""
 
 from __future__ import annotations
 
@@ -379,6 +383,30 @@ def test_a_refund_over_the_captured_amount_is_rejected_and_refunds_nothing(
     assert raised.value.code == "refund_exceeds_capture"
     assert sim.inspect(intent.intent_id)["refunded_minor"] == 5000
     assert len(sim.state.refunds) == refunds_before
+
+
+def test_a_lost_refund_response_is_retried_and_refunds_once(
+    sim: Simulator, impatient_payments: HttpIntegratedPayments
+) -> None:
+    intent = captured_intent(impatient_payments, amount_minor=5999)
+    transaction_ref = impatient_payments.get_payment(intent.intent_id).transaction_ref
+    assert transaction_ref is not None
+    # given the module refunds but its answer arrives after the adapter's timeout
+    sim.add_fault(operation="refund", mode="delay_after", seconds=1.0, times=1)
+    refunds_before = len(sim.state.refunds)
+    # when the adapter refunds
+    result = impatient_payments.refund(
+        transaction_ref=transaction_ref,
+        amount_minor=2000,
+        currency="GBP",
+        reason_code="customer_request",
+        initiated_by="staff:refunds-test",
+        idempotency_key=str(uuid.uuid4()),
+    )
+    # then its retry (same Idempotency-Key) got the first refund back: money went back once
+    assert len(sim.state.refunds) == refunds_before + 1
+    assert result.refund_ref in sim.state.refunds
+    assert sim.inspect(intent.intent_id)["refunded_minor"] == 2000
 
 
 def test_refund_reasons_include_customer_request(payments: HttpIntegratedPayments) -> None:

@@ -64,10 +64,49 @@ def test_services_raise_domain_errors_not_http_exceptions(path: Path) -> None:
     assert web_http_exception is None, f"{_rel(path)} uses the web framework's HTTPException"
 
 
+# Who may open a unit of work (docs/architecture.md, "Who owns a transaction"): the request
+# (web/), jobs (the outbox relay, CLI commands), the wiring and the demo set-up, and db/ itself.
+UNIT_OF_WORK_OWNERS = ("web/", "db/", "cli.py", "events/relay.py", "demo/", "context.py")
+
+
+def _owns_units_of_work(path: Path) -> bool:
+    return _rel(path).startswith(UNIT_OF_WORK_OWNERS)
+
+
+def _handles_sessions(path: Path) -> bool:
+    return any(name.startswith("sqlalchemy") for name in _imports(path))
+
+
+def _used_names(path: Path) -> set[str]:
+    """Attribute and function names the module calls (`x.commit()` gives "commit")."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute):
+                names.add(node.func.attr)
+            elif isinstance(node.func, ast.Name):
+                names.add(node.func.id)
+    return names
+
+
 @pytest.mark.parametrize("path", _modules(), ids=_rel)
-def test_services_never_commit(path: Path) -> None:
-    """The request (or job) owns the transaction; services only add rows."""
-    allowed = {"db/engine.py", "web/deps.py", "demo/runtime.py"}
-    if _rel(path) in allowed:
+def test_services_never_open_a_unit_of_work(path: Path) -> None:
+    """A service cannot reach the Database (so cannot open a unit of work or a read session):
+    it gets the caller's session."""
+    if _owns_units_of_work(path):
         return
-    assert ".commit()" not in path.read_text(), f"{_rel(path)} commits"
+    offending = {name for name in _imports(path) if name == "product_shop.db.engine"}
+    assert not offending, f"{_rel(path)} imports the Database: services get a session"
+    if _handles_sessions(path):
+        calls = _used_names(path) & {"unit_of_work", "reading", "run", "commit_queued"}
+        assert not calls, f"{_rel(path)} opens or ends units of work: {calls}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
+def test_services_never_end_a_transaction(path: Path) -> None:
+    """Services add rows and flush; beginning, committing and rolling back are the unit of
+    work's (at run time the session refuses them too: db.engine.UnitOfWorkSession)."""
+    if _owns_units_of_work(path) or not _handles_sessions(path):
+        return
+    calls = _used_names(path) & {"commit", "rollback", "begin", "close"}
+    assert not calls, f"{_rel(path)} ends or begins a transaction: {calls}"

@@ -1,10 +1,9 @@
 """Catalogue use cases. Each change adds its row, its audit entry and its outbox events to the
-caller's session; the caller (the request) commits them together or not at all."""
+caller's session; the caller (the request) commits them together or not at all. How rows are
+shown (views, snapshots, the page cursor) is in `catalogue.views`."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,22 +11,15 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from product_shop.access.actor import Actor, Role
+from product_shop.access.actor import Actor
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
-from product_shop.catalogue import repository
-from product_shop.catalogue.model import (
-    AvailabilityStatus,
-    FulfilmentType,
-    PracticeOffer,
-    check_availability_transition,
-    is_purchasable,
-)
+from product_shop.catalogue import repository, views
+from product_shop.catalogue.model import AvailabilityStatus, check_availability_transition
 from product_shop.catalogue.ports import NoOpenCheckouts, OpenCheckouts
 from product_shop.catalogue.schemas import (
     Catalogue,
     CatalogueItem,
-    CatalogueView,
     PracticeSettingsIn,
     ProductCreate,
     ProductPatch,
@@ -96,8 +88,8 @@ class CatalogueService:
         What the view may not see is filtered in the query, so a page is full while more
         items exist."""
         require(actor, Action.BROWSE_CATALOGUE)
-        view, practice = _view_for(actor, practice_id)
-        after = _decode_catalogue_cursor(cursor) if cursor is not None else None
+        view, practice = views.view_for(actor, practice_id)
+        after = views.decode_cursor(cursor) if cursor is not None else None
         limit = max(1, min(limit, MAX_CATALOGUE_PAGE))
         rows = repository.catalogue_page(
             session,
@@ -110,9 +102,11 @@ class CatalogueService:
         )
         page, more = rows[:limit], len(rows) > limit
         items = [
-            item for product, setting in page if (item := _item(view, product, setting)) is not None
+            item
+            for product, setting in page
+            if (item := views.item(view, product, setting)) is not None
         ]
-        next_cursor = _encode_catalogue_cursor(page[-1][0]) if more else None
+        next_cursor = views.encode_cursor(page[-1][0]) if more else None
         return Catalogue(practice_id=practice, view=view, items=items, next_cursor=next_cursor)
 
     def catalogue_item(
@@ -124,9 +118,9 @@ class CatalogueService:
         practice_id: uuid.UUID | None = None,
     ) -> CatalogueItem:
         require(actor, Action.BROWSE_CATALOGUE)
-        view, practice = _view_for(actor, practice_id)
+        view, practice = views.view_for(actor, practice_id)
         rows = repository.products_with_settings(session, practice, product_ids=[product_id])
-        item = _item(view, *rows[0]) if rows else None
+        item = views.item(view, *rows[0]) if rows else None
         if item is None:
             raise NotFound("No such product in this catalogue.")
         return item
@@ -153,7 +147,7 @@ class CatalogueService:
             updated_by=actor.actor_id,
         )
         session.add(product)
-        snapshot = product_snapshot(product)
+        snapshot = views.product_snapshot(product)
         self._audit.record(
             session,
             stream_type="product",
@@ -167,7 +161,7 @@ class CatalogueService:
             session,
             ev.PRODUCT_CREATED,
             aggregate_id=product.product_id,
-            data={"product": snapshot, "changed_by": _changed_by(actor)},
+            data={"product": snapshot, "changed_by": views.changed_by(actor)},
             at=now,
         )
         return ProductOut.model_validate(snapshot)
@@ -177,7 +171,7 @@ class CatalogueService:
         product = repository.get_product(session, product_id)
         if product is None:
             raise NotFound("No such product.")
-        return ProductOut.model_validate(product_snapshot(product))
+        return ProductOut.model_validate(views.product_snapshot(product))
 
     def update_product(
         self,
@@ -199,7 +193,7 @@ class CatalogueService:
             raise BadRequest(
                 "Only imagery_ref may be cleared with null.", code="field_not_nullable"
             )
-        before = product_snapshot(product)
+        before = views.product_snapshot(product)
         if "availability_status" in requested:
             check_availability_transition(
                 AvailabilityStatus(product.availability_status),
@@ -221,7 +215,7 @@ class CatalogueService:
         product.version += 1
         product.updated_at = now
         product.updated_by = actor.actor_id
-        after = product_snapshot(product)
+        after = views.product_snapshot(product)
         self._audit.record(
             session,
             stream_type="product",
@@ -232,7 +226,7 @@ class CatalogueService:
             after=after,
             at=now,
         )
-        changed_by = _changed_by(actor)
+        changed_by = views.changed_by(actor)
         self._outbox.emit(
             session,
             ev.PRODUCT_UPDATED,
@@ -266,7 +260,7 @@ class CatalogueService:
                 "before": change["before"],
                 "after": change["after"],
                 "purchasable": change["after"] == AvailabilityStatus.AVAILABLE,
-                "changed_by": _changed_by(actor),
+                "changed_by": views.changed_by(actor),
             },
             at=now,
         )
@@ -312,7 +306,7 @@ class CatalogueService:
                     "product_id": product.product_id,
                     "affected": affected,
                     "notify_module_owners": ["product_shop", "hygiene_subscriptions"],
-                    "changed_by": _changed_by(actor),
+                    "changed_by": views.changed_by(actor),
                     **batch,
                 },
                 at=now,
@@ -339,7 +333,7 @@ class CatalogueService:
             raise Conflict("This product has been deprecated.", code="product_deprecated")
         setting = repository.get_setting(session, practice_id, product_id, for_update=True)
         _check_version(expected_version, setting.version if setting else 0)
-        before = _settings_snapshot(setting, product.currency) if setting else None
+        before = views.settings_snapshot(setting, product.currency) if setting else None
         now = self._clock.now()
         if setting is None:
             setting = PracticeProductSetting(
@@ -350,9 +344,9 @@ class CatalogueService:
         setting.practice_note = data.practice_note or None
         setting.visible = data.visible
         setting.in_clinic_stock_available = data.in_clinic_stock_available
-        after = _settings_snapshot(setting, product.currency)
+        after = views.settings_snapshot(setting, product.currency)
         if after == before:
-            item = _item("practice", product, setting)
+            item = views.item("practice", product, setting)
             assert item is not None
             return item
         setting.version += 1
@@ -369,7 +363,7 @@ class CatalogueService:
             after={"product_id": str(product_id), "settings": after},
             at=now,
         )
-        item = _item("practice", product, setting)
+        item = views.item("practice", product, setting)
         assert item is not None
         if not item.purchasable:  # hidden, or no in-clinic stock: stop unpaid checkouts here
             self._open_checkouts.product_unpurchasable(
@@ -385,40 +379,11 @@ class CatalogueService:
                 "before": before,
                 "after": after,
                 "purchasable": item.purchasable,
-                "changed_by": _changed_by(actor),
+                "changed_by": views.changed_by(actor),
             },
             at=now,
         )
         return item
-
-
-def product_snapshot(product: Product) -> dict[str, Any]:
-    return {
-        "product_id": str(product.product_id),
-        "name": product.name,
-        "description": product.description,
-        "imagery_ref": product.imagery_ref,
-        "category": product.category,
-        "fulfilment_type": product.fulfilment_type,
-        "cost_price_minor": product.cost_price_minor,
-        "currency": product.currency,
-        "availability_status": product.availability_status,
-        "version": product.version,
-    }
-
-
-def _settings_snapshot(setting: PracticeProductSetting, currency: str) -> dict[str, Any]:
-    return {
-        "retail_price_minor": setting.retail_price_minor,
-        "currency": currency,
-        "practice_note": setting.practice_note,
-        "visible": setting.visible,
-        "in_clinic_stock_available": setting.in_clinic_stock_available,
-    }
-
-
-def _changed_by(actor: Actor) -> dict[str, str]:
-    return {"actor_id": actor.actor_id, "role": actor.role.value}
 
 
 def _flag_last(
@@ -436,96 +401,9 @@ def _flag_last(
     yield current, True
 
 
-def _encode_catalogue_cursor(product: Product) -> str:
-    """The position after `product` in display order (category, name, product_id)."""
-    position = [product.category, product.name, str(product.product_id)]
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
-
-
-def _decode_catalogue_cursor(cursor: str) -> repository.CataloguePosition:
-    try:
-        position = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
-        if (
-            not isinstance(position, list)
-            or len(position) != 3
-            or not all(isinstance(part, str) for part in position)
-        ):
-            raise ValueError("a cursor is [category, name, product_id]")
-        category, name, product_id = position
-        return category, name, uuid.UUID(product_id)
-    except ValueError as exc:  # also bad base64, UTF-8 and JSON
-        raise BadRequest(
-            "The cursor is not valid; start again without one.", code="invalid_cursor"
-        ) from exc
-
-
 def _check_version(expected: int | None, actual: int) -> None:
     if expected is not None and expected != actual:
         raise PreconditionFailed(
             f"The record changed since you read it (version {actual}, If-Match {expected}).",
             code="version_mismatch",
         )
-
-
-def _view_for(
-    actor: Actor, practice_id: uuid.UUID | None
-) -> tuple[CatalogueView, uuid.UUID | None]:
-    """Which view a caller gets, and for which practice. Practice roles see only their own."""
-    if actor.practice_id is not None and practice_id not in (None, actor.practice_id):
-        raise NotFound("No such catalogue.")
-    if actor.role is Role.PATIENT:
-        return "patient", actor.practice_id
-    if actor.is_practice_staff:
-        return "practice", actor.practice_id
-    if actor.role is Role.SERVICE:
-        if practice_id is None:
-            raise BadRequest(
-                "Service callers must name the practice (?practice_id=...).",
-                code="practice_id_required",
-            )
-        return "service", practice_id
-    return "catalogue", practice_id
-
-
-def _item(
-    view: CatalogueView, product: Product, setting: PracticeProductSetting | None
-) -> CatalogueItem | None:
-    """The item as this view may see it; None when the view may not see the product at all."""
-    availability = AvailabilityStatus(product.availability_status)
-    if view == "patient" and (
-        setting is None or not setting.visible or availability is AvailabilityStatus.DEPRECATED
-    ):
-        return None
-    if view == "service" and setting is None:
-        return None
-    offer = (
-        PracticeOffer(
-            retail_price_minor=setting.retail_price_minor,
-            practice_note=setting.practice_note,
-            visible=setting.visible,
-            in_clinic_stock_available=setting.in_clinic_stock_available,
-        )
-        if setting is not None
-        else None
-    )
-    fields: dict[str, Any] = {
-        "product_id": product.product_id,
-        "name": product.name,
-        "description": product.description,
-        "imagery_ref": product.imagery_ref,
-        "category": product.category,
-        "fulfilment_type": product.fulfilment_type,
-        "availability_status": availability,
-        "retail_price_minor": offer.retail_price_minor if offer else None,
-        "currency": product.currency,
-        "practice_note": offer.practice_note if offer else None,
-        "purchasable": is_purchasable(availability, FulfilmentType(product.fulfilment_type), offer),
-    }
-    if view != "patient":
-        fields["visible"] = offer.visible if offer else False
-        fields["in_clinic_stock_available"] = offer.in_clinic_stock_available if offer else False
-    if view in ("practice", "catalogue"):
-        fields["cost_price_minor"] = product.cost_price_minor
-    if view == "practice":
-        fields["settings_version"] = setting.version if setting else 0
-    return CatalogueItem(**fields)

@@ -1,50 +1,41 @@
-"""Checkout use cases: create (price now, open a payment intent), read, retry.
+"""Checkout use cases: start one (priced from the catalogue now, with a payment intent), read it,
+retry a failed payment.
 
-These use cases cross a network boundary (Integrated Payments), so they own their units of work:
-read and price in one short transaction, call Integrated Payments with no transaction open, then
-write the checkout, its audit entry and the idempotent response in one transaction.
+Each use case that calls Integrated Payments comes in steps, so that no transaction is open
+while another module is called: the caller (the request) runs the database steps in units of
+work of its own and the network steps between them. The steps only add rows to the session they
+are given; they never begin, commit or roll back.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
-from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.pricing import PricedLine, price_lines
-from product_shop.checkout.schemas import (
-    CheckoutFailure,
-    CheckoutIn,
-    CheckoutLineIn,
-    CheckoutLineOut,
-    CheckoutOut,
-    DeliveryAddress,
-    PaymentLink,
-)
+from product_shop.checkout.repository import load_lines, load_owned, lock_checkout
+from product_shop.checkout.schemas import CheckoutIn, CheckoutLineIn, CheckoutOut
 from product_shop.checkout.tables import Checkout, CheckoutLine
+from product_shop.checkout.views import checkout_view, view
 from product_shop.core.clock import Clock
 from product_shop.core.errors import (
     BadGateway,
     Conflict,
-    NotFound,
     ServiceUnavailable,
     Unprocessable,
 )
 from product_shop.core.ids import new_id
 from product_shop.core.timing import timed
-from product_shop.db.engine import Database
-from product_shop.db.fast import Row, Statements, columns_of
-from product_shop.idempotency.store import Claim, IdempotencyStore
 from product_shop.integrations.payments import (
     ACCEPTED_METHODS,
     IntegratedPayments,
@@ -59,31 +50,55 @@ log = get_logger("product_shop.checkout")
 PERMITTED_GATEWAYS = frozenset({"integrated_payments", "dna_payments"})
 
 
+@dataclass(frozen=True, slots=True)
+class NewCheckout:
+    """A checkout priced and ready to pay for, not stored yet."""
+
+    checkout_id: uuid.UUID
+    patient_id: uuid.UUID
+    practice_id: uuid.UUID
+    lines: list[PricedLine]
+    currency: str
+    total_minor: int
+    delivery_address: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A failed checkout to pay again: its current intent is closed before a new one opens."""
+
+    checkout_id: uuid.UUID
+    previous_intent_id: str | None
+    attempt: int
+    amount_minor: int
+    currency: str
+    version: int
+
+
 class CheckoutService:
     def __init__(
         self,
         *,
-        database: Database,
         payments: IntegratedPayments,
         audit: AuditLog,
-        idempotency: IdempotencyStore,
         clock: Clock,
         ttl: timedelta = timedelta(hours=24),
     ) -> None:
-        self._database = database
         self._payments = payments
         self._audit = audit
-        self._idempotency = idempotency
         self._clock = clock
         self._ttl = ttl
 
-    def create(self, actor: Actor, body: CheckoutIn, claim: Claim) -> CheckoutOut:
+    # ---- starting a checkout -----------------------------------------------------------------
+
+    def price(self, session: Session, actor: Actor, body: CheckoutIn) -> NewCheckout:
+        """Prices and availability from the catalogue now (invariant 7); refuses what cannot be
+        bought and any other payment path before anything is charged."""
         require(actor, Action.CHECKOUT)
         _refuse_other_payment_paths(body)
         assert actor.practice_id is not None
         assert actor.patient_id is not None
-        with self._database.unit_of_work() as session:
-            lines, currency = price_lines(session, actor.practice_id, body.lines)
+        lines, currency = price_lines(session, actor.practice_id, body.lines)
         if body.delivery_address is None and any(
             line.fulfilment_type is FulfilmentType.DROP_SHIP for line in lines
         ):
@@ -91,21 +106,36 @@ class CheckoutService:
                 "A delivery address is required for products delivered to you.",
                 code="delivery_address_required",
             )
-        total = sum(line.total_minor for line in lines)
-        checkout_id = new_id()
-        intent = self._open_intent(checkout_id, total, currency, attempt=1)
+        return NewCheckout(
+            checkout_id=new_id(),
+            patient_id=actor.patient_id,
+            practice_id=actor.practice_id,
+            lines=lines,
+            currency=currency,
+            total_minor=sum(line.total_minor for line in lines),
+            delivery_address=body.delivery_address.model_dump() if body.delivery_address else None,
+        )
+
+    def open_intent(self, checkout: NewCheckout) -> PaymentIntent:
+        """The payment intent at Integrated Payments (network; no transaction open)."""
+        return self._open_intent(
+            checkout.checkout_id, checkout.total_minor, checkout.currency, attempt=1
+        )
+
+    def record_new(
+        self, session: Session, actor: Actor, checkout: NewCheckout, intent: PaymentIntent
+    ) -> CheckoutOut:
+        """The checkout, its lines and its audit entry, added to the caller's unit of work."""
         now = self._clock.now()
-        checkout: Row = {
-            "checkout_id": checkout_id,
-            "patient_id": actor.patient_id,
-            "practice_id": actor.practice_id,
+        row: dict[str, Any] = {
+            "checkout_id": checkout.checkout_id,
+            "patient_id": checkout.patient_id,
+            "practice_id": checkout.practice_id,
             "status": transition(CheckoutStatus.OPEN, CheckoutStatus.AWAITING_PAYMENT).value,
-            "currency": currency,
-            "total_minor": total,
-            "amount_due_minor": total,
-            "delivery_address": body.delivery_address.model_dump()
-            if body.delivery_address
-            else None,
+            "currency": checkout.currency,
+            "total_minor": checkout.total_minor,
+            "amount_due_minor": checkout.total_minor,
+            "delivery_address": checkout.delivery_address,
             "payment_intent_id": intent.intent_id,
             "payment_url": intent.payment_url,
             "payment_attempts": 1,
@@ -120,125 +150,84 @@ class CheckoutService:
             "expires_at": now + self._ttl,
             "version": 1,
         }
-        rows = _line_rows(lines, checkout_id)
-        view = checkout_view(checkout, rows)
-        with self._database.unit_of_work() as session:
-            # The rows go out in one round trip on PostgreSQL (db.fast; docs/benchmarks.md).
-            fast = Statements(session)
-            fast.insert(Checkout, [checkout])
-            fast.insert(CheckoutLine, rows)
-            entry = self._audit.row(
-                session,
-                stream_type="checkout",
-                stream_id=checkout_id,
-                new_stream=True,
-                action="checkout.created",
-                actor=actor.audit_actor(),
-                practice_id=actor.practice_id,
-                after={
-                    "status": checkout["status"],
-                    "total_minor": total,
-                    "currency": currency,
-                    "intent_id": intent.intent_id,
-                    "lines": [
-                        {
-                            "product_id": str(line.product_id),
-                            "quantity": line.quantity,
-                            "unit_price_minor": line.unit_price_minor,
-                        }
-                        for line in lines
-                    ],
-                },
-                at=now,
-            )
-            fast.insert(AuditEntry, [entry])
-            fast.flush()
-            self._idempotency.complete(
-                session, claim, 201, view.model_dump(mode="json"), f"/v1/checkouts/{checkout_id}"
-            )
-        return view
-
-    def get(self, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
-        with self._database.unit_of_work() as session:
-            checkout = load_owned(session, actor, checkout_id)
-            return _view(checkout, load_lines(session, checkout_id))
-
-    def retry(self, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
-        """A new payment intent for a failed checkout; idempotent once awaiting payment again.
-
-        The previous intent is cancelled at Integrated Payments first, so at most one payment
-        page of a checkout can take money, and `payment.intent_id`/`payment_url` always name
-        that live intent. If the previous one turns out to be captured after all, nothing new
-        is opened and the answer is 409 `payment_already_captured` (complete the checkout)."""
-        with self._database.unit_of_work() as session:
-            checkout = load_owned(session, actor, checkout_id)
-            lines = load_lines(session, checkout_id)
-            if checkout.status == CheckoutStatus.AWAITING_PAYMENT:
-                return _view(checkout, lines)
-            if checkout.status != CheckoutStatus.FAILED:
-                transition(
-                    CheckoutStatus(checkout.status), CheckoutStatus.AWAITING_PAYMENT
-                )  # raises
-            # Still purchasable? Prices stay those of the checkout; availability is checked now.
-            price_lines(
-                session,
-                checkout.practice_id,
-                [
-                    CheckoutLineIn(product_id=line.product_id, quantity=line.quantity)
-                    for line in lines
+        lines = [
+            {
+                "checkout_id": checkout.checkout_id,
+                "line_no": line.line_no,
+                "product_id": line.product_id,
+                "product_name": line.name,
+                "quantity": line.quantity,
+                "unit_price_minor": line.unit_price_minor,
+                "fulfilment_type": line.fulfilment_type.value,
+            }
+            for line in checkout.lines
+        ]
+        session.execute(insert(Checkout), [row])
+        session.execute(insert(CheckoutLine), lines)
+        self._audit.record(
+            session,
+            stream_type="checkout",
+            stream_id=checkout.checkout_id,
+            new_stream=True,
+            action="checkout.created",
+            actor=actor.audit_actor(),
+            practice_id=checkout.practice_id,
+            after={
+                "status": row["status"],
+                "total_minor": checkout.total_minor,
+                "currency": checkout.currency,
+                "intent_id": intent.intent_id,
+                "lines": [
+                    {
+                        "product_id": str(line.product_id),
+                        "quantity": line.quantity,
+                        "unit_price_minor": line.unit_price_minor,
+                    }
+                    for line in checkout.lines
                 ],
-            )
-            attempt = checkout.payment_attempts + 1
-            amount, currency, version, previous = (
-                checkout.amount_due_minor,
-                checkout.currency,
-                checkout.version,
-                checkout.payment_intent_id,
-            )
-        if previous is not None:
-            self._cancel_previous(checkout_id, previous)
-        intent = self._open_intent(checkout_id, amount, currency, attempt=attempt)
-        now = self._clock.now()
-        with self._database.unit_of_work() as session:
-            checkout = lock_checkout(session, checkout_id)
-            if checkout.version == version and checkout.status == CheckoutStatus.FAILED:
-                before = {"status": checkout.status, "failure_code": checkout.failure_code}
-                checkout.status = transition(
-                    CheckoutStatus.FAILED, CheckoutStatus.AWAITING_PAYMENT
-                ).value
-                checkout.payment_intent_id = intent.intent_id
-                checkout.payment_url = intent.payment_url
-                checkout.payment_attempts = attempt
-                checkout.failure_code = None
-                checkout.failure_reason = None
-                checkout.updated_at = now
-                checkout.version += 1
-                self._audit.record(
-                    session,
-                    stream_type="checkout",
-                    stream_id=checkout_id,
-                    action="checkout.payment_retried",
-                    actor=actor.audit_actor(),
-                    practice_id=checkout.practice_id,
-                    before=before,
-                    after={
-                        "status": checkout.status,
-                        "intent_id": intent.intent_id,
-                        "attempt": attempt,
-                    },
-                    at=now,
-                )
-            stored = checkout.payment_intent_id
-            view = _view(checkout, load_lines(session, checkout_id))
-        if stored != intent.intent_id:
-            # Another request settled the checkout meanwhile: the intent we opened stays unused.
-            self._cancel_unused(intent.intent_id)
-        return view
+            },
+            at=now,
+        )
+        return checkout_view(row, lines)
 
-    def _cancel_previous(self, checkout_id: uuid.UUID, intent_id: str) -> None:
-        """Close the previous payment page before opening another (no double charge)."""
+    def get(self, session: Session, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
+        checkout = load_owned(session, actor, checkout_id)
+        return view(checkout, load_lines(session, checkout_id))
+
+    # ---- paying again after a failure --------------------------------------------------------
+
+    def prepare_retry(
+        self, session: Session, actor: Actor, checkout_id: uuid.UUID
+    ) -> Retry | CheckoutOut:
+        """What a retry needs; the checkout itself when it already awaits payment again (a
+        retry is idempotent). Availability is checked now; prices stay the checkout's."""
+        checkout = load_owned(session, actor, checkout_id)
+        lines = load_lines(session, checkout_id)
+        if checkout.status == CheckoutStatus.AWAITING_PAYMENT:
+            return view(checkout, lines)
+        if checkout.status != CheckoutStatus.FAILED:
+            transition(CheckoutStatus(checkout.status), CheckoutStatus.AWAITING_PAYMENT)  # raises
+        price_lines(
+            session,
+            checkout.practice_id,
+            [CheckoutLineIn(product_id=line.product_id, quantity=line.quantity) for line in lines],
+        )
+        return Retry(
+            checkout_id=checkout_id,
+            previous_intent_id=checkout.payment_intent_id,
+            attempt=checkout.payment_attempts + 1,
+            amount_minor=checkout.amount_due_minor,
+            currency=checkout.currency,
+            version=checkout.version,
+        )
+
+    def close_previous(self, retry: Retry) -> None:
+        """Close the previous payment page before opening another, so a checkout never has two
+        live intents (no double charge). Network; no transaction open."""
+        if retry.previous_intent_id is None:
+            return
         try:
-            self._payments.cancel_intent(intent_id)
+            self._payments.cancel_intent(retry.previous_intent_id)
         except PaymentsUnavailable as exc:
             raise ServiceUnavailable(
                 "Payments are unavailable right now; nothing was charged. Please try again.",
@@ -250,7 +239,7 @@ class CheckoutService:
                     "Your earlier payment went through after all, so no new payment is needed. "
                     "Complete the checkout to get your order.",
                     code="payment_already_captured",
-                    complete_url=f"/v1/checkouts/{checkout_id}/complete",
+                    complete_url=f"/v1/checkouts/{retry.checkout_id}/complete",
                 ) from exc
             raise BadGateway(
                 "Integrated Payments could not close the previous payment page; nothing new was "
@@ -258,11 +247,54 @@ class CheckoutService:
                 code="payment_cancel_refused",
             ) from exc
 
-    def _cancel_unused(self, intent_id: str) -> None:
+    def open_retry_intent(self, retry: Retry) -> PaymentIntent:
+        return self._open_intent(
+            retry.checkout_id, retry.amount_minor, retry.currency, attempt=retry.attempt
+        )
+
+    def record_retry(
+        self, session: Session, actor: Actor, retry: Retry, intent: PaymentIntent
+    ) -> tuple[CheckoutOut, bool]:
+        """The new intent on the checkout, unless another request settled it meanwhile.
+        Returns the checkout and whether this intent is the one it names."""
+        now = self._clock.now()
+        checkout = lock_checkout(session, retry.checkout_id)
+        if checkout.version == retry.version and checkout.status == CheckoutStatus.FAILED:
+            before = {"status": checkout.status, "failure_code": checkout.failure_code}
+            checkout.status = transition(
+                CheckoutStatus.FAILED, CheckoutStatus.AWAITING_PAYMENT
+            ).value
+            checkout.payment_intent_id = intent.intent_id
+            checkout.payment_url = intent.payment_url
+            checkout.payment_attempts = retry.attempt
+            checkout.failure_code = None
+            checkout.failure_reason = None
+            checkout.updated_at = now
+            checkout.version += 1
+            self._audit.record(
+                session,
+                stream_type="checkout",
+                stream_id=retry.checkout_id,
+                action="checkout.payment_retried",
+                actor=actor.audit_actor(),
+                practice_id=checkout.practice_id,
+                before=before,
+                after={
+                    "status": checkout.status,
+                    "intent_id": intent.intent_id,
+                    "attempt": retry.attempt,
+                },
+                at=now,
+            )
+        stored = checkout.payment_intent_id == intent.intent_id
+        return view(checkout, load_lines(session, retry.checkout_id)), stored
+
+    def close_unused(self, intent: PaymentIntent) -> None:
+        """An intent opened for a retry that another request settled first: close it."""
         try:
-            self._payments.cancel_intent(intent_id)
+            self._payments.cancel_intent(intent.intent_id)
         except (PaymentsUnavailable, PaymentRejected):
-            log.warning("payment_intent_not_cancelled", intent_id=intent_id)
+            log.warning("payment_intent_not_cancelled", intent_id=intent.intent_id)
 
     def _open_intent(
         self, checkout_id: uuid.UUID, amount: int, currency: str, *, attempt: int
@@ -301,98 +333,3 @@ def _refuse_other_payment_paths(body: CheckoutIn) -> None:
             f"'{body.payment_method}' is not.",
             code="payment_method_not_permitted",
         )
-
-
-def load_owned(session: Session, actor: Actor, checkout_id: uuid.UUID) -> Checkout:
-    """The checkout if this patient owns it; 404 for anyone else (existence is not revealed)."""
-    checkout = session.get(Checkout, checkout_id)
-    check_owner(actor, checkout.patient_id if checkout else None)
-    assert checkout is not None
-    return checkout
-
-
-def check_owner(actor: Actor, patient_id: uuid.UUID | None) -> None:
-    """404 unless this patient owns the checkout (None: there is no such checkout)."""
-    require(actor, Action.CHECKOUT)
-    if patient_id is None or patient_id != actor.patient_id:
-        raise NotFound("No such checkout.")
-
-
-def lock_checkout(session: Session, checkout_id: uuid.UUID) -> Checkout:
-    checkout = session.execute(
-        select(Checkout).where(Checkout.checkout_id == checkout_id).with_for_update()
-    ).scalar_one()
-    return checkout
-
-
-def load_lines(session: Session, checkout_id: uuid.UUID) -> list[CheckoutLine]:
-    return list(
-        session.scalars(
-            select(CheckoutLine)
-            .where(CheckoutLine.checkout_id == checkout_id)
-            .order_by(CheckoutLine.line_no)
-        )
-    )
-
-
-def _line_rows(lines: list[PricedLine], checkout_id: uuid.UUID) -> list[Row]:
-    return [
-        {
-            "checkout_id": checkout_id,
-            "line_no": line.line_no,
-            "product_id": line.product_id,
-            "product_name": line.name,
-            "quantity": line.quantity,
-            "unit_price_minor": line.unit_price_minor,
-            "fulfilment_type": line.fulfilment_type.value,
-        }
-        for line in lines
-    ]
-
-
-def _view(checkout: Checkout, lines: list[CheckoutLine]) -> CheckoutOut:
-    return checkout_view(columns_of(checkout), [columns_of(line) for line in lines])
-
-
-def checkout_view(checkout: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> CheckoutOut:
-    """The checkout JSON from rows (column names as keys)."""
-    failure: dict[str, Any] | None = None
-    if checkout["status"] == CheckoutStatus.FAILED:
-        failure = {
-            "code": checkout["failure_code"] or "payment_failed",
-            "reason": checkout["failure_reason"] or "The payment did not go through.",
-            "retry_url": f"/v1/checkouts/{checkout['checkout_id']}/retry",
-        }
-    return CheckoutOut(
-        id=checkout["checkout_id"],
-        status=CheckoutStatus(checkout["status"]),
-        total_minor=checkout["total_minor"],
-        amount_due_minor=checkout["amount_due_minor"],
-        currency=checkout["currency"],
-        lines=[
-            CheckoutLineOut(
-                line_no=line["line_no"],
-                product_id=line["product_id"],
-                name=line["product_name"],
-                quantity=line["quantity"],
-                unit_price_minor=line["unit_price_minor"],
-                line_total_minor=line["unit_price_minor"] * line["quantity"],
-                fulfilment_type=FulfilmentType(line["fulfilment_type"]),
-            )
-            for line in lines
-        ],
-        delivery_address=DeliveryAddress.model_validate(checkout["delivery_address"])
-        if checkout["delivery_address"]
-        else None,
-        payment=PaymentLink(
-            intent_id=checkout["payment_intent_id"],
-            payment_url=checkout["payment_url"] or "",
-            attempts=checkout["payment_attempts"],
-        )
-        if checkout["payment_intent_id"]
-        else None,
-        failure=CheckoutFailure.model_validate(failure) if failure else None,
-        order_id=checkout["order_id"],
-        created_at=checkout["created_at"],
-        expires_at=checkout["expires_at"],
-    )

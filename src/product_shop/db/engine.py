@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from product_shop.db.base import json_default
+from product_shop.db.fast import commit_queued
 
 
 def _json_serializer(value: Any) -> str:
@@ -49,13 +51,69 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     )
 
 
+class TransactionRuleViolation(RuntimeError):
+    """Something other than the unit of work tried to begin, commit, roll back or close its
+    transaction (docs/architecture.md, "Who owns a transaction")."""
+
+
+class UnitOfWorkSession(Session):
+    """The session a unit of work hands out. Services add rows and may flush; only the unit of
+    work that opened it ends its transaction: `commit`, `rollback`, `begin` and `close` called
+    by anyone else raise `TransactionRuleViolation`, so a breach fails loudly in every test that
+    reaches it instead of splitting one change into two transactions."""
+
+    def commit(self) -> None:
+        raise TransactionRuleViolation("services never commit: the unit of work does")
+
+    def rollback(self) -> None:
+        raise TransactionRuleViolation("services never roll back: the unit of work does")
+
+    def begin(self, nested: bool = False) -> SessionTransaction:
+        if nested:  # a SAVEPOINT inside the unit of work's transaction is fine
+            return super().begin(nested=True)
+        raise TransactionRuleViolation("services never begin a transaction: the unit of work does")
+
+    def close(self) -> None:
+        raise TransactionRuleViolation("services never close the session: the unit of work does")
+
+    # The owner's side, used by `Database` only.
+    def _owner_commit(self) -> None:
+        super().commit()
+
+    def _owner_rollback(self) -> None:
+        super().rollback()
+
+    def _owner_close(self) -> None:
+        super().close()
+
+
+T = TypeVar("T")
+
+# Errors after which the whole unit of work may simply be run again: PostgreSQL's deadlock and
+# serialization failure, SQLite's busy database.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A deadlock or serialization failure (PostgreSQL) or a locked database (SQLite)."""
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return True
+    return "database is locked" in str(error.orig)
+
+
 class Database:
-    """Owns the engine; hands out sessions. Services add rows, the caller commits."""
+    """Owns the engine and hands out units of work. Who may open one: the request (web/) and
+    jobs (the relay, CLI commands) — never a service (docs/architecture.md)."""
 
     def __init__(self, url: str, *, engine: Engine | None = None, pool_size: int = 20) -> None:
         self.url = url
         self.engine = engine if engine is not None else make_engine(url, pool_size=pool_size)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        self._sessions = sessionmaker(
+            self.engine, class_=UnitOfWorkSession, expire_on_commit=False, autoflush=True
+        )
         # Reads that need no transaction of their own. PostgreSQL runs them in autocommit: one
         # round trip per statement instead of BEGIN, statement, COMMIT. Each statement sees
         # the data committed when it starts, as every statement of a READ COMMITTED
@@ -64,6 +122,7 @@ class Database:
         self._reads = (
             sessionmaker(
                 self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                class_=UnitOfWorkSession,
                 expire_on_commit=False,
                 autoflush=True,
             )
@@ -75,11 +134,10 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def new_session(self) -> Session:
-        return self._sessions()
-
     def unit_of_work(self) -> AbstractContextManager[Session]:
-        """One transaction: commit when the block ends normally, roll back on any error."""
+        """One transaction: commit when the block ends normally (rows queued through
+        `db.fast.Statements` go out with the COMMIT in one round trip on PostgreSQL), roll back
+        on any error."""
         return _scope(self._sessions)
 
     def reading(self) -> AbstractContextManager[Session]:
@@ -87,19 +145,40 @@ class Database:
         unit of work elsewhere. Nothing written through it is kept atomic: write elsewhere."""
         return _scope(self._reads)
 
+    def run(
+        self,
+        work: Callable[[Session], T],
+        *,
+        attempts: int = 4,
+        retry_if: Callable[[BaseException], bool] = is_retryable,
+    ) -> T:
+        """`work` in a unit of work, run again (at most `attempts` times in all) when it fails
+        with an error after which a fresh attempt may succeed: by default a deadlock, a
+        serialization failure or SQLite's busy database. `work` must be safe to repeat: it
+        reads what it needs inside the unit of work."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.unit_of_work() as session:
+                    return work(session)
+            except Exception as exc:
+                if attempt == attempts or not retry_if(exc):
+                    raise
+        raise AssertionError("unreachable")
+
     def dispose(self) -> None:
         self.engine.dispose()
 
 
 @contextmanager
-def _scope(sessions: sessionmaker[Session]) -> Iterator[Session]:
+def _scope(sessions: sessionmaker[UnitOfWorkSession]) -> Iterator[Session]:
     """Commit when the block ends normally, roll back on any error, close either way."""
     session = sessions()
     try:
         yield session
-        session.commit()
+        commit_queued(session)
+        session._owner_commit()
     except BaseException:
-        session.rollback()
+        session._owner_rollback()
         raise
     finally:
-        session.close()
+        session._owner_close()

@@ -16,6 +16,11 @@ as SQLAlchemy's exception classes (a lost connection is invalidated, with the po
 that the fast path cannot send as compiled once (an expanding `IN` list) simply goes through Core.
 
 Statements are cached by identity: build them once, at module level, with `bindparam` names.
+
+Queued writes belong to the session (every `Statements` of one session shares its queue). A
+service queues rows and may `flush()` them when it must read them back; the unit of work that
+owns the session sends what is still queued together with its COMMIT (`commit_queued`, called
+by `db.engine` only): on PostgreSQL, one round trip for the writes and the COMMIT.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from typing import Any, cast
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, Table, and_, bindparam, event, insert, update
+from sqlalchemy import Connection, Table, and_, bindparam, insert, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.types import JSON, TypeDecorator
 
@@ -74,7 +79,16 @@ class Statements:
         self._session = session
         self._dialect = session.get_bind().dialect
         self._postgres = self._dialect.name == "postgresql"
-        self._writes: list[tuple[str, Table, list[Row], Row | None]] = []
+
+    @property
+    def _writes(self) -> list[_Write]:
+        queued: list[_Write] = self._session.info.setdefault(_QUEUE, [])
+        return queued
+
+    @property
+    def pending(self) -> bool:
+        """Whether writes are queued, waiting for `flush` or the unit of work's commit."""
+        return bool(self._session.info.get(_QUEUE))
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -191,17 +205,20 @@ class Statements:
             raise ValueError("an update needs at least one condition and one value")
         self._writes.append(("update", _table(model), [dict(values)], dict(where)))
 
-    def flush(self, *, commit: bool = False) -> None:
-        """Send every queued write, in order: PostgreSQL, one pipeline; elsewhere, Core. On any
-        error the caller's unit of work must roll back (it does: db.engine.unit_of_work).
+    def flush(self) -> None:
+        """Send every queued write now, in order (PostgreSQL: one pipeline; elsewhere, Core),
+        inside the unit of work's transaction. Only needed to read the rows back before the
+        unit of work commits; on any error the unit of work rolls back."""
+        self._send(commit=False)
 
-        `commit=True` ends the transaction in the same round trip (PostgreSQL): the unit of
-        work's own commit then finds nothing to do. Pending ORM changes are flushed first, so
-        they commit with the rest. Use it only as the unit of work's last database step: a
-        statement after it would run in a transaction of its own."""
+    def _send(self, *, commit: bool) -> None:
+        """`commit=True` (the unit of work's commit, through `commit_queued`): the writes and
+        the COMMIT in one round trip on PostgreSQL; pending ORM changes are flushed first so
+        they commit with the rest."""
         if commit and self._session.in_nested_transaction():
-            raise RuntimeError("flush(commit=True) would commit the transaction around a SAVEPOINT")
-        writes, self._writes = self._writes, []
+            raise RuntimeError("a unit of work does not commit around a SAVEPOINT")
+        writes = list(self._writes)
+        self._writes.clear()
         if commit:
             self._session.flush()  # every ORM change goes before the COMMIT
         elif not writes:
@@ -219,8 +236,6 @@ class Statements:
                         )
                     )
                     self._session.execute(update(table).where(clause).values(**rows[0]))
-            if commit:  # the unit of work commits; refuse more work as PostgreSQL would
-                self._session.info[_COMMITTED] = True
             return
         # Bind every value first: a refused value (a naive datetime) sends nothing at all.
         prepared: list[tuple[str, list[Row]]] = []
@@ -254,8 +269,6 @@ class Statements:
                 cursor.execute(sql, params_list[0])
             if commit:
                 cursor.execute("COMMIT")
-        if commit:
-            self._session.info[_COMMITTED] = True
 
     def _insert_statement(self, table: Table, keys: tuple[str, ...], rows: int) -> str:
         """`INSERT ... VALUES (...), (...)` for `rows` rows: one statement for the server to
@@ -311,7 +324,6 @@ class Statements:
     # ---- plumbing -----------------------------------------------------------------------------
 
     def _connection(self) -> Connection:
-        _refuse_after_commit(self._session)
         return self._session.connection()
 
     @contextmanager
@@ -339,25 +351,16 @@ class Statements:
 # Set on a session whose transaction `flush(commit=True)` committed. Anything the session sends
 # after that would run in a transaction of its own, apart from the order's (invariant 5), so it is
 # refused instead: through Statements, an ORM query or an ORM flush.
-_COMMITTED = "product_shop.fast.committed"
+_QUEUE = "product_shop.fast.queue"
+_Write = tuple[str, Table, list[Row], Row | None]
 
 
-def _refuse_after_commit(session: Session, *_: Any) -> None:
-    if session.info.get(_COMMITTED):
-        raise RuntimeError(
-            "this unit of work was committed by Statements.flush(commit=True); "
-            "it sends nothing more"
-        )
-
-
-@event.listens_for(Session, "before_flush")
-def _no_flush_after_commit(session: Session, *_: Any) -> None:
-    _refuse_after_commit(session)
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _no_query_after_commit(state: ORMExecuteState) -> None:
-    _refuse_after_commit(state.session)
+def commit_queued(session: Session) -> None:
+    """The unit of work's commit step (db.engine only): writes still queued go out with the
+    COMMIT, in one round trip on PostgreSQL. The caller then ends the session's transaction as
+    usual (nothing more is sent to a server that has committed already)."""
+    if session.info.get(_QUEUE):
+        Statements(session)._send(commit=True)
 
 
 def columns_of(instance: Base) -> Row:

@@ -1,1 +1,1 @@
-"""Idempotency keys for creating POSTs (ARCHITECTURE.md invariant 3)."""
+"""Idempotency keys for creating POSTs (docs/architecture.md, invariant 3)."""

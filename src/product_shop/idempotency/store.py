@@ -1,7 +1,8 @@
-"""Idempotency keys (ARCHITECTURE.md invariant 3).
+"""Idempotency keys (docs/architecture.md, invariant 3).
 
-A creating POST claims (caller, key) in a short transaction of its own, so a duplicate arriving
-while the first is in flight sees the claim and gets 409. The first request stores its response
+A creating POST claims (caller, key) in a short unit of work of its own (the request runs it
+before the work), so a duplicate arriving while the first is in flight sees the claim and gets
+409. The first request stores its response
 in the same transaction as its effect; later requests with the same key and body replay it, and
 another body under the same key is 422. Keys live 24 hours. A request that fails releases its
 claim so the client may retry with the same key.
@@ -20,13 +21,11 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
 from product_shop.core.errors import BadRequest, Conflict, Unprocessable
 from product_shop.db.base import json_default
-from product_shop.db.engine import Database
 from product_shop.idempotency.tables import IdempotencyKey
 
 KEY_TTL = timedelta(hours=24)
@@ -55,11 +54,18 @@ def fingerprint(operation: str, payload: Any) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, database: Database, clock: Clock) -> None:
-        self._database = database
+    """Every method works in the caller's unit of work; `claim` and `release` want one of their
+    own (committed before, or after, the work they guard)."""
+
+    def __init__(self, clock: Clock) -> None:
         self._clock = clock
 
-    def claim(self, scope: str, key: str | None, operation: str, payload: Any) -> Claim | Replay:
+    def claim(
+        self, session: Session, scope: str, key: str | None, operation: str, payload: Any
+    ) -> Claim | Replay:
+        """A claim on a fresh (or expired, or stale) key; the stored response of a completed
+        one; 422 for another body; 409 while another request holds it. A concurrent claim of
+        the same key may also surface as an IntegrityError from the unit of work: in flight."""
         if key is None:
             raise BadRequest(
                 "This request creates something: send an Idempotency-Key header (e.g. a UUID).",
@@ -84,59 +90,50 @@ class IdempotencyStore:
             "expires_at": now + KEY_TTL,
         }
         # The usual case, a key never seen: one INSERT ... ON CONFLICT DO NOTHING.
-        with self._database.unit_of_work() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-            inserted = session.execute(
-                insert(IdempotencyKey)
-                .values(fresh)
-                .on_conflict_do_nothing(index_elements=["scope", "key"])
-                .returning(IdempotencyKey.key)
-            ).first()
+        dialect = session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        inserted = session.execute(
+            insert(IdempotencyKey)
+            .values(fresh)
+            .on_conflict_do_nothing(index_elements=["scope", "key"])
+            .returning(IdempotencyKey.key)
+        ).first()
         if inserted is not None:
             return Claim(scope, key, token)
-        try:
-            with self._database.unit_of_work() as session:
-                row = session.get(IdempotencyKey, (scope, key), with_for_update=True)
-                if row is not None and row.expires_at <= now:
-                    session.delete(row)
-                    session.flush()
-                    row = None
-                if row is None:  # expired and removed, or released since the insert above
-                    session.add(IdempotencyKey(**fresh))
-                    return Claim(scope, key, token)
-                if row.fingerprint != digest or row.operation != operation:
-                    raise Unprocessable(
-                        "This Idempotency-Key was used with a different request body.",
-                        code="idempotency_key_reused",
-                    )
-                if row.status == "completed" and row.response_status is not None:
-                    return Replay(
-                        row.response_status, row.response_body or {}, row.response_location
-                    )
-                if now - row.created_at > STALE_CLAIM:
-                    # Take over a claim whose request died; conditional on the token we saw, so
-                    # two takers cannot both win (SQLite has no row lock).
-                    taken = session.execute(
-                        update(IdempotencyKey)
-                        .where(
-                            IdempotencyKey.scope == scope,
-                            IdempotencyKey.key == key,
-                            IdempotencyKey.claim_token == row.claim_token,
-                            IdempotencyKey.status == "in_flight",
-                        )
-                        .values(claim_token=token, created_at=now)
-                        .returning(IdempotencyKey.key)
-                        .execution_options(synchronize_session=False)
-                    ).first()
-                    if taken is not None:
-                        return Claim(scope, key, token)
-        except IntegrityError:
-            pass  # a concurrent request inserted the same key first: it is in flight
-        raise Conflict(
-            "A request with this Idempotency-Key is still being processed; retry shortly.",
-            code="idempotency_request_in_flight",
-        )
+        row = session.get(IdempotencyKey, (scope, key), with_for_update=True)
+        if row is not None and row.expires_at <= now:
+            session.delete(row)
+            session.flush()
+            row = None
+        if row is None:  # expired and removed, or released since the insert above
+            session.add(IdempotencyKey(**fresh))
+            session.flush()  # a concurrent claim of the same key fails here (IntegrityError)
+            return Claim(scope, key, token)
+        if row.fingerprint != digest or row.operation != operation:
+            raise Unprocessable(
+                "This Idempotency-Key was used with a different request body.",
+                code="idempotency_key_reused",
+            )
+        if row.status == "completed" and row.response_status is not None:
+            return Replay(row.response_status, row.response_body or {}, row.response_location)
+        if now - row.created_at > STALE_CLAIM:
+            # Take over a claim whose request died; conditional on the token we saw, so two
+            # takers cannot both win (SQLite has no row lock).
+            taken = session.execute(
+                update(IdempotencyKey)
+                .where(
+                    IdempotencyKey.scope == scope,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.claim_token == row.claim_token,
+                    IdempotencyKey.status == "in_flight",
+                )
+                .values(claim_token=token, created_at=now)
+                .returning(IdempotencyKey.key)
+                .execution_options(synchronize_session=False)
+            ).first()
+            if taken is not None:
+                return Claim(scope, key, token)
+        raise in_flight()
 
     @staticmethod
     def complete(
@@ -173,13 +170,22 @@ class IdempotencyStore:
                 code="idempotency_claim_lost",
             )
 
-    def release(self, claim: Claim) -> None:
-        with self._database.unit_of_work() as session:
-            session.execute(
-                delete(IdempotencyKey).where(
-                    IdempotencyKey.scope == claim.scope,
-                    IdempotencyKey.key == claim.key,
-                    IdempotencyKey.claim_token == claim.token,
-                    IdempotencyKey.status == "in_flight",
-                )
+    @staticmethod
+    def release(session: Session, claim: Claim) -> None:
+        """Free the key of a request that failed, so the client may retry with it (a claim
+        taken over by another request is left alone)."""
+        session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.scope == claim.scope,
+                IdempotencyKey.key == claim.key,
+                IdempotencyKey.claim_token == claim.token,
+                IdempotencyKey.status == "in_flight",
             )
+        )
+
+
+def in_flight() -> Conflict:
+    return Conflict(
+        "A request with this Idempotency-Key is still being processed; retry shortly.",
+        code="idempotency_request_in_flight",
+    )

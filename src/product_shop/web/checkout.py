@@ -19,6 +19,7 @@ from product_shop.core.errors import BadRequest, Unauthenticated
 from product_shop.core.signing import SignatureError, verify
 from product_shop.idempotency.store import Claim
 from product_shop.orders.schemas import OrderOut
+from product_shop.web import checkout_flows as flows
 from product_shop.web.deps import ActorDep, ContextDep, permitted
 from product_shop.web.idempotency import (
     IDEMPOTENT_CREATE,
@@ -48,7 +49,7 @@ def create_checkout(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     def create(claim: Claim) -> tuple[CheckoutOut, str]:
-        view = context.checkout.create(actor, body, claim)
+        view = flows.create_checkout(context, actor, body, claim)
         return view, f"/v1/checkouts/{view.id}"
 
     return run_idempotent(context, actor, idempotency_key, "POST /v1/checkouts", body, create)
@@ -62,7 +63,7 @@ def create_checkout(
     responses=problem_responses(401, 403, 404, 422),
 )
 def get_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> Response:
-    return model_response(context.checkout.get(actor, checkout_id))
+    return model_response(flows.get_checkout(context, actor, checkout_id))
 
 
 @router.post(
@@ -82,7 +83,7 @@ def get_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -
     },
 )
 def complete_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> Response:
-    return model_response(context.completion.complete_for_patient(actor, checkout_id))
+    return model_response(flows.complete_for_patient(context, actor, checkout_id))
 
 
 @router.post(
@@ -93,7 +94,7 @@ def complete_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextD
     responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
 def retry_checkout(checkout_id: uuid.UUID, actor: ActorDep, context: ContextDep) -> Response:
-    return model_response(context.checkout.retry(actor, checkout_id))
+    return model_response(flows.retry_checkout(context, actor, checkout_id))
 
 
 class WebhookAck(BaseModel):
@@ -204,6 +205,6 @@ async def payments_webhook(request: Request, context: ContextDep) -> JSONRespons
             "The webhook body is not a payment event.", code="malformed_webhook"
         ) from exc
     outcome = await run_in_threadpool(
-        context.completion.handle_payment_webhook, message_id, intent_id, reference
+        flows.payment_callback, context, message_id, intent_id, reference
     )
     return JSONResponse({"status": outcome})

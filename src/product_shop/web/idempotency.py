@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.context import AppContext
-from product_shop.idempotency.store import Claim, Replay
+from product_shop.idempotency.store import Claim, Replay, in_flight
 from product_shop.web.docs import response_headers
 from product_shop.web.problems import problem_responses
 from product_shop.web.responses import model_response
@@ -66,9 +67,17 @@ def run_idempotent(
     payload: BaseModel,
     create: Callable[[Claim], tuple[BaseModel, str]],
 ) -> Response:
-    outcome = context.idempotency.claim(
-        actor.actor_id, key, operation, payload.model_dump(mode="json")
-    )
+    """Claim the key in a unit of work of its own (committed, so a duplicate sees it), run
+    `create` (which stores its response with `IdempotencyStore.complete` in its own unit of
+    work, alongside its effect), and release the key in another if `create` fails."""
+    store, database = context.idempotency, context.database
+    try:
+        with database.unit_of_work() as session:
+            outcome = store.claim(
+                session, actor.actor_id, key, operation, payload.model_dump(mode="json")
+            )
+    except IntegrityError as exc:  # a concurrent request claimed the same key first
+        raise in_flight() from exc
     if isinstance(outcome, Replay):
         headers = {REPLAYED_HEADER: "true"}
         if outcome.location:
@@ -77,6 +86,7 @@ def run_idempotent(
     try:
         created, location = create(outcome)
     except BaseException:
-        context.idempotency.release(outcome)
+        with database.unit_of_work() as session:
+            store.release(session, outcome)
         raise
     return model_response(created, status_code=201, headers={"Location": location})

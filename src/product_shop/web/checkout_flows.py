@@ -1,0 +1,131 @@
+"""How a request runs the checkout use cases that call Integrated Payments.
+
+The request owns its units of work (docs/architecture.md, "Who owns a transaction"): each
+database step of a use case runs in a unit of work opened here, and no transaction is open while
+Integrated Payments is called between them. The use cases themselves (`checkout.service`,
+`checkout.complete`) only add rows to the session they are given.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor
+from product_shop.checkout.complete import PAYMENTS_ACTOR, Pending
+from product_shop.checkout.outcomes import Outcome, Result, answer
+from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
+from product_shop.context import AppContext
+from product_shop.core.errors import Conflict
+from product_shop.core.timing import timed
+from product_shop.db.engine import is_retryable
+from product_shop.idempotency.store import Claim
+from product_shop.orders.queries import patient_view
+from product_shop.orders.schemas import PatientOrderOut
+
+
+def create_checkout(
+    context: AppContext, actor: Actor, body: CheckoutIn, claim: Claim
+) -> CheckoutOut:
+    """Price (unit of work 1), open the payment intent (Integrated Payments), store the
+    checkout with the idempotent response (unit of work 2)."""
+    with context.database.unit_of_work() as session:
+        new = context.checkout.price(session, actor, body)
+    intent = context.checkout.open_intent(new)
+    with context.database.unit_of_work() as session:
+        view = context.checkout.record_new(session, actor, new, intent)
+        context.idempotency.complete(
+            session, claim, 201, view.model_dump(mode="json"), f"/v1/checkouts/{view.id}"
+        )
+    return view
+
+
+def get_checkout(context: AppContext, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
+    with context.database.reading() as session:
+        return context.checkout.get(session, actor, checkout_id)
+
+
+def retry_checkout(context: AppContext, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
+    """Read (unit of work 1), close the previous payment page and open a new one (Integrated
+    Payments), store the new intent (unit of work 2); close the new one if it went unused."""
+    service = context.checkout
+    with context.database.unit_of_work() as session:
+        retry = service.prepare_retry(session, actor, checkout_id)
+    if isinstance(retry, CheckoutOut):
+        return retry
+    service.close_previous(retry)
+    intent = service.open_retry_intent(retry)
+    with context.database.unit_of_work() as session:
+        view, stored = service.record_retry(session, actor, retry, intent)
+    if not stored:
+        service.close_unused(intent)
+    return view
+
+
+def complete_for_patient(
+    context: AppContext, actor: Actor, checkout_id: uuid.UUID
+) -> PatientOrderOut:
+    """The patient's order (their view of it) once the capture is confirmed."""
+    outcome = _complete(context, checkout_id, actor, owner=actor)
+    return patient_view(answer(outcome))
+
+
+def payment_callback(
+    context: AppContext, message_id: str, intent_id: str, merchant_reference: str
+) -> str:
+    """Process an authentic payments callback once; what happened, for the acknowledgement.
+    The callback only says which intent to look at: its status is read through the sync API."""
+    try:
+        checkout_id = uuid.UUID(merchant_reference)
+    except ValueError:
+        return "ignored"
+    with context.database.unit_of_work() as session:
+        settled = context.completion.webhook_seen(session, message_id, checkout_id)
+    if settled is not None:
+        return settled
+    try:
+        outcome = _complete(
+            context, checkout_id, PAYMENTS_ACTOR, message=message_id, intent_id=intent_id
+        )
+    except Conflict:
+        return Result.NOT_CAPTURED.value
+    return outcome.result.value
+
+
+def _complete(
+    context: AppContext,
+    checkout_id: uuid.UUID,
+    actor: Actor,
+    *,
+    owner: Actor | None = None,
+    message: str | None = None,
+    intent_id: str | None = None,
+) -> Outcome:
+    database, completion = context.database, context.completion
+    # A read with no transaction (PostgreSQL: one round trip), unless a webhook's message id
+    # may be recorded on the way.
+    first = database.reading() if message is None else database.unit_of_work()
+    with first as session:
+        step = completion.begin(
+            session, checkout_id, owner=owner, intent_id=intent_id, message=message
+        )
+    if isinstance(step, Outcome):
+        return step
+    status = completion.confirm(step)
+
+    def record(session: Session, pending: Pending = step) -> Outcome:
+        return completion.record(session, pending, status, actor, message)
+
+    with timed("order-create"):
+        # Concurrent completions race on the checkout (PostgreSQL: its row lock; SQLite: the
+        # single writer, or the unique order per checkout): the loser runs again and finds the
+        # winner's order.
+        outcome = database.run(record, retry_if=_lost_race)
+    completion.after_commit(outcome)
+    return outcome
+
+
+def _lost_race(error: BaseException) -> bool:
+    return isinstance(error, IntegrityError) or is_retryable(error)
