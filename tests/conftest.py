@@ -32,6 +32,7 @@ from product_shop.db.migrate import upgrade
 from product_shop.db.models import metadata
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
+from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
 from product_shop.web.app import create_app
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -237,11 +238,47 @@ def payments_url(payments_simulator: BackgroundServer) -> Iterator[str]:
     httpx.post(f"{payments_simulator.url}/_simulator/reset")
 
 
+# ---- the supplier network, over real HTTP ---------------------------------------------------
+
+# Its own Standard Webhooks secret (32 bytes), not the payments one.
+SUPPLIER_WEBHOOK_SECRET = "whsec_dGVzdC1zdXBwbGllci13ZWJob29rLXNlY3JldC0zMmI="
+SUPPLIERS_API_KEY = "test-suppliers-api-key"
+
+
+@pytest.fixture(scope="session")
+def suppliers_simulator() -> Iterator[BackgroundServer]:
+    """The supplier network simulator on a local port. Shipments move only when a test says so
+    (`/_simulator/shipments/{id}/advance`), and callbacks go nowhere until a test names a
+    receiver (`POST /_simulator/config {"callback_url": ...}`)."""
+    app = create_suppliers_simulator(
+        SupplierSimulatorConfig(
+            api_key=SUPPLIERS_API_KEY,
+            webhook_secret=SUPPLIER_WEBHOOK_SECRET,
+            callback_url=None,
+            auto_advance=False,
+            duplicate_rate=0.0,
+        )
+    )
+    server = serve_in_background(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def suppliers_url(suppliers_simulator: BackgroundServer) -> Iterator[str]:
+    """The simulator's URL; afterwards its faults, refusals, held callbacks and callback URL
+    are reset (shipments stay)."""
+    yield suppliers_simulator.url
+    httpx.post(f"{suppliers_simulator.url}/_simulator/reset")
+
+
 # ---- the application -----------------------------------------------------------------------
 
 
 @pytest.fixture
-def settings(database: Database, key_pair: KeyPair, tmp_path: Path, payments_url: str) -> Settings:
+def settings(
+    database: Database, key_pair: KeyPair, tmp_path: Path, payments_url: str, suppliers_url: str
+) -> Settings:
     return Settings(
         environment="test",
         database_url=database.url,
@@ -251,6 +288,10 @@ def settings(database: Database, key_pair: KeyPair, tmp_path: Path, payments_url
         payments_api_key=PAYMENTS_API_KEY,
         payments_timeout_seconds=1.0,
         webhook_secret=WEBHOOK_SECRET,
+        suppliers_base_url=suppliers_url,
+        suppliers_api_key=SUPPLIERS_API_KEY,
+        suppliers_timeout_seconds=1.0,
+        supplier_webhook_secret=SUPPLIER_WEBHOOK_SECRET,
         relay_in_process=False,  # tests drive the relay themselves
     )
 

@@ -11,7 +11,7 @@ import uvicorn
 
 from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
-from product_shop.core.signing import DEMO_WEBHOOK_SECRET
+from product_shop.core.signing import DEMO_SUPPLIER_WEBHOOK_SECRET, DEMO_WEBHOOK_SECRET
 from product_shop.logging import configure_logging, get_logger
 
 log = get_logger("product_shop.cli")
@@ -57,6 +57,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     payments.add_argument("--duplicate-rate", type=float, default=0.3)
     payments.set_defaults(handler=_simulate_payments)
+    suppliers = simulate_sub.add_parser("suppliers", help="The supplier network (drop-ship)")
+    suppliers.add_argument("--port", type=int, default=8102)
+    suppliers.add_argument("--host", default="127.0.0.1")
+    suppliers.add_argument(
+        "--callback-url",
+        default=None,
+        help="Where signed callbacks go, e.g. http://127.0.0.1:8000/v1/webhooks/suppliers",
+    )
+    suppliers.add_argument("--api-key", default="demo-suppliers-api-key")
+    suppliers.add_argument(
+        "--webhook-secret",
+        default=DEMO_SUPPLIER_WEBHOOK_SECRET,
+        help="Standard Webhooks secret (whsec_ + base64) shared with the API",
+    )
+    suppliers.add_argument(
+        "--dispatch-after",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="Dispatch this long after acceptance (default %(default)s)",
+    )
+    suppliers.add_argument(
+        "--deliver-after",
+        type=float,
+        default=12.0,
+        metavar="SECONDS",
+        help="Deliver this long after acceptance; in transit halfway from dispatch "
+        "(default %(default)s)",
+    )
+    suppliers.set_defaults(handler=_simulate_suppliers)
 
     users = sub.add_parser("demo-users", help="Print the demo users with fresh tokens")
     users.add_argument("--json", action="store_true", help="JSON list (the only format)")
@@ -128,6 +158,7 @@ def _demo(args: argparse.Namespace) -> int:
         demo_settings,
         prepare,
         start_payments_simulator,
+        start_suppliers_simulator,
     )
     from product_shop.web.app import create_app
 
@@ -135,7 +166,8 @@ def _demo(args: argparse.Namespace) -> int:
     base = f"http://{args.host}:{args.port}"
     data_dir = (args.data_dir or default_data_dir()).resolve()  # as demo-users resolves it
     simulator = start_payments_simulator(demo_settings(data_dir), base)
-    context = prepare(data_dir, payments_url=simulator.url)
+    suppliers = start_suppliers_simulator(demo_settings(data_dir), base)
+    context = prepare(data_dir, payments_url=simulator.url, suppliers_url=suppliers.url)
     app = create_app(context=context)
     print(
         f"""
@@ -156,6 +188,8 @@ Buy something (Integrated Payments simulator at {simulator.url}):
   POST {base}/v1/checkouts  (Idempotency-Key header, {{"lines": [...], "delivery_address": ...}})
   POST <payment_url> {{"card_number": "4242424242424242"}}   (4000000000000002 is declined)
   POST {base}/v1/checkouts/<id>/complete   -> the order
+Drop-ship lines go to the supplier network simulator at {suppliers.url}
+  (dispatched with tracking a few seconds after the order, delivered a little later).
 """,
         flush=True,
     )
@@ -163,6 +197,7 @@ Buy something (Integrated Payments simulator at {simulator.url}):
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     finally:
         simulator.stop()
+        suppliers.stop()
         context.close()
     return 0
 
@@ -179,6 +214,33 @@ def _simulate_payments(args: argparse.Namespace) -> int:
         duplicate_callback_rate=args.duplicate_rate,
     )
     app = create_payments_simulator(config)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+def _simulate_suppliers(args: argparse.Namespace) -> int:
+    from product_shop.simulators.suppliers import (
+        SupplierSimulatorConfig,
+        create_suppliers_simulator,
+    )
+
+    configure_logging("INFO", json=True)
+    dispatch_after = max(0.0, args.dispatch_after)
+    deliver_after = max(dispatch_after, args.deliver_after)
+    config = SupplierSimulatorConfig(
+        api_key=args.api_key,
+        webhook_secret=args.webhook_secret,
+        callback_url=args.callback_url,
+        dispatch_after_seconds=dispatch_after,
+        in_transit_after_seconds=(dispatch_after + deliver_after) / 2,
+        deliver_after_seconds=deliver_after,
+        auto_advance=True,
+    )
+    try:
+        app = create_suppliers_simulator(config)
+    except ValueError as exc:
+        print(f"product-shop simulate suppliers: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0
 

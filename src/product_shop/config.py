@@ -12,7 +12,12 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from product_shop.core.signing import DEMO_WEBHOOK_SECRET, SECRET_FORMAT, decode_secret
+from product_shop.core.signing import (
+    DEMO_SUPPLIER_WEBHOOK_SECRET,
+    DEMO_WEBHOOK_SECRET,
+    SECRET_FORMAT,
+    decode_secret,
+)
 
 DEMO_SECRET_PREFIX = "demo-"  # noqa: S105 (a marker to refuse, not a secret)
 # Marker line the demo identity provider writes into its public key file.
@@ -55,6 +60,12 @@ class Settings(BaseSettings):
     payments_base_url: str = "http://127.0.0.1:8101"
     payments_api_key: SecretStr = SecretStr("demo-payments-api-key")
     payments_timeout_seconds: float = 5.0
+    # The Primoro supplier network (drop-ship, spec §6.1), and the secret its signed callbacks to
+    # `/v1/webhooks/suppliers` carry (same format and checks as `webhook_secret`, its own value).
+    suppliers_base_url: str = "http://127.0.0.1:8102"
+    suppliers_api_key: SecretStr = SecretStr("demo-suppliers-api-key")
+    suppliers_timeout_seconds: float = Field(default=5.0, gt=0)
+    supplier_webhook_secret: SecretStr = SecretStr(DEMO_SUPPLIER_WEBHOOK_SECRET)
     # Run the outbox relay inside the API process (the embedded default); at scale run
     # `product-shop relay` as its own process instead.
     relay_in_process: bool = True
@@ -88,6 +99,13 @@ class Settings(BaseSettings):
                 "python3 -c 'import base64, secrets; "
                 'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
             ) from exc
+        try:
+            supplier_webhook_key = decode_secret(self.supplier_webhook_secret.get_secret_value())
+        except ValueError as exc:
+            raise ConfigurationError(
+                "supplier_webhook_secret (PRODUCT_SHOP_SUPPLIER_WEBHOOK_SECRET) must be "
+                f"{SECRET_FORMAT}"
+            ) from exc
         if self.environment != "production":
             return
         problems: list[str] = []
@@ -97,6 +115,10 @@ class Settings(BaseSettings):
             problems.append("webhook_secret is a demo secret")
         if self.payments_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("payments_api_key is a demo secret")
+        if supplier_webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
+            problems.append("supplier_webhook_secret is a demo secret")
+        if self.suppliers_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
+            problems.append("suppliers_api_key is a demo secret")
         if not (self.jwt_jwks_url or self.public_key_pem()):
             problems.append("no JWT verification key: set jwt_jwks_url or jwt_public_key")
         pem = self.public_key_pem()

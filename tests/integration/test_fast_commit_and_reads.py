@@ -428,10 +428,12 @@ def test_rows_of_one_insert_go_out_in_chunks_and_are_stored_exactly(
     if engine_name == "postgresql":
         keys = tuple(rows[0])
         assert set(fast._insert_sql) == {("outbox_events", keys, n) for n in statement_rows}
-        for (_, _, n), sql in fast._insert_sql.items():
-            assert sql.startswith("INSERT INTO outbox_events")
-            assert f"%(r{n - 1}c0)s" in sql
-            assert f"%(r{n}c0)s" not in sql
+        for (_, _, n), statement in fast._insert_sql.items():
+            assert statement.sql.startswith("INSERT INTO outbox_events")
+            # n rows of parameters, as SQLAlchemy compiled them
+            assert statement.names == tuple(
+                tuple(f"r{i}c{j}" for j in range(len(keys))) for i in range(n)
+            )
 
 
 # ---- 5. savepoints ---------------------------------------------------------------------------

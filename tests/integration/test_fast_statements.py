@@ -309,8 +309,8 @@ def test_update_where_matches_all_keys_and_a_timestamp_key(database: Database) -
             {"aggregate_id": "order-1", "occurred_at": later.astimezone(KOLKATA)},
             {"status": "parked"},
         )
-        # No row matches: nothing changes, nothing fails.
-        statements.update(OutboxEvent, {"aggregate_id": "order-9"}, {"status": "lost"})
+        # No row matches: nothing changes, nothing fails (any number of rows was allowed).
+        statements.update(OutboxEvent, {"aggregate_id": "order-9"}, {"status": "lost"}, expect=None)
         statements.flush()
 
     assert [e["status"] for e in stored_events(database)] == ["pending", "parked", "pending"]
@@ -621,8 +621,9 @@ def test_statements_are_compiled_once_and_reused(
                 dict(fast._update_sql),
             )
 
-    # One compile per statement, all in the first unit of work: nothing compiled again.
-    assert sorted(compiled) == ["Insert", "Select", "Select", "Update"]
+    # One compile per statement, all in the first unit of work: nothing compiled again. The
+    # update, with its row count checked, is a SELECT over `WITH updated AS (UPDATE ...)`.
+    assert sorted(compiled) == ["Insert", "Select", "Select", "Select"]
     caches: tuple[dict[Any, Any], ...] = (
         fast._compiled_selects,
         fast._insert_sql,
@@ -632,26 +633,32 @@ def test_statements_are_compiled_once_and_reused(
         assert cache.keys() == first_entries.keys()
         assert all(cache[key] is entry for key, entry in first_entries.items())
 
+    # What was cached, read from SQLAlchemy's compiled statements (not from the SQL text).
     assert set(fast._compiled_selects) == {EVENT, FIRST_EVENT}
+    columns = tuple(column.key for column in EVENTS.selected_columns)
+    timestamps = {"occurred_at", "next_attempt_at", "delivered_at"}
     first_event = fast._compiled_selects[FIRST_EVENT]
     assert first_event.sql is not None
-    assert "LIMIT" in first_event.sql
     assert list(first_event.defaults.values()) == [1]  # the LIMIT SQLAlchemy bound itself
-    assert first_event.params == ()  # no parameter of a TypeDecorator type
-    timestamps = {"occurred_at", "next_attempt_at", "delivered_at"}
-    assert {key for key, _ in first_event.columns} == timestamps
+    assert first_event.params == ()  # nothing to convert or rename: UUIDs go as they are
+    assert first_event.keys == columns
+    assert first_event.results is not None
+    assert {key for key, _ in first_event.results} == timestamps  # UTCDateTime's processor
     event = fast._compiled_selects[EVENT]
     assert event.sql is not None
-    assert "%(event_id)s" in event.sql
-    assert event.defaults == {}
-    assert {key for key, _ in event.columns} == timestamps
+    assert event.defaults == {}  # event_id is the caller's
+    assert event.keys == columns
+    assert event.results is not None
+    assert {key for key, _ in event.results} == timestamps
 
-    [(insert_key, insert_sql)] = fast._insert_sql.items()
+    [(insert_key, inserting)] = fast._insert_sql.items()
     assert insert_key == ("outbox_events", tuple(first), 1)  # table, columns, rows
-    assert insert_sql.startswith("INSERT INTO outbox_events")
-    [(update_key, update_sql)] = fast._update_sql.items()
-    assert update_key == ("outbox_events", ("attempts",), ("event_id",), ())
-    assert update_sql.startswith("UPDATE outbox_events SET attempts=")
+    assert inserting.sql.startswith("INSERT INTO outbox_events")
+    assert inserting.names == (tuple(f"r0c{j}" for j in range(len(first))),)
+    [(update_key, updating)] = fast._update_sql.items()
+    # table, SET keys, WHERE keys, WHERE ... IS NULL keys, rows expected
+    assert update_key == ("outbox_events", ("attempts",), ("event_id",), (), 1)
+    assert updating.names == (("attempts",), ("w_event_id",))
     assert [e.attempts for e in orm_events(database)] == [1, 1]
 
 
@@ -863,8 +870,8 @@ def test_update_where_a_column_is_none(database: Database) -> None:
     commit_rows(database, OutboxEvent, rows)
     with database.unit_of_work() as session:
         statements = Statements(session)
-        statements.update(OutboxEvent, {"delivered_at": None}, {"status": "parked"})
-        statements.update(OutboxEvent, {"aggregate_id": "order-1"}, {"attempts": 7})
+        statements.update(OutboxEvent, {"delivered_at": None}, {"status": "parked"}, expect=2)
+        statements.update(OutboxEvent, {"aggregate_id": "order-1"}, {"attempts": 7}, expect=2)
         statements.update(
             OutboxEvent, {"aggregate_id": "order-1", "delivered_at": None}, {"attempts": 5}
         )

@@ -1,4 +1,4 @@
-"""Idempotency-Key on creating POSTs (ARCHITECTURE.md invariant 3): replay, reuse, in flight,
+"""Idempotency-Key on creating POSTs (docs/architecture.md, invariant 3): replay, reuse, in flight,
 release on failure, per-caller scope and a lifetime of at least 24 hours."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ARCHITECTURE.md: dependencies point one way. These read the source, so they fail the moment
+"""docs/architecture.md: dependencies point one way. These read the source, so they fail the moment
 someone adds a forbidden import."""
 
 import ast
@@ -110,3 +110,53 @@ def test_services_never_end_a_transaction(path: Path) -> None:
         return
     calls = _used_names(path) & {"commit", "rollback", "begin", "close"}
     assert not calls, f"{_rel(path)} ends or begins a transaction: {calls}"
+
+
+REPO = SRC.parents[1]
+# Documents that live outside the repository; code must not send a reader to them.
+OUTSIDE_DOCUMENTS = re.compile(r"ARCHITECTURE\.md|STYLE\.md|(?i:shared/|seeds/)")
+
+
+def _source_files() -> list[Path]:
+    return sorted(
+        path
+        for path in (REPO / "src").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+
+
+def test_src_refers_to_no_document_outside_the_repository() -> None:
+    """Everything a reader of src/ is sent to is in the repository (docs/architecture.md)."""
+    offending = []
+    for path in _source_files():
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            found = OUTSIDE_DOCUMENTS.search(line)
+            if found:
+                where = path.relative_to(REPO)
+                offending.append(f"{where}:{number} refers to {found.group()!r}")
+    assert not offending, "\n".join(offending)
+
+
+REPOSITORY_PATH = re.compile(r"`((?:src|tests|docs|bench)/[^`\s]*)`")
+
+
+def test_paths_named_in_the_architecture_document_exist() -> None:
+    """Every repository path in backticks in docs/architecture.md exists; a `file::test` also
+    names a test function that the file defines."""
+    document = (REPO / "docs" / "architecture.md").read_text()
+    named = REPOSITORY_PATH.findall(document)
+    assert named, "docs/architecture.md names no repository path"
+    missing = []
+    for reference in sorted(set(named)):
+        file_part, _, test = reference.partition("::")
+        path = REPO / file_part
+        if not path.exists():
+            missing.append(f"{reference}: no such path")
+            continue
+        test = test.split("[", 1)[0]
+        if test and not re.search(
+            rf"^\s*(?:async )?def {re.escape(test)}\(", path.read_text(), re.M
+        ):
+            missing.append(f"{reference}: no such test in {file_part}")
+    assert not missing, "\n".join(missing)

@@ -6,7 +6,7 @@ import pytest
 
 from product_shop.access.demo_idp import DEMO_KEY_HEADER, KeyPair
 from product_shop.config import ConfigurationError, Settings
-from product_shop.core.signing import DEMO_WEBHOOK_SECRET
+from product_shop.core.signing import DEMO_SUPPLIER_WEBHOOK_SECRET, DEMO_WEBHOOK_SECRET
 from product_shop.web.app import create_app
 
 PG = "postgresql+psycopg://shop@db.internal/shop"
@@ -19,6 +19,8 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "jwt_public_key": key_pair.public_pem,
         "webhook_secret": "whsec_YS1yZWFsLXNlY3JldC1mcm9tLXRoZS12YXVsdCEh",  # a vault value
         "payments_api_key": "a-real-api-key-from-the-vault",
+        "supplier_webhook_secret": "whsec_YW5vdGhlci1yZWFsLXNlY3JldC1mb3Itc3VwcGxpZXJz",
+        "suppliers_api_key": "a-real-supplier-key-from-the-vault",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -34,6 +36,11 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
         ({"demo_mode": True}, "demo_mode"),
         ({"webhook_secret": DEMO_WEBHOOK_SECRET}, "webhook_secret is a demo secret"),
         ({"payments_api_key": "demo-payments-api-key"}, "payments_api_key is a demo secret"),
+        (
+            {"supplier_webhook_secret": DEMO_SUPPLIER_WEBHOOK_SECRET},
+            "supplier_webhook_secret is a demo secret",
+        ),
+        ({"suppliers_api_key": "demo-suppliers-api-key"}, "suppliers_api_key is a demo secret"),
         ({"jwt_public_key": None}, "no JWT verification key"),
         ({"database_url": "sqlite:///var/shop.sqlite3"}, "PostgreSQL"),
     ],
@@ -43,6 +50,35 @@ def test_production_refuses_unsafe_settings(
 ) -> None:
     with pytest.raises(ConfigurationError, match=reason):
         _production(key_pair, **overrides).check()
+
+
+def test_the_supplier_defaults_are_the_local_simulator_and_demo_values_production_refuses(
+    key_pair: KeyPair,
+) -> None:
+    defaults = Settings()
+    assert defaults.suppliers_base_url == "http://127.0.0.1:8102"
+    assert defaults.supplier_webhook_secret.get_secret_value() == DEMO_SUPPLIER_WEBHOOK_SECRET
+    assert DEMO_SUPPLIER_WEBHOOK_SECRET != DEMO_WEBHOOK_SECRET
+    defaults.check()  # valid outside production
+    with pytest.raises(ConfigurationError) as refused:
+        _production(
+            key_pair,
+            supplier_webhook_secret=DEMO_SUPPLIER_WEBHOOK_SECRET,
+            suppliers_api_key="demo-suppliers-api-key",
+        ).check()
+    assert "supplier_webhook_secret is a demo secret" in str(refused.value)
+    assert "suppliers_api_key is a demo secret" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "secret", ["a-plain-secret-from-the-vault", "whsec_not base64!", "whsec_c2hvcnQ="]
+)
+def test_a_supplier_webhook_secret_not_in_the_standard_webhooks_format_is_refused_anywhere(
+    secret: str,
+) -> None:
+    with pytest.raises(ConfigurationError, match="supplier_webhook_secret") as refused:
+        Settings(environment="development", supplier_webhook_secret=secret).check()
+    assert secret not in str(refused.value)
 
 
 def test_production_refuses_the_demo_identity_providers_key(

@@ -24,6 +24,7 @@ from product_shop.core.clock import Clock, SystemClock
 from product_shop.core.ids import new_id
 from product_shop.db.base import json_default
 from product_shop.db.fast import Statements
+from product_shop.db.session import UnitOfWorkSession
 
 GENESIS_HASH = "0" * 64
 # Stream heads written in this session's transaction, so entries need not be flushed to chain.
@@ -40,12 +41,12 @@ STREAM_HEAD = (
 )
 
 
-@event.listens_for(Session, "after_soft_rollback")
+@event.listens_for(UnitOfWorkSession, "after_soft_rollback")
 def _forget_heads(session: Session, _transaction: object) -> None:
     session.info.pop(_HEADS, None)
 
 
-@event.listens_for(Session, "after_commit")
+@event.listens_for(UnitOfWorkSession, "after_commit")
 def _forget_heads_after_commit(session: Session) -> None:
     session.info.pop(_HEADS, None)
 

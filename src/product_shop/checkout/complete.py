@@ -19,7 +19,7 @@ The `Outcome` says what happened; `outcomes.answer` turns it into the order or t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.orm import Session
@@ -79,13 +79,13 @@ class FulfilmentTrigger(Protocol):
     references the new order must be queued through `db.fast.Statements`, not the ORM."""
 
     def order_created(
-        self, session: Session, order: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]
+        self, session: Session, order: OrderRow, lines: Sequence[OrderLineRow]
     ) -> None: ...
 
 
 class NoFulfilmentYet:
     def order_created(
-        self, session: Session, order: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]
+        self, session: Session, order: OrderRow, lines: Sequence[OrderLineRow]
     ) -> None:
         return None
 
@@ -342,7 +342,7 @@ class CheckoutCompletion:
                 for event in order_created_events(order, lines, capture)
             ],
         )
-        self._fulfilment.order_created(session, order_row, line_rows)
+        self._fulfilment.order_created(session, order, lines)
         document = build_order_document(order_row, line_rows, capture._asdict(), trail)
         current = pending.checkout.payment_intent_id
         return Outcome(

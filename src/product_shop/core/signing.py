@@ -45,6 +45,9 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 MIN_SECRET_BYTES = 24
 # The demo value (decodes to b"demo-webhook-secret-not-for-prod"); production refuses it.
 DEMO_WEBHOOK_SECRET = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # noqa: S105
+# The supplier network's demo value, a separate secret (decodes to
+# b"demo-supplier-webhook-secret-not-for-prod"); production refuses it too.
+DEMO_SUPPLIER_WEBHOOK_SECRET = "whsec_ZGVtby1zdXBwbGllci13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # noqa: S105
 SECRET_FORMAT = (
     f"a Standard Webhooks secret: '{SECRET_PREFIX}' followed by the base64 of at least "
     f"{MIN_SECRET_BYTES} random bytes"

@@ -9,10 +9,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from product_shop.db.base import json_default
 from product_shop.db.fast import commit_queued
+from product_shop.db.session import TransactionRuleViolation, UnitOfWorkSession
+
+__all__ = ["Database", "TransactionRuleViolation", "UnitOfWorkSession", "is_retryable"]
 
 
 def _json_serializer(value: Any) -> str:
@@ -49,42 +52,6 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         # the caller gets a 503 (web/problems) rather than a wrong answer.
         pool_pre_ping=False,
     )
-
-
-class TransactionRuleViolation(RuntimeError):
-    """Something other than the unit of work tried to begin, commit, roll back or close its
-    transaction (docs/architecture.md, "Who owns a transaction")."""
-
-
-class UnitOfWorkSession(Session):
-    """The session a unit of work hands out. Services add rows and may flush; only the unit of
-    work that opened it ends its transaction: `commit`, `rollback`, `begin` and `close` called
-    by anyone else raise `TransactionRuleViolation`, so a breach fails loudly in every test that
-    reaches it instead of splitting one change into two transactions."""
-
-    def commit(self) -> None:
-        raise TransactionRuleViolation("services never commit: the unit of work does")
-
-    def rollback(self) -> None:
-        raise TransactionRuleViolation("services never roll back: the unit of work does")
-
-    def begin(self, nested: bool = False) -> SessionTransaction:
-        if nested:  # a SAVEPOINT inside the unit of work's transaction is fine
-            return super().begin(nested=True)
-        raise TransactionRuleViolation("services never begin a transaction: the unit of work does")
-
-    def close(self) -> None:
-        raise TransactionRuleViolation("services never close the session: the unit of work does")
-
-    # The owner's side, used by `Database` only.
-    def _owner_commit(self) -> None:
-        super().commit()
-
-    def _owner_rollback(self) -> None:
-        super().rollback()
-
-    def _owner_close(self) -> None:
-        super().close()
 
 
 T = TypeVar("T")

@@ -9,67 +9,112 @@ the single description of the schema and only changes how rows travel:
   they share its transaction), and queued writes go out in one pipeline;
 - on every other engine (SQLite, the embedded default) they run as SQLAlchemy Core statements.
 
-Both paths behave as Core does: values pass through our column types (aware UTC timestamps are
-enforced, JSON documents encoded the same way, Python None stored as JSON null), scalar column
-defaults fill missing keys, the session autoflushes before a read, and database errors surface
-as SQLAlchemy's exception classes (a lost connection is invalidated, with the pool). A SELECT
-that the fast path cannot send as compiled once (an expanding `IN` list) simply goes through Core.
+Both paths behave as Core does: every value passes through its column type's bind processor
+and every result column through its result processor, as the dialect gives them (so aware UTC
+timestamps are enforced, JSON documents are encoded the same way, Python None is stored as JSON
+null, and an Enum, a Numeric(asdecimal=False) or a Uuid(as_uuid=False) comes back as Core returns
+it); scalar column defaults fill missing keys, the session autoflushes before a read, an UPDATE
+that matches another number of rows than expected raises StaleDataError (as the ORM's flush
+does), and database errors surface as SQLAlchemy's exception classes (a lost connection is
+invalidated, with the pool). A SELECT that the fast path cannot send as compiled once (an
+expanding `IN` list) simply goes through Core.
 
 Statements are cached by identity: build them once, at module level, with `bindparam` names.
 
 Queued writes belong to the session (every `Statements` of one session shares its queue). A
 service queues rows and may `flush()` them when it must read them back; the unit of work that
 owns the session sends what is still queued together with its COMMIT (`commit_queued`, called
-by `db.engine` only): on PostgreSQL, one round trip for the writes and the COMMIT.
+by `db.engine` only): on PostgreSQL, one round trip for the writes and the COMMIT. An UPDATE's
+row count is checked by the server inside that round trip (a mismatch aborts the transaction, so
+the COMMIT that follows it commits nothing).
+
+The module registers no event listeners: a Session it is not given behaves as SQLAlchemy's own.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, Table, and_, bindparam, insert, update
+from psycopg.rows import tuple_row
+from sqlalchemy import (
+    Column,
+    Connection,
+    CursorResult,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Select
-from sqlalchemy.types import JSON, TypeDecorator
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 
-from product_shop.db.base import Base, json_default
+from product_shop.db.base import Base
 
 Row = dict[str, Any]
 AnySelect = Select[*tuple[Any, ...]]
-Decorated = tuple[tuple[str, TypeDecorator[Any]], ...]
+Processor = Callable[[Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _CompiledSelect:
     sql: str | None  # None: not compilable once (expanding IN); run through Core instead
-    defaults: Row  # values SQLAlchemy bound itself (a LIMIT, say)
-    params: Decorated  # parameters whose column type is one of our TypeDecorators
-    columns: Decorated  # result columns whose type is one of our TypeDecorators
+    # Values SQLAlchemy bound itself (a LIMIT, say), by their name in the SQL, processed.
+    defaults: Row
+    # (name the caller gives, name in the SQL, the parameter type's bind processor), for the
+    # parameters that need either: the rest are sent as given.
+    params: tuple[tuple[str, str, Processor | None], ...]
+    keys: tuple[str, ...]  # result columns, in order, keyed as Core keys them
+    types: tuple[TypeEngine[Any], ...]  # and their types
+    # Result processors by column key, found at the first execution: some depend on the type
+    # the server reports (PostgreSQL's NUMERIC or FLOAT for a Numeric column).
+    results: tuple[tuple[str, Processor], ...] | None = None
 
 
-# Compiled for PostgreSQL only (the one dialect that takes the fast path). Statements are meant
-# to be module-level constants; past _MAX_CACHED, statements built per call are compiled each
-# time instead of filling memory.
+class _CompiledWrite(NamedTuple):
+    sql: str
+    # insert: the SQL parameter names of each row's keys (one tuple per row); update: the
+    # names of the SET values, then of the WHERE keys.
+    names: tuple[tuple[str, ...], ...]
+
+
+class _Write(NamedTuple):
+    kind: str  # "insert" or "update"
+    table: Table
+    rows: list[Row]  # an update: one row, its values
+    where: Row | None
+    expect: int | None  # an update: the rows it must match (None: any number)
+
+
+# Compiled for PostgreSQL only (the one dialect that takes the fast path; one psycopg dialect
+# per process, as the caches assume). Statements are meant to be module-level constants; past
+# _MAX_CACHED, statements built per call are compiled each time instead of filling memory.
 _compiled_selects: dict[AnySelect, _CompiledSelect] = {}
 _MAX_CACHED = 512
-_insert_sql: dict[tuple[str, tuple[str, ...], int], str] = {}
+_insert_sql: dict[tuple[str, tuple[str, ...], int], _CompiledWrite] = {}
 # Rows per multi-row INSERT (each chunk is one statement; PostgreSQL takes at most 65,535
 # parameters in one).
 _ROWS_PER_INSERT = 50
-_update_sql: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], str] = {}
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=json_default, separators=(",", ":"))
+_update_sql: dict[
+    tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], int | None], _CompiledWrite
+] = {}
+# Each column's bind processor (None: sent as is), and those of a table's keys by position.
+_column_binds: dict[Column[Any], Processor | None] = {}
+_key_binds: dict[tuple[Table, tuple[str, ...]], tuple[tuple[int, Processor], ...]] = {}
 
 
 class Statements:
@@ -117,12 +162,12 @@ class Statements:
             pending = []
             for select, params in compiled:
                 assert select.sql is not None
-                cursor = driver.cursor(row_factory=dict_row)
+                cursor = driver.cursor(row_factory=tuple_row)
                 cursor.execute(select.sql, self._read_params(select, params))
-                pending.append((cursor, select.columns))
+                pending.append((cursor, select))
             results = []
-            for cursor, columns in pending:
-                results.append([self._result_row(row, columns) for row in cursor.fetchall()])
+            for cursor, select in pending:
+                results.append(self._result_rows(select, cursor, cursor.fetchall()))
                 cursor.close()
         return results
 
@@ -140,31 +185,52 @@ class Statements:
         # Sync and waits for it, so a pipeline would cost a round trip more, not less.
         with (
             self._errors(connection, [select.sql]),
-            _driver(connection).cursor(row_factory=dict_row) as cursor,
+            _driver(connection).cursor(row_factory=tuple_row) as cursor,
         ):
             cursor.execute(select.sql, self._read_params(select, params))
-            raw = [cursor.fetchone()] if limit_one else cursor.fetchall()
-        return [self._result_row(row, select.columns) for row in raw if row is not None]
+            if limit_one:
+                first = cursor.fetchone()
+                raw = [first] if first is not None else []
+            else:
+                raw = cursor.fetchall()
+            return self._result_rows(select, cursor, raw)
 
     def _compiled(self, statement: AnySelect) -> _CompiledSelect:
         assert self._postgres, "only PostgreSQL statements are compiled and cached"
         found = _compiled_selects.get(statement)
         if found is None:
             compiled = statement.compile(dialect=self._dialect)
-            sql = str(compiled)
+            assert isinstance(compiled, SQLCompiler)
+            # Parameters rendered only at execution (an expanding IN list, a literal_execute
+            # value) cannot be sent as compiled: Core renders them per call.
+            if compiled.post_compile_params or compiled.literal_execute_params:
+                found = _CompiledSelect(sql=None, defaults={}, params=(), keys=(), types=())
+                if len(_compiled_selects) < _MAX_CACHED:
+                    _compiled_selects[statement] = found
+                return found
+            escaped = compiled.escaped_bind_names
+            defaults: Row = {}
+            params: list[tuple[str, str, Processor | None]] = []
+            for bind, name in compiled.bind_names.items():
+                in_sql = escaped.get(name, name)
+                if in_sql in defaults or any(in_sql == p[1] for p in params):
+                    continue  # one parameter used twice: processed once, as Core does
+                process = self._bind_processor(bind.type)
+                if not bind.required:  # a value SQLAlchemy bound itself, processed once here
+                    value = compiled.params[in_sql]
+                    defaults[in_sql] = process(value) if process is not None else value
+                if not bind.unique and (process is not None or in_sql != bind.key):
+                    params.append((bind.key, in_sql, process))
+            # The result columns as Core's CursorResult keys and types them. SQLAlchemy has
+            # no public attribute for this (`_result_columns` is what CursorResult reads):
+            # `selected_columns` gives the types but not the keys the SQL renders.
+            columns = compiled._result_columns
             found = _CompiledSelect(
-                sql=None if "POSTCOMPILE" in sql else sql,
-                defaults={k: v for k, v in compiled.params.items() if v is not None},
-                params=tuple(
-                    (name, bind.type)
-                    for name, bind in ((compiled.bind_names[b], b) for b in compiled.binds.values())
-                    if isinstance(bind.type, TypeDecorator)
-                ),
-                columns=tuple(
-                    (str(column.key), column.type)
-                    for column in statement.selected_columns
-                    if isinstance(column.type, TypeDecorator)
-                ),
+                sql=compiled.string,
+                defaults=defaults,
+                params=tuple(params),
+                keys=tuple(column.keyname for column in columns),
+                types=tuple(column.type for column in columns),
             )
             if len(_compiled_selects) < _MAX_CACHED:
                 _compiled_selects[statement] = found
@@ -172,15 +238,42 @@ class Statements:
 
     def _read_params(self, select: _CompiledSelect, params: Row) -> Row:
         values = {**select.defaults, **params}
-        for name, param_type in select.params:
-            if name in values:
-                values[name] = param_type.process_bind_param(values[name], self._dialect)
+        for key, name, process in select.params:
+            if key in params:
+                value = params[key]
+                values[name] = process(value) if process is not None else value
         return values
 
-    def _result_row(self, row: Row, decorated: Decorated) -> Row:
-        for key, column_type in decorated:
-            row[key] = column_type.process_result_value(row[key], self._dialect)
-        return row
+    def _result_rows(
+        self, select: _CompiledSelect, cursor: psycopg.Cursor[Any], raw: Sequence[Any]
+    ) -> list[Row]:
+        results = select.results
+        if results is None:
+            description = cursor.description
+            assert description is not None
+            found: list[tuple[str, Processor]] = []
+            # strict: the server returns the columns the statement names, in its order.
+            for key, column_type, column in zip(
+                select.keys, select.types, description, strict=True
+            ):
+                impl = column_type.dialect_impl(self._dialect)
+                process = impl.result_processor(self._dialect, column.type_code)
+                if process is not None:
+                    found.append((key, process))
+            results = select.results = tuple(found)
+        keys = select.keys
+        rows = [dict(zip(keys, values, strict=True)) for values in raw]
+        if results:
+            for row in rows:
+                for key, convert in results:
+                    row[key] = convert(row[key])
+        return rows
+
+    def _bind_processor(self, column_type: TypeEngine[Any]) -> Processor | None:
+        """The type's bind processor for this dialect, as Core applies it (TypeDecorators,
+        variants and the dialect's own implementation types included)."""
+        process = column_type.dialect_impl(self._dialect).bind_processor(self._dialect)
+        return cast(Processor | None, process)
 
     def _autoflush(self) -> None:
         """What Session.execute does before a read: pending ORM changes are flushed first."""
@@ -195,15 +288,25 @@ class Statements:
         take their scalar default, as with Core."""
         if rows:
             table = _table(model)
-            self._writes.append(("insert", table, [_with_defaults(table, r) for r in rows], None))
+            full = [_with_defaults(table, r) for r in rows]
+            self._writes.append(_Write("insert", table, full, None, None))
 
     def update(
-        self, model: type[Base], where: Mapping[str, Any], values: Mapping[str, Any]
+        self,
+        model: type[Base],
+        where: Mapping[str, Any],
+        values: Mapping[str, Any],
+        *,
+        expect: int | None = 1,
     ) -> None:
-        """Queue `UPDATE table SET values WHERE key = value AND ...` (None: `IS NULL`)."""
+        """Queue `UPDATE table SET values WHERE key = value AND ...` (None: `IS NULL`). The
+        update must match `expect` rows (None: any number); otherwise `flush` or the unit of
+        work's commit raises StaleDataError and the unit of work keeps nothing."""
         if not where or not values:
             raise ValueError("an update needs at least one condition and one value")
-        self._writes.append(("update", _table(model), [dict(values)], dict(where)))
+        if expect is not None and (isinstance(expect, bool) or expect < 0):
+            raise ValueError("expect is a number of rows (or None: any number)")
+        self._writes.append(_Write("update", _table(model), [dict(values)], dict(where), expect))
 
     def flush(self) -> None:
         """Send every queued write now, in order (PostgreSQL: one pipeline; elsewhere, Core),
@@ -224,59 +327,113 @@ class Statements:
         elif not writes:
             return
         if not self._postgres:
-            for kind, table, rows, where in writes:
-                if kind == "insert":
-                    self._session.execute(insert(table), rows)
-                else:
-                    assert where is not None
-                    clause = and_(
-                        *(
-                            table.c[k].is_(None) if v is None else table.c[k] == v
-                            for k, v in where.items()
-                        )
-                    )
-                    self._session.execute(update(table).where(clause).values(**rows[0]))
+            self._send_through_core(writes)
             return
         # Bind every value first: a refused value (a naive datetime) sends nothing at all.
-        prepared: list[tuple[str, list[Row]]] = []
-        for kind, table, rows, where in writes:
-            if kind == "insert":
+        prepared: list[tuple[str, Row, _Write | None]] = []  # the update whose count is checked
+        for write in writes:
+            table, rows = write.table, write.rows
+            if write.kind == "insert":
                 keys = tuple(rows[0])
+                processors = self._key_processors(table, keys)
                 for first in range(0, len(rows), _ROWS_PER_INSERT):
                     chunk = rows[first : first + _ROWS_PER_INSERT]
-                    sql = self._insert_statement(table, keys, len(chunk))
+                    statement = self._insert_statement(table, keys, len(chunk))
                     params: Row = {}
-                    for i, row in enumerate(chunk):
-                        bound = self._bind(table, row)
-                        params.update({f"r{i}c{j}": bound[key] for j, key in enumerate(keys)})
-                    prepared.append((sql, [params]))
+                    for names, row in zip(statement.names, chunk, strict=True):
+                        params.update(zip(names, _bound(row, keys, processors), strict=True))
+                    prepared.append((statement.sql, params, None))
             else:
-                assert where is not None
+                assert write.where is not None
+                where = write.where
                 null_keys = tuple(k for k, v in where.items() if v is None)
-                keys = tuple(k for k in where if k not in null_keys)
-                sql = self._update_statement(table, tuple(rows[0]), keys, null_keys)
-                values = self._bind(table, rows[0])
-                valued = {k: where[k] for k in keys}
-                values.update({f"w_{k}": v for k, v in self._bind(table, valued).items()})
-                prepared.append((sql, [values]))
+                where_keys = tuple(k for k in where if k not in null_keys)
+                keys = tuple(rows[0])
+                statement = self._update_statement(table, keys, where_keys, null_keys, write.expect)
+                set_names, where_names = statement.names
+                set_values = _bound(rows[0], keys, self._key_processors(table, keys))
+                where_values = _bound(where, where_keys, self._key_processors(table, where_keys))
+                params = dict(zip(set_names, set_values, strict=True))
+                params.update(zip(where_names, where_values, strict=True))
+                checked_write = write if write.expect is not None else None
+                prepared.append((statement.sql, params, checked_write))
         connection = self._connection()
         driver = _driver(connection)
-        statements = [sql for sql, _ in prepared]
+        statements = [sql for sql, _, _ in prepared]
         if commit:
             statements.append("COMMIT")
-        with self._errors(connection, statements), driver.pipeline(), driver.cursor() as cursor:
-            for sql, params_list in prepared:
-                cursor.execute(sql, params_list[0])
-            if commit:
-                cursor.execute("COMMIT")
+        checked: list[tuple[psycopg.Cursor[Any], _Write]] = []
+        try:
+            with (
+                self._errors(connection, statements),
+                driver.pipeline(),
+                driver.cursor() as cursor,
+            ):
+                for sql, params, update_checked in prepared:
+                    if update_checked is None:
+                        cursor.execute(sql, params)
+                    else:  # a cursor of its own, to tell which update the server refused
+                        checked_cursor = driver.cursor()
+                        checked_cursor.execute(sql, params)
+                        checked.append((checked_cursor, update_checked))
+                if commit:
+                    cursor.execute("COMMIT")
+        except DBAPIError as exc:
+            # The row count guard (see `_update_statement`) divides by zero; no other statement
+            # sent here computes anything. The first checked update with no result is the one
+            # that failed (the statements after a failure are skipped, and get none either).
+            if isinstance(exc.orig, psycopg.errors.DivisionByZero):
+                for checked_cursor, write in checked:
+                    if checked_cursor.pgresult is None:
+                        raise _stale(write, None) from exc
+            raise
+        finally:
+            for checked_cursor, _ in checked:
+                checked_cursor.close()
 
-    def _insert_statement(self, table: Table, keys: tuple[str, ...], rows: int) -> str:
+    def _send_through_core(self, writes: list[_Write]) -> None:
+        for write in writes:
+            table = write.table
+            if write.kind == "insert":
+                self._session.execute(insert(table), write.rows)
+                continue
+            assert write.where is not None
+            clause = and_(
+                *(
+                    table.c[k].is_(None) if v is None else table.c[k] == v
+                    for k, v in write.where.items()
+                )
+            )
+            statement = update(table).where(clause).values(**write.rows[0])
+            result = cast(CursorResult[Any], self._session.execute(statement))
+            if write.expect is not None and result.rowcount != write.expect:
+                raise _stale(write, result.rowcount)
+
+    def _key_processors(
+        self, table: Table, keys: tuple[str, ...]
+    ) -> tuple[tuple[int, Processor], ...]:
+        """The bind processors of a table's keys, by position (keys sent as is left out)."""
+        cache_key = (table, keys)
+        found = _key_binds.get(cache_key)
+        if found is None:
+            processors = []
+            for position, key in enumerate(keys):
+                column = table.c[key]
+                if column not in _column_binds:
+                    _column_binds[column] = self._bind_processor(column.type)
+                process = _column_binds[column]
+                if process is not None:
+                    processors.append((position, process))
+            found = _key_binds[cache_key] = tuple(processors)
+        return found
+
+    def _insert_statement(self, table: Table, keys: tuple[str, ...], rows: int) -> _CompiledWrite:
         """`INSERT ... VALUES (...), (...)` for `rows` rows: one statement for the server to
         run, however many rows (parameters named r{row}c{column})."""
         assert self._postgres, "only PostgreSQL statements are compiled and cached"
         cache_key = (table.name, keys, rows)
-        sql = _insert_sql.get(cache_key)
-        if sql is None:
+        found = _insert_sql.get(cache_key)
+        if found is None:
             values = [
                 {k: bindparam(f"r{i}c{j}", type_=table.c[k].type) for j, k in enumerate(keys)}
                 for i in range(rows)
@@ -284,8 +441,16 @@ class Statements:
             statement = (
                 insert(table).values(values) if rows > 1 else insert(table).values(values[0])
             )
-            sql = _insert_sql[cache_key] = str(statement.compile(dialect=self._dialect))
-        return sql
+            width = len(keys)
+            sql, in_sql = _compile_write(
+                statement,
+                self._dialect,
+                table,
+                [f"r{i}c{j}" for i in range(rows) for j in range(width)],
+            )
+            names = tuple(tuple(in_sql[i * width : (i + 1) * width]) for i in range(rows))
+            found = _insert_sql[cache_key] = _CompiledWrite(sql, names)
+        return found
 
     def _update_statement(
         self,
@@ -293,33 +458,41 @@ class Statements:
         keys: tuple[str, ...],
         where: tuple[str, ...],
         null_where: tuple[str, ...],
-    ) -> str:
-        assert self._postgres, "only PostgreSQL statements are compiled and cached"
-        cache_key = (table.name, keys, where, null_where)
-        sql = _update_sql.get(cache_key)
-        if sql is None:
-            conditions = [table.c[k] == bindparam(f"w_{k}") for k in where]
-            conditions += [table.c[k].is_(None) for k in null_where]
-            statement = (
-                update(table).where(and_(*conditions)).values({k: bindparam(k) for k in keys})
-            )
-            sql = _update_sql[cache_key] = str(statement.compile(dialect=self._dialect))
-        return sql
+        expect: int | None,
+    ) -> _CompiledWrite:
+        """`UPDATE ... SET ... WHERE ...`; with `expect`, the row count is checked by the
+        server:
 
-    def _bind(self, table: Table, row: Mapping[str, Any]) -> Row:
-        """Values as SQLAlchemy would send them: our type decorators applied, JSON encoded
-        (None as JSON null, SQLAlchemy's default for JSON columns)."""
-        bound: Row = {}
-        for key, value in row.items():
-            column_type = table.c[key].type
-            if isinstance(column_type, TypeDecorator):
-                value = column_type.process_bind_param(value, self._dialect)
-            elif isinstance(column_type, JSON) and (
-                value is not None or not column_type.none_as_null
-            ):
-                value = Jsonb(value, dumps=_dumps)
-            bound[key] = value
-        return bound
+            WITH updated AS (UPDATE ... RETURNING 1)
+            SELECT 1 / CAST(count(*) = <expect> AS INTEGER) FROM updated
+
+        divides by zero, which aborts the transaction, when the UPDATE matched another number
+        of rows. The check runs in the same round trip as the writes and the COMMIT (which an
+        aborted transaction turns into a rollback): the count is known before anything is
+        committed, at no round trip more."""
+        assert self._postgres, "only PostgreSQL statements are compiled and cached"
+        cache_key = (table.name, keys, where, null_where, expect)
+        found = _update_sql.get(cache_key)
+        if found is None:
+            conditions = [table.c[k] == bindparam(f"w_{k}", type_=table.c[k].type) for k in where]
+            conditions += [table.c[k].is_(None) for k in null_where]
+            statement: Any = (
+                update(table)
+                .where(and_(*conditions))
+                .values({k: bindparam(k, type_=table.c[k].type) for k in keys})
+            )
+            if expect is not None:
+                updated = statement.returning(literal_column("1")).cte("updated")
+                matched = func.count() == literal_column(str(int(expect)), Integer)
+                statement = select(
+                    (literal_column("1", Integer) // matched.cast(Integer)).label("checked")
+                ).select_from(updated)
+            sql, in_sql = _compile_write(
+                statement, self._dialect, table, [*keys, *(f"w_{k}" for k in where)]
+            )
+            names = (tuple(in_sql[: len(keys)]), tuple(in_sql[len(keys) :]))
+            found = _update_sql[cache_key] = _CompiledWrite(sql, names)
+        return found
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -348,11 +521,8 @@ class Statements:
             ) from exc
 
 
-# Set on a session whose transaction `flush(commit=True)` committed. Anything the session sends
-# after that would run in a transaction of its own, apart from the order's (invariant 5), so it is
-# refused instead: through Statements, an ORM query or an ORM flush.
+# The session's queued writes (in `Session.info`, so every `Statements` of a session shares them).
 _QUEUE = "product_shop.fast.queue"
-_Write = tuple[str, Table, list[Row], Row | None]
 
 
 def commit_queued(session: Session) -> None:
@@ -380,6 +550,39 @@ def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+def _bound(
+    row: Mapping[str, Any], keys: tuple[str, ...], processors: tuple[tuple[int, Processor], ...]
+) -> list[Any]:
+    """A row's values in the order of `keys`, through their bind processors."""
+    values = [row[key] for key in keys]
+    for position, process in processors:
+        values[position] = process(values[position])
+    return values
+
+
+def _compile_write(
+    statement: Any, dialect: Dialect, table: Table, names: Sequence[str]
+) -> tuple[str, list[str]]:
+    """The SQL of an INSERT or UPDATE whose parameters are exactly `names`, and those names as
+    the SQL spells them (SQLAlchemy escapes characters the driver's paramstyle would misread)."""
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    others = set(compiled.bind_names.values()) - set(names)
+    if others:  # a value SQLAlchemy would compute at execution (a column's onupdate, say)
+        raise ValueError(f"{table.name}: give values for {sorted(others)} too")
+    escaped = compiled.escaped_bind_names
+    return compiled.string, [escaped.get(name, name) for name in names]
+
+
+def _stale(write: _Write, matched: int | None) -> StaleDataError:
+    """The error the ORM raises when a flush's UPDATE matches another number of rows."""
+    found = f"{matched} were matched" if matched is not None else "a different number were matched"
+    return StaleDataError(
+        f"UPDATE statement on table '{write.table.name}' expected to update {write.expect} "
+        f"row(s); {found} (where {write.where!r})"
+    )
 
 
 def _with_defaults(table: Table, row: Mapping[str, Any]) -> Row:

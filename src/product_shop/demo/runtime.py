@@ -17,6 +17,7 @@ from product_shop.demo.data import USERS
 from product_shop.demo.seed import is_seeded, seed
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
+from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
 
 DATA_DIR_VARIABLE = "PRODUCT_SHOP_DATA_DIR"
 
@@ -53,9 +54,11 @@ def missing_demo(data_dir: Path) -> list[str]:
     return missing
 
 
-def demo_settings(data_dir: Path, *, payments_url: str | None = None) -> Settings:
+def demo_settings(
+    data_dir: Path, *, payments_url: str | None = None, suppliers_url: str | None = None
+) -> Settings:
     """SQLite in the data directory (unless PRODUCT_SHOP_DATABASE_URL says otherwise), the demo
-    identity provider's public key, development mode."""
+    identity provider's public key, development mode; the simulators' URLs when given."""
     data_dir = data_dir.resolve()
     overrides: dict[str, Any] = {
         "environment": "development",
@@ -66,6 +69,8 @@ def demo_settings(data_dir: Path, *, payments_url: str | None = None) -> Setting
     }
     if payments_url is not None:
         overrides["payments_base_url"] = payments_url
+    if suppliers_url is not None:
+        overrides["suppliers_base_url"] = suppliers_url
     if "PRODUCT_SHOP_DATABASE_URL" not in os.environ:
         overrides["database_url"] = f"sqlite:///{data_dir / 'product_shop.sqlite3'}"
     return Settings(**overrides)
@@ -84,11 +89,29 @@ def start_payments_simulator(settings: Settings, api_url: str) -> BackgroundServ
     return serve_in_background(create_payments_simulator(config), port)
 
 
-def prepare(data_dir: Path, *, payments_url: str | None = None) -> AppContext:
+def start_suppliers_simulator(settings: Settings, api_url: str) -> BackgroundServer:
+    """The supplier network for the demo: its own port, shipments that dispatch, travel and
+    arrive by themselves, signed callbacks to our webhook."""
+    config = SupplierSimulatorConfig(
+        api_key=settings.suppliers_api_key.get_secret_value(),
+        webhook_secret=settings.supplier_webhook_secret.get_secret_value(),
+        callback_url=f"{api_url}/v1/webhooks/suppliers",
+        dispatch_after_seconds=3.0,
+        in_transit_after_seconds=6.0,
+        deliver_after_seconds=12.0,
+        auto_advance=True,
+        duplicate_rate=0.2,
+    )
+    return serve_in_background(create_suppliers_simulator(config))
+
+
+def prepare(
+    data_dir: Path, *, payments_url: str | None = None, suppliers_url: str | None = None
+) -> AppContext:
     """Create the data directory and key, migrate, seed once. Returns the wired context."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_key_pair(data_dir)
-    settings = demo_settings(data_dir, payments_url=payments_url)
+    settings = demo_settings(data_dir, payments_url=payments_url, suppliers_url=suppliers_url)
     database = Database(settings.database_url)
     upgrade(database.engine)
     context = AppContext.build(settings, database=database)

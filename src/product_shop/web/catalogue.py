@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
@@ -100,13 +101,15 @@ def put_practice_settings(
     product_id: uuid.UUID,
     body: PracticeSettingsIn,
     actor: Annotated[Actor, Depends(permitted(Action.CONFIGURE_PRACTICE_CATALOGUE))],
-    session: SessionDep,
     context: ContextDep,
     expected_version: IfMatchDep,
     response: Response,
 ) -> CatalogueItem:
-    item = context.catalogue.set_practice_settings(
-        session, actor, product_id, body, expected_version=expected_version
+    # A write runs in Database.run: a deadlock or serialization failure is retried.
+    item = context.database.run(
+        lambda session: context.catalogue.set_practice_settings(
+            session, actor, product_id, body, expected_version=expected_version
+        )
     )
     response.headers["ETag"] = f'"{item.settings_version}"'
     return item
@@ -128,13 +131,15 @@ def create_product(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     def create(claim: Claim) -> tuple[Product, str]:
-        with context.database.unit_of_work() as session:
+        def work(session: Session) -> tuple[Product, str]:
             product = context.catalogue.create_product(session, actor, body)
             location = f"/v1/products/{product.product_id}"
             context.idempotency.complete(
                 session, claim, 201, product.model_dump(mode="json"), location
             )
-        return product, location
+            return product, location
+
+        return context.database.run(work)
 
     return run_idempotent(context, actor, idempotency_key, "POST /v1/products", body, create)
 
@@ -172,13 +177,14 @@ def patch_product(
     product_id: uuid.UUID,
     body: ProductPatch,
     actor: Annotated[Actor, Depends(permitted(Action.MANAGE_PRODUCTS))],
-    session: SessionDep,
     context: ContextDep,
     expected_version: IfMatchDep,
     response: Response,
 ) -> Product:
-    product = context.catalogue.update_product(
-        session, actor, product_id, body, expected_version=expected_version
+    product = context.database.run(
+        lambda session: context.catalogue.update_product(
+            session, actor, product_id, body, expected_version=expected_version
+        )
     )
     response.headers["ETag"] = f'"{product.version}"'
     return product

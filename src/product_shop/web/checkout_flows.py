@@ -2,8 +2,9 @@
 
 The request owns its units of work (docs/architecture.md, "Who owns a transaction"): each
 database step of a use case runs in a unit of work opened here, and no transaction is open while
-Integrated Payments is called between them. The use cases themselves (`checkout.service`,
-`checkout.complete`) only add rows to the session they are given.
+Integrated Payments is called between them; a step that writes runs in `Database.run`, which
+runs it again after a deadlock or serialization failure. The use cases themselves
+(`checkout.service`, `checkout.complete`) only add rows to the session they are given.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ def create_checkout(
     with context.database.unit_of_work() as session:
         new = context.checkout.price(session, actor, body)
     intent = context.checkout.open_intent(new)
-    with context.database.unit_of_work() as session:
+
+    def record(session: Session) -> CheckoutOut:
         view = context.checkout.record_new(session, actor, new, intent)
         context.idempotency.complete(
             session, claim, 201, view.model_dump(mode="json"), f"/v1/checkouts/{view.id}"
         )
-    return view
+        return view
+
+    return context.database.run(record)
 
 
 def get_checkout(context: AppContext, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:
@@ -57,8 +61,9 @@ def retry_checkout(context: AppContext, actor: Actor, checkout_id: uuid.UUID) ->
         return retry
     service.close_previous(retry)
     intent = service.open_retry_intent(retry)
-    with context.database.unit_of_work() as session:
-        view, stored = service.record_retry(session, actor, retry, intent)
+    view, stored = context.database.run(
+        lambda session: service.record_retry(session, actor, retry, intent)
+    )
     if not stored:
         service.close_unused(intent)
     return view

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from product_shop.access.actor import Actor
@@ -113,13 +114,15 @@ def set_pms_invoice_ref(
     order_id: uuid.UUID,
     body: PmsInvoiceRefIn,
     actor: Annotated[Actor, Depends(permitted(Action.SET_PMS_INVOICE_REF))],
-    session: SessionDep,
     context: ContextDep,
     expected_version: IfMatchDep,
 ) -> Response:
-    order = context.orders.set_pms_invoice_ref(
-        session, actor, order_id, body.pms_invoice_ref, expected_version=expected_version
-    )
-    session.flush()
-    document = order_document(session, order)
+    def work(session: Session) -> OrderOut:
+        order = context.orders.set_pms_invoice_ref(
+            session, actor, order_id, body.pms_invoice_ref, expected_version=expected_version
+        )
+        session.flush()
+        return order_document(session, order)
+
+    document = context.database.run(work)  # a deadlock or serialization failure is retried
     return model_response(document, headers={"ETag": f'"{document.version}"'})

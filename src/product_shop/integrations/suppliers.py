@@ -1,0 +1,94 @@
+"""The Primoro supplier network: drop-ship fulfilment (spec §6.1).
+
+The port names what Product Shop needs; `HttpSupplierNetwork` speaks the network's HTTP contract
+(served for the demo and tests by `simulators.suppliers`).
+
+Contract:
+- POST /v1/shipments (Bearer API key, Idempotency-Key) -> 201 the shipment, status `accepted`.
+  A repeated key with the same body answers the first shipment (never a second one); another
+  body under the same key is 422 `idempotency_key_reused`. A definite refusal is 4xx problem+json
+  with a `code` (`out_of_stock`, `address_problem`, `invalid_shipment`).
+- GET /v1/shipments/{shipment_id} -> the shipment as it is now.
+- Signed callbacks (Standard Webhooks) to Product Shop's `POST /v1/webhooks/suppliers`, body
+  `{"id", "type", "created_at", "data": <shipment update>}` where `type` is
+  `shipment.accepted`, `shipment.dispatched`, `shipment.in_transit`, `shipment.delivered` or
+  `shipment.exception`, and `data` carries `shipment_id`, `reference` (our line item id),
+  `status`, `sequence` (grows by one with each change of the shipment), `occurred_at`, and as
+  they become known `carrier`, `tracking_number`, `tracking_url`, `dispatched_at`,
+  `delivered_at`, `exception_reason` (`out_of_stock`, `address_problem`, `lost`, `damaged`,
+  `other`). Callbacks may arrive twice and out of order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class ShipmentStatus(StrEnum):
+    ACCEPTED = "accepted"
+    DISPATCHED = "dispatched"
+    IN_TRANSIT = "in_transit"
+    DELIVERED = "delivered"
+    EXCEPTION = "exception"
+
+
+class ExceptionReason(StrEnum):
+    OUT_OF_STOCK = "out_of_stock"
+    ADDRESS_PROBLEM = "address_problem"
+    LOST = "lost"
+    DAMAGED = "damaged"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentItem:
+    product_id: str
+    name: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentRequest:
+    """One drop-ship line to send: `reference` is our line item id."""
+
+    reference: str
+    order_id: str
+    practice_id: str
+    items: tuple[ShipmentItem, ...]
+    delivery_address: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    shipment_id: str
+    reference: str
+    status: ShipmentStatus
+    sequence: int
+    carrier: str | None = None
+    tracking_number: str | None = None
+    tracking_url: str | None = None
+    dispatched_at: datetime | None = None
+    delivered_at: datetime | None = None
+    exception_reason: ExceptionReason | None = None
+
+
+class SupplierUnavailable(Exception):
+    """The network did not answer (timeout, connection, 5xx): try again later."""
+
+
+class SupplierRejected(Exception):
+    """The network refused the shipment for good (4xx) with a stable code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SupplierNetwork(Protocol):
+    def submit_shipment(self, request: ShipmentRequest, *, idempotency_key: str) -> Shipment: ...
+
+    def get_shipment(self, shipment_id: str) -> Shipment: ...
