@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     suppliers_api_key: SecretStr = SecretStr("demo-suppliers-api-key")
     suppliers_timeout_seconds: float = Field(default=5.0, gt=0)
     supplier_webhook_secret: SecretStr = SecretStr(DEMO_SUPPLIER_WEBHOOK_SECRET)
+    # The key digital voucher codes are derived from (fulfilment/vouchers.py): at least 32
+    # characters; codes are never stored, so changing it changes every code shown. The demo value
+    # is refused in production.
+    voucher_secret: SecretStr = SecretStr(DEMO_SECRET_PREFIX + "voucher-key-0123456789abcdefghij")
     # Run the outbox relay inside the API process (the embedded default); at scale run
     # `product-shop relay` as its own process instead.
     relay_in_process: bool = True
@@ -75,6 +79,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    def voucher_key(self) -> bytes:
+        return self.voucher_secret.get_secret_value().encode()
 
     def public_key_pem(self) -> str | None:
         if self.jwt_public_key:
@@ -106,6 +113,10 @@ class Settings(BaseSettings):
                 "supplier_webhook_secret (PRODUCT_SHOP_SUPPLIER_WEBHOOK_SECRET) must be "
                 f"{SECRET_FORMAT}"
             ) from exc
+        if len(self.voucher_secret.get_secret_value()) < 32:
+            raise ConfigurationError(
+                "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"
+            )
         if self.environment != "production":
             return
         problems: list[str] = []
@@ -119,6 +130,8 @@ class Settings(BaseSettings):
             problems.append("supplier_webhook_secret is a demo secret")
         if self.suppliers_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("suppliers_api_key is a demo secret")
+        if self.voucher_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
+            problems.append("voucher_secret is a demo secret")
         if not (self.jwt_jwks_url or self.public_key_pem()):
             problems.append("no JWT verification key: set jwt_jwks_url or jwt_public_key")
         pem = self.public_key_pem()

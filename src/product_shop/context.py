@@ -14,12 +14,19 @@ from product_shop.checkout.service import CheckoutService
 from product_shop.config import Settings
 from product_shop.core.clock import Clock, SystemClock
 from product_shop.db.engine import Database
+from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.events.relay import OutboxRelay
+from product_shop.fulfilment.lines import LineFulfilment
+from product_shop.fulfilment.service import FulfilmentService
+from product_shop.fulfilment.shipments import ShipmentFollowUp, SupplierUpdates, shipment_sink
+from product_shop.fulfilment.start import FulfilmentStarter
 from product_shop.idempotency.store import IdempotencyStore
 from product_shop.integrations.payments import IntegratedPayments
 from product_shop.integrations.payments_http import HttpIntegratedPayments
 from product_shop.integrations.sinks import payments_sinks
+from product_shop.integrations.suppliers import SupplierNetwork
+from product_shop.integrations.suppliers_http import HttpSupplierNetwork
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.service import OrderService
 
@@ -39,14 +46,18 @@ class AppContext:
     completion: CheckoutCompletion
     orders: OrderService
     relay: OutboxRelay
+    suppliers: SupplierNetwork
+    fulfilment: FulfilmentService
+    supplier_updates: SupplierUpdates
 
     def close(self) -> None:
         """Release threads and network clients (the database is disposed by whoever created
         it)."""
         self.relay.close()
-        close = getattr(self.payments, "close", None)
-        if callable(close):
-            close()
+        for client in (self.payments, self.suppliers):
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
 
     @classmethod
     def build(
@@ -57,6 +68,7 @@ class AppContext:
         verifier: TokenVerifier | None = None,
         clock: Clock | None = None,
         payments: IntegratedPayments | None = None,
+        suppliers: SupplierNetwork | None = None,
     ) -> AppContext:
         clock = clock or SystemClock()
         database = database or Database(settings.database_url, pool_size=settings.db_pool_size)
@@ -67,7 +79,19 @@ class AppContext:
             api_key=settings.payments_api_key.get_secret_value(),
             timeout_seconds=settings.payments_timeout_seconds,
         )
+        suppliers = suppliers or HttpSupplierNetwork(
+            settings.suppliers_base_url,
+            api_key=settings.suppliers_api_key.get_secret_value(),
+            timeout_seconds=settings.suppliers_timeout_seconds,
+        )
         idempotency = IdempotencyStore(clock)
+        lines = LineFulfilment(audit=audit, outbox=outbox, clock=clock)
+        relay = OutboxRelay(
+            database,
+            {**payments_sinks(payments), ev.SHIPMENT_REQUESTED.name: shipment_sink(suppliers)},
+            clock,
+            follow_ups={ev.SHIPMENT_REQUESTED.name: ShipmentFollowUp(lines)},
+        )
         return cls(
             settings=settings,
             database=database,
@@ -91,8 +115,17 @@ class AppContext:
                 ttl=timedelta(minutes=settings.checkout_ttl_minutes),
             ),
             completion=CheckoutCompletion(
-                payments=payments, audit=audit, outbox=outbox, clock=clock
+                payments=payments,
+                audit=audit,
+                outbox=outbox,
+                clock=clock,
+                fulfilment=FulfilmentStarter(
+                    audit=audit, outbox=outbox, voucher_key=settings.voucher_key()
+                ),
             ),
-            orders=OrderService(audit=audit, clock=clock),
-            relay=OutboxRelay(database, payments_sinks(payments), clock),
+            orders=OrderService(audit=audit, clock=clock, voucher_key=settings.voucher_key()),
+            relay=relay,
+            suppliers=suppliers,
+            fulfilment=FulfilmentService(lines=lines, outbox=outbox, clock=clock),
+            supplier_updates=SupplierUpdates(lines=lines, audit=audit, clock=clock),
         )

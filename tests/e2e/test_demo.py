@@ -189,6 +189,17 @@ def _catalogue(demo: Demo, handle: str) -> dict[str, Any]:
 # ---- one demo --------------------------------------------------------------------------------
 
 
+def test_the_demo_runs_the_supplier_network_simulator_on_a_port_of_its_own(demo: Demo) -> None:
+    found = re.search(r"supplier network simulator at (http://127\.0\.0\.1:\d+)", demo.log())
+    assert found, demo.log()
+
+    config = httpx.get(f"{found.group(1)}/_simulator/config", timeout=10.0)
+
+    assert config.status_code == 200
+    assert config.json()["auto_advance"] is True
+    assert config.json()["callback_url"] == f"{demo.base_url}/v1/webhooks/suppliers"
+
+
 def test_the_demo_reports_ready_with_its_database_migrated_to_head(demo: Demo) -> None:
     response = demo.get("/readyz")
 
@@ -321,3 +332,56 @@ def test_restarting_a_demo_on_the_same_data_dir_keeps_its_data_and_does_not_seed
     )
     assert response.status_code == 200
     assert len(response.json()["items"]) == HARBOUR_VISIBLE_PRODUCTS
+
+
+def test_in_the_demo_a_drop_ship_line_is_dispatched_with_tracking_within_30_seconds(
+    demo: Demo,
+) -> None:
+    """Issue 10: no manual step between paying and a tracked parcel (in-process relay, supplier
+    simulator advancing on its own, its signed callbacks to our webhook)."""
+    brush = next(
+        item
+        for item in _catalogue(demo, HARBOUR_PATIENT)["items"]
+        if item["fulfilment_type"] == "Drop-Ship" and item["purchasable"]
+    )
+    headers = {**demo.headers(HARBOUR_PATIENT), "Idempotency-Key": "demo-drop-ship"}
+    checkout = httpx.post(
+        f"{demo.base_url}/v1/checkouts",
+        headers=headers,
+        json={
+            "lines": [{"product_id": brush["product_id"], "quantity": 1}],
+            "delivery_address": {
+                "recipient_name": "Amelia",
+                "line1": "1 Harbour Road",
+                "city": "Bristol",
+                "postcode": "BS1 4AA",
+            },
+        },
+        timeout=10.0,
+    )
+    assert checkout.status_code == 201, checkout.text
+    paid = httpx.post(
+        checkout.json()["payment"]["payment_url"],
+        json={"card_number": "4242424242424242"},
+        timeout=10.0,
+    )
+    assert paid.status_code == 200, paid.text
+    order = httpx.post(
+        f"{demo.base_url}/v1/checkouts/{checkout.json()['id']}/complete",
+        headers=demo.headers(HARBOUR_PATIENT),
+        timeout=10.0,
+    )
+    assert order.status_code == 200, order.text
+    started = time.monotonic()
+
+    while True:
+        line = demo.get(f"/v1/orders/{order.json()['order_id']}", HARBOUR_PATIENT).json()["lines"][
+            0
+        ]
+        if line["fulfilment_status"] in ("dispatched", "delivered"):
+            break
+        assert time.monotonic() - started < 30, (line, demo.log()[-2000:])
+        time.sleep(0.25)
+
+    assert line["tracking"]["tracking_number"]
+    assert line["tracking"]["tracking_url"].startswith("https://")

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
 from product_shop.catalogue.schemas import PracticeSettingsIn, ProductCreate
 from product_shop.context import AppContext
 from product_shop.db.engine import Database
+from product_shop.simulators.server import BackgroundServer, serve_in_background
+from product_shop.web.app import create_app
 from tests.conftest import Person, World
 from tests.integration.checkout_support import Shop
 
@@ -82,3 +85,15 @@ def shop(make_product: Callable[..., uuid.UUID], offer: Callable[..., None], wor
     offer(world.admin_a, voucher, 6000)
     offer(world.admin_a, kit, 24900, stock=True)
     return Shop(toothbrush, voucher, kit)
+
+
+@pytest.fixture
+def live_api(context: AppContext, suppliers_url: str) -> Iterator[BackgroundServer]:
+    """The API over real HTTP, with the supplier simulator's callbacks pointed at it."""
+    server = serve_in_background(create_app(context=context))
+    httpx.post(
+        f"{suppliers_url}/_simulator/config",
+        json={"callback_url": f"{server.url}/v1/webhooks/suppliers"},
+    ).raise_for_status()
+    yield server
+    server.stop()

@@ -87,12 +87,21 @@ def test_a_patient_checks_out_two_products_pays_and_sees_the_order(
         for line in order["lines"]
     ] == [
         ("Oral-B Pro 3", 2, "Drop-Ship", "pending"),
-        ("Hygienist voucher", 1, "Digital", "pending"),
+        ("Hygienist voucher", 1, "Digital", "delivered"),
     ]
     assert "audit_trail" not in order
-    assert [e["event"] for e in order["timeline"]] == ["payment_received", "order_placed"]
+    assert [e["event"] for e in order["timeline"]] == [
+        "payment_received",
+        "order_placed",
+        "delivered",  # the voucher, issued at once
+    ]
     staff = client.get(f"/v1/orders/{order['order_id']}", headers=world.admin_a.headers).json()
-    assert [e["action"] for e in staff["audit_trail"]] == ["payment.captured", "order.created"]
+    assert [e["action"] for e in staff["audit_trail"]] == [
+        "payment.captured",
+        "order.created",
+        "fulfilment.shipment_requested",
+        "fulfilment.delivered",
+    ]
     assert staff["created_by"] == world.patient_a.actor.actor_id
     assert staff["pms_invoice_ref"] is None
     fetched = client.get(f"/v1/orders/{order['order_id']}", headers=world.patient_a.headers)
@@ -152,6 +161,7 @@ def test_order_creation_writes_its_audit_entries_and_events_in_one_go(
         "checkout.completed",
         "payment.captured",
         "order.created",
+        "fulfilment.shipment_requested",
     ]
 
 

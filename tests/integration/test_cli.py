@@ -266,3 +266,48 @@ def test_db_upgrade_creates_the_sqlite_files_missing_directory(
 
     assert path.is_file()
     assert _db_current(capsys)["current"] == head_revision()
+
+
+# ---- simulate suppliers ----------------------------------------------------------------------
+
+
+def test_simulate_suppliers_serves_the_network_with_the_given_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi import FastAPI
+
+    from product_shop.core.signing import new_secret
+
+    served: dict[str, Any] = {}
+
+    def run(app: FastAPI, **options: Any) -> None:  # instead of serving for ever
+        served.update(app=app, **options)
+
+    monkeypatch.setattr("product_shop.cli.uvicorn.run", run)
+    secret = new_secret()
+    argv = ["simulate", "suppliers", "--port", "9123", "--webhook-secret", secret]
+    argv += ["--callback-url", "http://127.0.0.1:8000/v1/webhooks/suppliers"]
+    argv += ["--api-key", "k-1", "--dispatch-after", "1", "--deliver-after", "5"]
+
+    assert main(argv) == 0
+
+    assert (served["host"], served["port"]) == ("127.0.0.1", 9123)
+    config = served["app"].state.sim.config
+    assert (config.api_key, config.webhook_secret) == ("k-1", secret)
+    assert config.callback_url == "http://127.0.0.1:8000/v1/webhooks/suppliers"
+    assert config.auto_advance is True
+    assert (
+        config.dispatch_after_seconds,
+        config.in_transit_after_seconds,
+        config.deliver_after_seconds,
+    ) == (1.0, 3.0, 5.0)
+
+
+def test_simulate_suppliers_refuses_a_webhook_secret_in_another_format(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("product_shop.cli.uvicorn.run", lambda *a, **k: pytest.fail("served"))
+
+    assert main(["simulate", "suppliers", "--webhook-secret", "plain-text"]) == 2
+
+    assert "webhook secret must be" in capsys.readouterr().err

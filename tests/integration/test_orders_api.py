@@ -99,6 +99,8 @@ def test_staff_read_the_full_order_and_the_patient_a_timeline_without_the_intern
     assert [e["action"] for e in admin["audit_trail"]] == [
         "payment.captured",
         "order.created",
+        "fulfilment.shipment_requested",
+        "fulfilment.delivered",
         "order.pms_invoice_ref_set",
     ]
     assert admin["audit_trail"][-1]["actor_name"] == "Alice Admin"
@@ -112,10 +114,24 @@ def test_staff_read_the_full_order_and_the_patient_a_timeline_without_the_intern
     assert [(e["event"], e["description"]) for e in patient["timeline"]] == [
         ("payment_received", "Payment received"),
         ("order_placed", "Order placed"),
+        ("delivered", "Hygienist voucher: delivered"),
     ]
     assert patient["timeline"] == admin["timeline"]
-    shared = {k: v for k, v in admin.items() if k in patient and k not in ("view", "updated_at")}
+    shared = {
+        k: v for k, v in admin.items() if k in patient and k not in ("view", "updated_at", "lines")
+    }
     assert shared == {k: v for k, v in patient.items() if k in shared}
+    # The same lines, but the patient's own voucher codes in full where staff see them masked.
+    staff_voucher, patient_voucher = (
+        admin["lines"][1]["vouchers"][0],
+        patient["lines"][1]["vouchers"][0],
+    )
+    assert staff_voucher["last_four"] == patient_voucher["last_four"]
+    assert staff_voucher["code"].endswith(staff_voucher["last_four"])
+    assert "••••" in staff_voucher["code"]
+    assert patient_voucher["code"].replace("-", "").endswith(patient_voucher["last_four"])
+    assert "•" not in patient_voucher["code"]
+    assert patient_voucher["code"] not in json.dumps(admin)
     assert {k: v for k, v in order.items() if k != "updated_at"} == {
         k: v for k, v in patient.items() if k != "updated_at"
     }
@@ -253,9 +269,13 @@ def test_an_unknown_fulfilment_type_is_a_validation_error(
 def test_the_staff_list_filters_by_status(
     client: TestClient, world: World, orders: dict[str, dict[str, Any]]
 ) -> None:
-    assert listed(client, world.admin_a, status="Created") == _ids(orders, *reversed(PRACTICE_A))
-    assert listed(client, world.admin_a, status="Completed") == []
-    assert listed(client, world.admin_a, status="Fulfilment-In-Progress") == []
+    # A voucher is delivered at once; an in-clinic line is being prepared; a drop-ship line
+    # waits for the supplier network.
+    assert listed(client, world.admin_a, status="Created") == _ids(orders, "a2_mixed", "a_brush")
+    assert listed(client, world.admin_a, status="Completed") == _ids(orders, "a_voucher")
+    assert listed(client, world.admin_a, status="Fulfilment-In-Progress") == _ids(
+        orders, "a_kit", "a2_kit"
+    )
     assert listed(client, world.admin_a, status="Refunded") == []
     unknown = client.get("/v1/orders", headers=world.admin_a.headers, params={"status": "Lost"})
     assert (unknown.status_code, unknown.json()["code"]) == (422, "validation_failed")
@@ -411,7 +431,7 @@ def test_practice_admin_and_finance_record_the_pms_invoice_ref_with_an_audit_ent
     assert response.json()["pms_invoice_ref"] == "INV-2026-0042"
     fetched = client.get(f"/v1/orders/{order['order_id']}", headers=world.admin_a.headers).json()
     assert fetched == response.json()
-    assert fetched["status"] == order["status"] == "Created"
+    assert fetched["status"] == order["status"] == "Completed"  # a voucher: delivered at once
     entry = fetched["audit_trail"][-1]
     assert entry["action"] == "order.pms_invoice_ref_set"
     assert entry["before"] == {"pms_invoice_ref": None}
@@ -424,6 +444,8 @@ def test_practice_admin_and_finance_record_the_pms_invoice_ref_with_an_audit_ent
     assert [e["action"] for e in fetched["audit_trail"][:-1]] == [
         "payment.captured",
         "order.created",
+        "fulfilment.delivered",  # a voucher is delivered at once
+        "order.status_changed",
     ]
     assert count_rows(database, AuditEntry, PMS_SET) == 1
     patient_view = client.get(f"/v1/orders/{order['order_id']}", headers=world.patient_a.headers)

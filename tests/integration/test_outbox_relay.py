@@ -132,6 +132,38 @@ def test_events_of_one_aggregate_are_delivered_in_order(
     assert seen == ["pi_0", "pi_1", "pi_2"]
 
 
+def test_a_parked_event_does_not_hold_back_its_aggregates_next_event(
+    context: AppContext, database: Database
+) -> None:
+    """A parked event is given up on (until redelivered by command): the next event of its
+    aggregate (say, a shipment resent by staff after a refusal) still goes out."""
+    from product_shop.events.relay import PermanentDeliveryError
+
+    aggregate = uuid.uuid4()
+    with database.unit_of_work() as session:
+        for n in range(2):
+            context.outbox.emit(
+                session,
+                PAYMENT_ORDER_REFERENCE,
+                aggregate_id=aggregate,
+                data={"order_id": str(aggregate), "intent_id": f"pi_{n}", "payment_ref": "x"},
+            )
+    seen: list[str] = []
+
+    def sink(event: PendingEvent) -> None:
+        if event.data["intent_id"] == "pi_0":
+            raise PermanentDeliveryError("refused for good")
+        seen.append(event.data["intent_id"])
+
+    relay = OutboxRelay(database, {PAYMENT_ORDER_REFERENCE.name: sink}, context.clock)
+    relay.run_once()
+
+    assert seen == ["pi_1"]
+    with Session(database.engine) as session:
+        statuses = session.scalars(select(OutboxEvent.status).order_by(OutboxEvent.position)).all()
+    assert statuses == ["parked", "delivered"]
+
+
 def _sink(context: AppContext):  # type: ignore[no-untyped-def]
     from product_shop.integrations.sinks import payments_sinks
 

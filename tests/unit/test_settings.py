@@ -21,6 +21,7 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "payments_api_key": "a-real-api-key-from-the-vault",
         "supplier_webhook_secret": "whsec_YW5vdGhlci1yZWFsLXNlY3JldC1mb3Itc3VwcGxpZXJz",
         "suppliers_api_key": "a-real-supplier-key-from-the-vault",
+        "voucher_secret": "a-real-voucher-key-from-the-vault-0123456789",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -41,6 +42,10 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
             "supplier_webhook_secret is a demo secret",
         ),
         ({"suppliers_api_key": "demo-suppliers-api-key"}, "suppliers_api_key is a demo secret"),
+        (
+            {"voucher_secret": "demo-voucher-key-0123456789abcdefghij"},
+            "voucher_secret is a demo secret",
+        ),
         ({"jwt_public_key": None}, "no JWT verification key"),
         ({"database_url": "sqlite:///var/shop.sqlite3"}, "PostgreSQL"),
     ],

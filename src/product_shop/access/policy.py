@@ -18,6 +18,7 @@ class Action(StrEnum):
     INITIATE_REFUND = "refunds.initiate"
     VIEW_DASHBOARDS = "dashboards.view"
     SET_PMS_INVOICE_REF = "orders.set_pms_invoice_ref"
+    MANAGE_FULFILMENT = "fulfilment.manage"
 
 
 _P, _C, _PA, _F, _S, _CA = (
@@ -43,6 +44,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.VIEW_DASHBOARDS: frozenset({_PA, _F}),
     # An optional enrichment reference (spec §5.2), recorded by the practice's admin or finance.
     Action.SET_PMS_INVOICE_REF: frozenset({_PA, _F}),
+    # In-clinic collection, tracking by hand, the exception queue: the practice's care team.
+    Action.MANAGE_FULFILMENT: frozenset({_PA, _C, _S}),
 }
 
 

@@ -19,7 +19,8 @@ The `Outcome` says what happened; `outcomes.answer` turns it into the order or t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.orm import Session
@@ -72,22 +73,44 @@ PAYMENTS_ACTOR = Actor(
 )
 
 
+class FulfilmentStarted(NamedTuple):
+    """What starting fulfilment makes of a new order: the order and lines as they are stored
+    (a digital line is delivered at once, an in-clinic one being prepared), its voucher rows,
+    and `follow_up`, which queues the rows that must follow the order's (vouchers, audit
+    entries, events) and returns the audit entries for the order's trail."""
+
+    order: OrderRow
+    lines: list[OrderLineRow]
+    vouchers: list[dict[str, Any]]
+    follow_up: Callable[[Session, Statements], list[dict[str, Any]]]
+
+
 class FulfilmentTrigger(Protocol):
-    """Starts fulfilment for a new order, inside the order's unit of work (fulfilment issue).
-    The order and its lines are rows queued for the unit of work's commit; they reach the
-    database after any ORM object the trigger adds (the ORM is flushed first), so a row that
-    references the new order must be queued through `db.fast.Statements`, not the ORM."""
+    """Starts fulfilment for a paid order, in the order's own unit of work (spec §15.2 rule 3:
+    never before the capture is confirmed)."""
 
     def order_created(
-        self, session: Session, order: OrderRow, lines: Sequence[OrderLineRow]
-    ) -> None: ...
+        self,
+        order: OrderRow,
+        lines: Sequence[OrderLineRow],
+        checkout: CheckoutRow,
+        checkout_lines: Sequence[CheckoutLineRow],
+        at: datetime,
+    ) -> FulfilmentStarted: ...
 
 
-class NoFulfilmentYet:
+class NoFulfilment:
+    """For tests of the completion alone: the order's lines stay pending."""
+
     def order_created(
-        self, session: Session, order: OrderRow, lines: Sequence[OrderLineRow]
-    ) -> None:
-        return None
+        self,
+        order: OrderRow,
+        lines: Sequence[OrderLineRow],
+        checkout: CheckoutRow,
+        checkout_lines: Sequence[CheckoutLineRow],
+        at: datetime,
+    ) -> FulfilmentStarted:
+        return FulfilmentStarted(order, list(lines), [], lambda session, fast: [])
 
 
 class Pending(NamedTuple):
@@ -111,7 +134,7 @@ class CheckoutCompletion:
         self._audit = audit
         self._outbox = outbox
         self._clock = clock
-        self._fulfilment = fulfilment or NoFulfilmentYet()
+        self._fulfilment = fulfilment or NoFulfilment()
         self._exceptions = PaymentExceptions(audit=audit, outbox=outbox, clock=clock)
 
     # ---- step 1 --------------------------------------------------------------------------
@@ -310,7 +333,9 @@ class CheckoutCompletion:
             version=1,
         )
         lines = [_order_line(order_id, line, now) for line in read.lines]
-        order_row, line_rows = order._asdict(), [line._asdict() for line in lines]
+        started = self._fulfilment.order_created(order, lines, checkout, read.lines, now)
+        order_row = started.order._asdict()
+        line_rows = [line._asdict() for line in started.lines]
         # A capture on any attempt of this checkout completes it, including an earlier attempt
         # confirmed late: the patient has paid, so the order exists.
         completed = transition(CheckoutStatus(checkout.status), CheckoutStatus.COMPLETED)
@@ -342,8 +367,10 @@ class CheckoutCompletion:
                 for event in order_created_events(order, lines, capture)
             ],
         )
-        self._fulfilment.order_created(session, order, lines)
-        document = build_order_document(order_row, line_rows, capture._asdict(), trail)
+        trail += started.follow_up(session, fast)
+        document = build_order_document(
+            order_row, line_rows, capture._asdict(), trail, started.vouchers
+        )
         current = pending.checkout.payment_intent_id
         return Outcome(
             Result.ORDER,

@@ -8,7 +8,7 @@ stream head); everything else reads through the ORM.
 from __future__ import annotations
 
 import uuid
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
@@ -44,6 +44,8 @@ class CheckoutRow(NamedTuple):
     failure_code: str | None
     failure_reason: str | None
     version: int
+    delivery_address: dict[str, Any] | None
+    patient_first_name: str | None
 
 
 class CheckoutLineRow(NamedTuple):

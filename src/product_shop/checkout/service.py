@@ -61,6 +61,7 @@ class NewCheckout:
     currency: str
     total_minor: int
     delivery_address: dict[str, Any] | None
+    patient_first_name: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class CheckoutService:
             currency=currency,
             total_minor=sum(line.total_minor for line in lines),
             delivery_address=body.delivery_address.model_dump() if body.delivery_address else None,
+            patient_first_name=_first_name(actor.name),
         )
 
     def open_intent(self, checkout: NewCheckout) -> PaymentIntent:
@@ -136,6 +138,7 @@ class CheckoutService:
             "total_minor": checkout.total_minor,
             "amount_due_minor": checkout.total_minor,
             "delivery_address": checkout.delivery_address,
+            "patient_first_name": checkout.patient_first_name,
             "payment_intent_id": intent.intent_id,
             "payment_url": intent.payment_url,
             "payment_attempts": 1,
@@ -333,3 +336,9 @@ def _refuse_other_payment_paths(body: CheckoutIn) -> None:
             f"'{body.payment_method}' is not.",
             code="payment_method_not_permitted",
         )
+
+
+def _first_name(name: str | None) -> str | None:
+    """The first word of the patient's name from their token, at most 80 characters."""
+    first = (name or "").strip().split(" ", 1)[0]
+    return first[:80] or None

@@ -36,6 +36,8 @@ class Checkout(Base):
     # What remains to capture through Integrated Payments after any points redemption.
     amount_due_minor: Mapped[int] = mapped_column(BigInteger)
     delivery_address: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    # For the practice's "prepare for collection" task: the first name only (data minimisation).
+    patient_first_name: Mapped[str | None] = mapped_column(String(80))
     payment_intent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     payment_url: Mapped[str | None] = mapped_column(Text)
     payment_attempts: Mapped[int] = mapped_column(Integer)

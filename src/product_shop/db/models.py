@@ -7,7 +7,7 @@ from product_shop.db.base import Base
 from product_shop.events.inbox import InboxMessage
 from product_shop.events.tables import OutboxEvent
 from product_shop.idempotency.tables import IdempotencyKey
-from product_shop.orders.tables import Order, OrderLine
+from product_shop.orders.tables import Order, OrderLine, Voucher
 
 metadata = Base.metadata
 
@@ -23,5 +23,6 @@ __all__ = [
     "PaymentCapture",
     "PracticeProductSetting",
     "Product",
+    "Voucher",
     "metadata",
 ]

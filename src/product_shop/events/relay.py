@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     CursorResult,
@@ -76,7 +76,25 @@ class PendingEvent:
     attempts: int  # earlier tries
 
 
-Sink = Callable[[PendingEvent], None]
+# A sink delivers one event to another module; what it returns goes to the follow-up.
+Sink = Callable[[PendingEvent], object]
+
+
+class FollowUp(Protocol):
+    """What the relay's unit of work records after an event of one type went out or was parked
+    for good (e.g. a shipment accepted by the supplier network: its line moves on). It runs
+    inside a SAVEPOINT of the relay's transaction: if it fails, the event is tried again later."""
+
+    def delivered(self, session: Session, event: PendingEvent, result: object) -> None: ...
+
+    def parked(self, session: Session, event: PendingEvent, error: Exception) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    result: object = None
+    error: Exception | None = None
+
 
 _EVENTS = cast(Table, OutboxEvent.__table__)
 _CLAIMED = [
@@ -97,9 +115,11 @@ class OutboxRelay:
         *,
         batch: int = 50,
         concurrency: int = 8,
+        follow_ups: Mapping[str, FollowUp] | None = None,
     ) -> None:
         self._database = database
         self._sinks = dict(sinks)
+        self._follow_ups = dict(follow_ups or {})
         self._clock = clock
         self._batch = batch
         self._concurrency = concurrency
@@ -124,10 +144,11 @@ class OutboxRelay:
                     for claim in self._claims.values()
                     for row in session.execute(claim, {"now": now})
                 ]
-                failures = self._send(events)
-                round_delivered = self._record(session, events, failures)
+                sent = self._send(events)
+                round_delivered, round_parked = self._record(session, events, sent)
             delivered += round_delivered
-            if not round_delivered:
+            # A delivery, or an event given up on, may let the next of its aggregate go.
+            if not (round_delivered or round_parked):
                 break
         return delivered
 
@@ -138,7 +159,7 @@ class OutboxRelay:
 
     def _claim_statement(self, event_type: str) -> Select[Any]:
         """Due events of one type, oldest first, at most one per aggregate: an event waits while
-        an earlier one of its aggregate is undelivered (so a batch may be sent concurrently)."""
+        an earlier one of its aggregate is still pending (so a batch may be sent concurrently)."""
         earlier = _EVENTS.alias("earlier")
         blocked = exists().where(
             and_(
@@ -146,7 +167,9 @@ class OutboxRelay:
                 earlier.c.aggregate_id == _EVENTS.c.aggregate_id,
                 earlier.c.position < _EVENTS.c.position,
                 earlier.c.event_type.in_(self._sinks),
-                earlier.c.status != "delivered",
+                # A parked event has been given up on (until redelivered by command): it does
+                # not hold back what its aggregate does next.
+                earlier.c.status == literal_column("'pending'"),
             )
         )
         return (
@@ -164,7 +187,7 @@ class OutboxRelay:
             .with_for_update(skip_locked=True)
         )
 
-    def _send(self, events: list[PendingEvent]) -> list[Exception | None]:
+    def _send(self, events: list[PendingEvent]) -> list[_Sent]:
         """Hand each event to its sink; None for a delivery, else what went wrong. Events of
         a batch belong to different aggregates, so they go out `concurrency` at a time (each
         sink call waits on another module's HTTP answer)."""
@@ -174,18 +197,23 @@ class OutboxRelay:
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="relay-send")
         return list(self._pool.map(self._send_one, events))
 
-    def _send_one(self, event: PendingEvent) -> Exception | None:
+    def _send_one(self, event: PendingEvent) -> _Sent:
         try:
-            self._sinks[event.event_type](event)
+            return _Sent(result=self._sinks[event.event_type](event))
         except Exception as exc:  # recorded by _record: retried later, or parked
-            return exc
-        return None
+            return _Sent(error=exc)
 
     def _record(
-        self, session: Session, events: list[PendingEvent], failures: list[Exception | None]
-    ) -> int:
-        """Delivered events in one statement; each failure retried later, or parked."""
+        self, session: Session, events: list[PendingEvent], sent: list[_Sent]
+    ) -> tuple[int, int]:
+        """Delivered events in one statement; each failure retried later, or parked. Follow-ups
+        run first: one that fails turns its delivery into a failure to retry. Returns how many
+        were delivered and how many parked."""
         now = self._clock.now()
+        failures = [
+            self._follow_up(session, event, outcome, now)
+            for event, outcome in zip(events, sent, strict=True)
+        ]
         delivered = [e.position for e, f in zip(events, failures, strict=True) if f is None]
         if delivered:
             session.execute(
@@ -205,7 +233,41 @@ class OutboxRelay:
                     .where(_EVENTS.c.position == event.position)
                     .values(self._after_failure(event, failure, now))
                 )
-        return len(delivered)
+        parked = sum(
+            1
+            for event, failure in zip(events, failures, strict=True)
+            if failure is not None and self._parks(event, failure)
+        )
+        return len(delivered), parked
+
+    def _follow_up(
+        self, session: Session, event: PendingEvent, outcome: _Sent, now: datetime
+    ) -> Exception | None:
+        """The event's follow-up (if its type has one) in a SAVEPOINT; the failure to record."""
+        follow_up = self._follow_ups.get(event.event_type)
+        error = outcome.error
+        parks = error is not None and self._parks(event, error)
+        if follow_up is None or (error is not None and not parks):
+            return error
+        try:
+            with session.begin_nested():
+                if error is None:
+                    follow_up.delivered(session, event, outcome.result)
+                else:
+                    follow_up.parked(session, event, error)
+        except Exception as exc:
+            log.error(
+                "relay_follow_up_failed",
+                event_type=event.event_type,
+                event_id=str(event.event_id),
+                error=type(exc).__name__,
+            )
+            return exc if error is None else error
+        return error
+
+    @staticmethod
+    def _parks(event: PendingEvent, error: Exception) -> bool:
+        return isinstance(error, PermanentDeliveryError) or event.attempts + 1 > len(RETRY_SCHEDULE)
 
     def _after_failure(
         self, event: PendingEvent, failure: Exception, now: datetime

@@ -92,6 +92,24 @@ CHECKOUT_CANCELLED = _t(
     "cancels its payment intent, Communication Hub tells the patient.",
 )
 
+SHIPMENT_REQUESTED = _t(
+    "fulfilment.shipment_requested.v1",
+    "order_line",
+    "The supplier network: ship a drop-ship line to the patient's delivery address.",
+)
+FULFILMENT_STAGE_CHANGED = _t(
+    "fulfilment.stage_changed.v1",
+    "order_line",
+    "Communication Hub: a line reached a fulfilment stage (shipment with tracking, in transit, "
+    "pickup ready, delivered, collected, delivery exception).",
+)
+STAFF_TASK = _t(
+    "fulfilment.staff_task.v1",
+    "order_line",
+    "Communication Hub: a task for the practice's staff (prepare an in-clinic line for "
+    "collection; resolve a fulfilment exception).",
+)
+
 PAYMENT_ORPHANED_CAPTURE = _t(
     "payment.orphaned_capture.v1",
     "checkout",
@@ -113,6 +131,9 @@ ALL_EVENT_TYPES: tuple[EventType, ...] = (
     CHECKOUT_PAYMENT_FAILED,
     CHECKOUT_CANCELLED,
     PAYMENT_ORPHANED_CAPTURE,
+    SHIPMENT_REQUESTED,
+    FULFILMENT_STAGE_CHANGED,
+    STAFF_TASK,
 )
 
 BY_NAME = {t.name: t for t in ALL_EVENT_TYPES}

@@ -72,6 +72,14 @@ class OrderLineRow(NamedTuple):
     tracking_number: str | None
     tracking_url: str | None
     updated_at: datetime
+    dispatched_at: datetime | None = None
+    delivered_at: datetime | None = None
+    collected_at: datetime | None = None
+    exception_reason: str | None = None
+    exception_since: datetime | None = None
+    exception_resolution: str | None = None
+    supplier_sequence: int = 0
+    shipment_attempt: int = 0
 
 
 class Event(NamedTuple):

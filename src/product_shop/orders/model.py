@@ -127,10 +127,60 @@ def advance_status(before: OrderStatus, after: OrderStatus) -> OrderStatus:
     return after
 
 
+def path_to(
+    fulfilment_type: FulfilmentType, current: LineState, target: LineState
+) -> list[LineState]:
+    """The states a line passes through from `current` to `target`, in order (`target` last;
+    empty when it is there already): the shortest way through the transition table that goes
+    through no exception on the way. A supplier update that skips a step (dispatched before we
+    heard of its acceptance) still walks the table. InvalidTransition when `target` cannot be
+    reached forward (a line never goes back)."""
+    fulfilment_type, current, target = (
+        FulfilmentType(fulfilment_type),
+        LineState(current),
+        LineState(target),
+    )
+    if current is target:
+        return []
+    table = LINE_TRANSITIONS[fulfilment_type]
+    paths: dict[LineState, list[LineState]] = {current: []}
+    frontier = [current]
+    while frontier:
+        following: list[LineState] = []
+        for state in frontier:
+            for step in sorted(table.get(state, frozenset())):
+                if step in paths or (step is _L.EXCEPTION and step is not target):
+                    continue
+                paths[step] = [*paths[state], step]
+                if step is target:
+                    return paths[step]
+                following.append(step)
+        frontier = following
+    raise InvalidTransition(
+        f"A {fulfilment_type.value} line cannot go from '{current.value}' to '{target.value}'.",
+        code="invalid_fulfilment_transition",
+    )
+
+
 # What the patient's own timeline shows for an entry of the order's audit trail: a stable code
-# and a sentence, never who did it, their role or internal values (issue 8 item 5). Actions not
-# listed here (a PMS invoice reference, staff notes, ...) are for the practice's staff only.
+# and a sentence (`{product}`: the line's product name), never who did it, their role or internal
+# values (issue 8 item 5). Actions not listed here (a PMS invoice reference, staff notes, ...)
+# are for the practice's staff only.
 PATIENT_TIMELINE: dict[str, tuple[str, str]] = {
     "payment.captured": ("payment_received", "Payment received"),
     "order.created": ("order_placed", "Order placed"),
+    "fulfilment.sent_to_supplier": ("sent_to_supplier", "{product}: sent to our supplier"),
+    "fulfilment.dispatched": ("dispatched", "{product}: dispatched"),
+    "fulfilment.in_transit": ("in_transit", "{product}: on its way"),
+    "fulfilment.delivered": ("delivered", "{product}: delivered"),
+    "fulfilment.preparing": ("preparing", "{product}: being prepared for collection"),
+    "fulfilment.ready_for_collection": (
+        "ready_for_collection",
+        "{product}: ready to collect at the practice",
+    ),
+    "fulfilment.collected": ("collected", "{product}: collected"),
+    "fulfilment.exception": (
+        "delivery_problem",
+        "{product}: there is a problem; the practice will be in touch",
+    ),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import PaymentCapture
 from product_shop.core.errors import BadRequest, NotFound, Unprocessable
 from product_shop.db.fast import columns_of
+from product_shop.fulfilment.vouchers import masked
 from product_shop.orders.model import PATIENT_TIMELINE, LineState, OrderStatus, RefundStatus
 from product_shop.orders.schemas import (
     AuditTrailEntry,
@@ -32,8 +33,9 @@ from product_shop.orders.schemas import (
     RefundSummary,
     TimelineEntry,
     Tracking,
+    VoucherOut,
 )
-from product_shop.orders.tables import Order, OrderLine
+from product_shop.orders.tables import Order, OrderLine, Voucher
 
 MAX_PAGE = 200
 
@@ -55,10 +57,16 @@ def _may_see(actor: Actor, order: Order) -> bool:
     return allowed(actor, Action.VIEW_PRACTICE_ORDERS) and order.practice_id == actor.practice_id
 
 
-def order_document_for(session: Session, actor: Actor, order: Order) -> OrderOut | PatientOrderOut:
-    """The order as this caller may see it: patients get their view, staff the full one."""
+def order_document_for(
+    session: Session,
+    actor: Actor,
+    order: Order,
+    reveal: Callable[[uuid.UUID], str] | None = None,
+) -> OrderOut | PatientOrderOut:
+    """The order as this caller may see it: patients get their view (with their voucher codes
+    through `reveal`), staff the full one (codes masked)."""
     if actor.is_patient:
-        return patient_view(order_document(session, order))
+        return patient_view(order_document(session, order), reveal)
     return order_document(session, order)
 
 
@@ -79,11 +87,13 @@ def order_document(session: Session, order: Order) -> OrderOut:
             .order_by(AuditEntry.stream_seq)
         )
     )
+    vouchers = session.scalars(select(Voucher).where(Voucher.order_id == order.order_id))
     return build_order_document(
         columns_of(order),
         [columns_of(line) for line in lines],
         columns_of(capture) if capture else None,
         [columns_of(entry) for entry in trail],
+        [columns_of(voucher) for voucher in vouchers],
     )
 
 
@@ -92,6 +102,7 @@ def build_order_document(
     lines: Sequence[Mapping[str, Any]],
     capture: Mapping[str, Any] | None,
     trail: Sequence[Mapping[str, Any]],
+    vouchers: Sequence[Mapping[str, Any]] = (),
 ) -> OrderOut:
     """The staff's order JSON from rows in hand (column names as keys): read from the database,
     or just written by the completion. `patient_view` derives what the patient sees."""
@@ -137,6 +148,22 @@ def build_order_document(
                 )
                 if line["tracking_number"] or line["carrier"]
                 else None,
+                dispatched_at=line["dispatched_at"],
+                delivered_at=line["delivered_at"],
+                collected_at=line["collected_at"],
+                exception_reason=line["exception_reason"],
+                vouchers=[
+                    VoucherOut(
+                        voucher_id=voucher["voucher_id"],
+                        unit_no=voucher["unit_no"],
+                        code=masked(voucher["last_four"]),
+                        last_four=voucher["last_four"],
+                    )
+                    for voucher in sorted(vouchers, key=lambda v: v["unit_no"])
+                    if voucher["line_item_id"] == line["line_item_id"]
+                ]
+                if line["fulfilment_type"] == FulfilmentType.DIGITAL
+                else None,
             )
             for line in lines
         ],
@@ -158,19 +185,39 @@ def build_order_document(
             for entry in trail
         ],
         timeline=[
-            TimelineEntry(at=entry["recorded_at"], event=shown[0], description=shown[1])
+            TimelineEntry(
+                at=entry["recorded_at"],
+                event=shown[0],
+                description=shown[1].format(product=(entry["after"] or {}).get("product_name")),
+            )
             for entry in trail
             if (shown := PATIENT_TIMELINE.get(entry["action"])) is not None
         ],
     )
 
 
-def patient_view(order: OrderOut) -> PatientOrderOut:
+def patient_view(
+    order: OrderOut, reveal: Callable[[uuid.UUID], str] | None = None
+) -> PatientOrderOut:
     """What the patient sees of their order: the staff document without the audit trail, the
-    PMS invoice reference, or anything else only the practice's staff may read."""
-    return PatientOrderOut.model_construct(
-        **{name: getattr(order, name) for name in PatientOrderOut.model_fields if name != "view"}
-    )
+    PMS invoice reference, or anything else only the practice's staff may read; with `reveal`
+    (the voucher code of a voucher id), the full codes of their vouchers."""
+    fields = {name: getattr(order, name) for name in PatientOrderOut.model_fields if name != "view"}
+    if reveal is not None and any(line.vouchers for line in order.lines):
+        fields["lines"] = [
+            line.model_copy(
+                update={
+                    "vouchers": [
+                        voucher.model_copy(update={"code": reveal(voucher.voucher_id)})
+                        for voucher in line.vouchers
+                    ]
+                }
+            )
+            if line.vouchers
+            else line
+            for line in order.lines
+        ]
+    return PatientOrderOut.model_construct(**fields)
 
 
 class ActiveOrderReferences:

@@ -19,6 +19,15 @@ class Tracking(BaseModel):
     tracking_url: str | None
 
 
+class VoucherOut(BaseModel):
+    voucher_id: uuid.UUID
+    unit_no: int
+    code: str = Field(
+        description="The full code in the owning patient's own order; masked for staff."
+    )
+    last_four: str
+
+
 class OrderLineOut(BaseModel):
     line_item_id: uuid.UUID
     line_no: int
@@ -31,6 +40,15 @@ class OrderLineOut(BaseModel):
     fulfilment_status: LineState
     fulfilment_ref: str | None
     tracking: Tracking | None
+    dispatched_at: datetime | None = None
+    delivered_at: datetime | None = None
+    collected_at: datetime | None = None
+    exception_reason: str | None = Field(
+        default=None, description="Why the line is in exception (while it is)."
+    )
+    vouchers: list[VoucherOut] | None = Field(
+        default=None, description="Digital lines: one voucher per unit."
+    )
 
 
 class PaymentOut(BaseModel):

@@ -13,6 +13,7 @@ from product_shop.audit.log import AuditLog
 from product_shop.core.clock import Clock
 from product_shop.core.errors import NotFound, PreconditionFailed
 from product_shop.core.ids import new_id
+from product_shop.fulfilment.vouchers import voucher_code
 from product_shop.orders.queries import (
     OrderFilters,
     list_orders,
@@ -24,9 +25,14 @@ from product_shop.orders.tables import Order
 
 
 class OrderService:
-    def __init__(self, *, audit: AuditLog, clock: Clock) -> None:
+    def __init__(self, *, audit: AuditLog, clock: Clock, voucher_key: bytes) -> None:
         self._audit = audit
         self._clock = clock
+        self._voucher_key = voucher_key
+
+    def reveal(self, voucher_id: uuid.UUID) -> str:
+        """A voucher's full code, for its owning patient's own order only."""
+        return voucher_code(self._voucher_key, voucher_id)
 
     def set_pms_invoice_ref(
         self,
@@ -83,7 +89,7 @@ class OrderService:
             action="order.read",
             practice_id=order.practice_id,
         )
-        return order_document_for(session, actor, order)
+        return order_document_for(session, actor, order, self.reveal)
 
     def list_orders(
         self,

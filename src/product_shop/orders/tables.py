@@ -12,6 +12,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, UTCDateTime
 
+EXCEPTION_REASONS = (
+    "'out_of_stock', 'address_problem', 'lost', 'damaged', 'other', 'supplier_unavailable', "
+    "'supplier_refused'"
+)
 LINE_STATES = (
     "'pending', 'sent_to_supplier', 'dispatched', 'preparing', 'ready_for_collection', "
     "'collected', 'delivered', 'exception'"
@@ -78,6 +82,10 @@ class OrderLine(Base):
         Index("ix_order_lines_order", "order_id", "line_no", unique=True),
         # The active orders holding a product, in order id batches (deprecation workflow).
         Index("ix_order_lines_product_order", "product_id", "order_id"),
+        # The exception queue and the collection list (fulfilment).
+        Index("ix_order_lines_fulfilment_status", "fulfilment_status"),
+        CheckConstraint(f"exception_reason IN ({EXCEPTION_REASONS})", name="exception_reason"),
+        CheckConstraint("supplier_sequence >= 0", name="supplier_sequence"),
     )
 
     line_item_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -93,4 +101,36 @@ class OrderLine(Base):
     carrier: Mapped[str | None] = mapped_column(String(80))
     tracking_number: Mapped[str | None] = mapped_column(String(120))
     tracking_url: Mapped[str | None] = mapped_column(Text)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    collected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An open exception: why, since when; `exception_resolution` closes it without a new state
+    # (`refund`: left for a refund), so it leaves the practice's queue.
+    exception_reason: Mapped[str | None] = mapped_column(String(32))
+    exception_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exception_resolution: Mapped[str | None] = mapped_column(String(24))
+    # The last supplier update applied (its `sequence`): older ones never move the line.
+    supplier_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Submissions to the supplier network so far (each with its own Idempotency-Key).
+    shipment_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Voucher(Base):
+    """A digital line's voucher codes, one per unit. The code itself is never stored: it is
+    derived from the voucher id with a server key (`fulfilment.vouchers`); the table keeps its
+    hash (to redeem) and last four characters (to show staff)."""
+
+    __tablename__ = "vouchers"
+    __table_args__ = (
+        Index("ix_vouchers_line_unit", "line_item_id", "unit_no", unique=True),
+        CheckConstraint("unit_no > 0", name="unit_no_positive"),
+    )
+
+    voucher_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    line_item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("order_lines.line_item_id"))
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.order_id"))
+    unit_no: Mapped[int] = mapped_column(Integer)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_four: Mapped[str] = mapped_column(String(4))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -15,7 +15,7 @@ from product_shop.config import Settings
 from product_shop.context import AppContext
 from product_shop.core.errors import ServiceUnavailable
 from product_shop.events.relay import RelayThread
-from product_shop.web import catalogue, checkout, health, orders
+from product_shop.web import catalogue, checkout, fulfilment, health, orders
 from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
 from product_shop.web.problems import (
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(catalogue.router)
     app.include_router(checkout.router)
     app.include_router(orders.router)
+    app.include_router(fulfilment.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app

@@ -74,7 +74,7 @@ def complete_for_patient(
 ) -> PatientOrderOut:
     """The patient's order (their view of it) once the capture is confirmed."""
     outcome = _complete(context, checkout_id, actor, owner=actor)
-    return patient_view(answer(outcome))
+    return patient_view(answer(outcome), context.orders.reveal)
 
 
 def payment_callback(

@@ -140,7 +140,16 @@ def deliver(state: State, callback: Callback, client: httpx.Client) -> bool:
             else:
                 shipment.callbacks_sent += 1
     if answered is None:
-        log.warning("supplier_callback_failed", event_id=callback.event_id)
+        log.warning(
+            "supplier_callback_failed",
+            event_id=callback.event_id,
+            shipment_id=callback.shipment_id,
+        )
         return False
-    log.info("supplier_callback_sent", event_id=callback.event_id, status=answered)
+    log.info(
+        "supplier_callback_sent",
+        event_id=callback.event_id,
+        shipment_id=callback.shipment_id,
+        status=answered,
+    )
     return True

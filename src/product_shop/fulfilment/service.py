@@ -1,0 +1,217 @@
+"""Fulfilment use cases for the practice's staff: move a line by hand, resend a drop-ship line to
+the supplier network, and the two work lists (the open exception queue, in-clinic collections).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor
+from product_shop.access.policy import Action, require
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.checkout.tables import Checkout
+from product_shop.core.clock import Clock
+from product_shop.core.errors import BadRequest, NotFound
+from product_shop.events import types as ev
+from product_shop.events.outbox import Outbox
+from product_shop.fulfilment.lines import Change, LineFulfilment
+from product_shop.fulfilment.schemas import FulfilmentUpdateIn, QueueItem, QueuePage
+from product_shop.orders.model import LineState
+from product_shop.orders.tables import Order, OrderLine
+
+MAX_PAGE = 200
+
+
+class FulfilmentService:
+    def __init__(self, *, lines: LineFulfilment, outbox: Outbox, clock: Clock) -> None:
+        self._lines = lines
+        self._outbox = outbox
+        self._clock = clock
+
+    def update_line(
+        self,
+        session: Session,
+        actor: Actor,
+        order_id: uuid.UUID,
+        line_item_id: uuid.UUID,
+        body: FulfilmentUpdateIn,
+    ) -> Order:
+        """The staff member's change to one line of their practice's order (404 for another
+        practice's). Repeating the line's current status changes nothing."""
+        require(actor, Action.MANAGE_FULFILMENT)
+        order, line = self._lines.lock(session, line_item_id, order_id=order_id)
+        if order.practice_id != actor.practice_id:
+            raise NotFound("No such order line.")
+        current = LineState(line.fulfilment_status)
+        if (
+            line.fulfilment_type == FulfilmentType.DROP_SHIP
+            and current is LineState.EXCEPTION
+            and body.status is LineState.SENT_TO_SUPPLIER
+        ):
+            self._resend(session, order, line, actor, body.note)
+            return order
+        change = Change(
+            body.status,
+            carrier=body.carrier,
+            tracking_number=body.tracking_number,
+            tracking_url=body.tracking_url,
+            reason=body.reason,
+            resolution=body.resolution,
+            note=body.note,
+        )
+        self._lines.apply(session, order, line, change, actor)
+        return order
+
+    def _resend(
+        self, session: Session, order: Order, line: OrderLine, actor: Actor, note: str | None
+    ) -> None:
+        """A new submission to the supplier network (its own Idempotency-Key); the exception
+        leaves the queue as `resent` until the supplier answers."""
+        checkout = session.get(Checkout, order.checkout_id)
+        assert checkout is not None
+        now = self._clock.now()
+        line.shipment_attempt += 1
+        line.fulfilment_ref = None
+        line.supplier_sequence = 0
+        self._lines.apply(
+            session,
+            order,
+            line,
+            Change(LineState.EXCEPTION, resolution="resent", note=note),
+            actor,
+        )
+        self._outbox.emit(
+            session,
+            ev.SHIPMENT_REQUESTED,
+            aggregate_id=line.line_item_id,
+            data={
+                "order_id": order.order_id,
+                "line_item_id": line.line_item_id,
+                "practice_id": order.practice_id,
+                "attempt": line.shipment_attempt,
+                "items": [
+                    {
+                        "product_id": line.product_id,
+                        "name": line.product_name,
+                        "quantity": line.quantity,
+                    }
+                ],
+                "delivery_address": {
+                    "line2": None,
+                    "country": "GB",
+                    **(checkout.delivery_address or {}),
+                },
+            },
+            at=now,
+        )
+
+    # ---- the work lists ------------------------------------------------------------------
+
+    def exceptions(
+        self, session: Session, actor: Actor, *, limit: int, cursor: str | None
+    ) -> QueuePage:
+        """The practice's open exceptions, oldest first (spec §15.4)."""
+        return self._page(
+            session,
+            actor,
+            and_(
+                OrderLine.fulfilment_status == LineState.EXCEPTION.value,
+                OrderLine.exception_resolution.is_(None),
+            ),
+            OrderLine.exception_since,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def collections(
+        self, session: Session, actor: Actor, *, limit: int, cursor: str | None
+    ) -> QueuePage:
+        """In-clinic lines being prepared or ready for collection, oldest first."""
+        return self._page(
+            session,
+            actor,
+            and_(
+                OrderLine.fulfilment_type == FulfilmentType.IN_CLINIC.value,
+                OrderLine.fulfilment_status.in_(
+                    [LineState.PREPARING.value, LineState.READY_FOR_COLLECTION.value]
+                ),
+            ),
+            OrderLine.updated_at,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def _page(
+        self,
+        session: Session,
+        actor: Actor,
+        condition: Any,
+        since: Any,
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> QueuePage:
+        require(actor, Action.MANAGE_FULFILMENT)
+        statement = (
+            select(OrderLine, Order.patient_id)
+            .join(Order, Order.order_id == OrderLine.order_id)
+            .where(Order.practice_id == actor.practice_id, condition)
+        )
+        if cursor is not None:
+            at, last = _decode(cursor)
+            statement = statement.where(
+                or_(since > at, and_(since == at, OrderLine.line_item_id > last))
+            )
+        limit = max(1, min(limit, MAX_PAGE))
+        rows = session.execute(
+            statement.order_by(since, OrderLine.line_item_id).limit(limit + 1)
+        ).all()
+        page, more = rows[:limit], len(rows) > limit
+        items = [_item(line, patient_id) for line, patient_id in page]
+        next_cursor = _encode(items[-1].since, items[-1].line_item_id) if more else None
+        return QueuePage(items=items, next_cursor=next_cursor)
+
+
+def _item(line: OrderLine, patient_id: uuid.UUID) -> QueueItem:
+    since = (
+        line.exception_since
+        if line.fulfilment_status == LineState.EXCEPTION and line.exception_since
+        else line.updated_at
+    )
+    return QueueItem(
+        order_id=line.order_id,
+        line_item_id=line.line_item_id,
+        patient_id=patient_id,
+        product_id=line.product_id,
+        product_name=line.product_name,
+        quantity=line.quantity,
+        fulfilment_type=FulfilmentType(line.fulfilment_type),
+        fulfilment_status=LineState(line.fulfilment_status),
+        exception_reason=line.exception_reason,
+        carrier=line.carrier,
+        tracking_number=line.tracking_number,
+        since=since,
+    )
+
+
+def _encode(at: datetime, line_item_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{line_item_id}".encode()).decode()
+
+
+def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, line_item_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("cursor timestamps carry a time zone")
+        return moment, uuid.UUID(line_item_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            "The cursor is not valid; start again without one.", code="invalid_cursor"
+        ) from exc

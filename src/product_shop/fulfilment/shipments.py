@@ -1,0 +1,224 @@
+"""Drop-ship lines and the supplier network (spec §6.1): submitting, and what comes back.
+
+- The relay delivers `fulfilment.shipment_requested.v1` through `shipment_sink`: one submission
+  per line and attempt, its Idempotency-Key `shipment:{line}:{attempt}`, so a resend never makes
+  a second shipment. Accepted: the line goes `sent_to_supplier` (`ShipmentFollowUp.delivered`).
+  A refusal (out of stock, address problem) parks the event at once; an unreachable network is
+  retried on the relay's schedule (minutes to hours) and then parked. Either way the line
+  becomes an exception in the practice's queue (`ShipmentFollowUp.parked`).
+- The network's signed callbacks (`POST /v1/webhooks/suppliers`) move the line on
+  (`SupplierUpdates`): deduplicated by event id through the inbox; an update older than the
+  last one applied (its `sequence`) changes nothing, so duplicates and reordering leave the line
+  where the clean sequence would; a line never goes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from sqlalchemy.orm import Session
+
+from product_shop.audit.log import AuditLog
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.core.clock import Clock
+from product_shop.core.errors import BadRequest, InvalidTransition
+from product_shop.core.ids import new_id
+from product_shop.events import inbox
+from product_shop.events.relay import PendingEvent, PermanentDeliveryError, Sink
+from product_shop.fulfilment.lines import SUPPLIER_ACTOR, SYSTEM_ACTOR, Change, LineFulfilment
+from product_shop.integrations.suppliers import (
+    ExceptionReason,
+    Shipment,
+    ShipmentItem,
+    ShipmentRequest,
+    ShipmentStatus,
+    SupplierNetwork,
+    SupplierRejected,
+)
+from product_shop.orders.model import LineState
+from product_shop.orders.tables import OrderLine
+
+INBOX_SOURCE = "supplier_network"
+STAGE = {
+    ShipmentStatus.ACCEPTED: LineState.SENT_TO_SUPPLIER,
+    ShipmentStatus.DISPATCHED: LineState.DISPATCHED,
+    ShipmentStatus.IN_TRANSIT: LineState.DISPATCHED,
+    ShipmentStatus.DELIVERED: LineState.DELIVERED,
+    ShipmentStatus.EXCEPTION: LineState.EXCEPTION,
+}
+# Refusals that name a reason the practice can act on; any other refusal is `supplier_refused`.
+_REFUSAL_REASONS = frozenset({"out_of_stock", "address_problem"})
+
+
+class ShipmentRefused(PermanentDeliveryError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def shipment_key(line_item_id: uuid.UUID | str, attempt: int) -> str:
+    return f"shipment:{line_item_id}:{attempt}"
+
+
+def shipment_sink(network: SupplierNetwork) -> Sink:
+    def submit(event: PendingEvent) -> Shipment:
+        data = event.data
+        request = ShipmentRequest(
+            reference=str(data["line_item_id"]),
+            order_id=str(data["order_id"]),
+            practice_id=str(data["practice_id"]),
+            items=tuple(
+                ShipmentItem(str(item["product_id"]), item["name"], item["quantity"])
+                for item in data["items"]
+            ),
+            delivery_address=data["delivery_address"],
+        )
+        try:
+            return network.submit_shipment(
+                request, idempotency_key=shipment_key(data["line_item_id"], data["attempt"])
+            )
+        except SupplierRejected as exc:
+            raise ShipmentRefused(exc.code, exc.message) from exc
+
+    return submit
+
+
+class ShipmentFollowUp:
+    """The relay's follow-up for `fulfilment.shipment_requested.v1`."""
+
+    def __init__(self, lines: LineFulfilment) -> None:
+        self._lines = lines
+
+    def delivered(self, session: Session, event: PendingEvent, result: object) -> None:
+        assert isinstance(result, Shipment)
+        order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
+        if line.shipment_attempt != event.data["attempt"]:
+            return  # an older submission: the line was resent since
+        if line.fulfilment_ref != result.shipment_id:
+            line.fulfilment_ref = result.shipment_id
+        # The supplier's callbacks may have got there first (dispatched, delivered).
+        with contextlib.suppress(InvalidTransition):
+            self._lines.apply(
+                session, order, line, Change(LineState.SENT_TO_SUPPLIER), SUPPLIER_ACTOR
+            )
+
+    def parked(self, session: Session, event: PendingEvent, error: Exception) -> None:
+        order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
+        if line.shipment_attempt != event.data["attempt"]:
+            return
+        code = getattr(error, "code", None)
+        if isinstance(error, ShipmentRefused):
+            reason = code if code in _REFUSAL_REASONS else "supplier_refused"
+        else:
+            reason = "supplier_unavailable"
+        line.exception_resolution = None  # a resend that failed again is back in the queue
+        self._lines.apply(
+            session,
+            order,
+            line,
+            Change(
+                LineState.EXCEPTION,
+                reason=reason,
+                note="The supplier network did not take the shipment.",
+            ),
+            SYSTEM_ACTOR,
+        )
+
+
+class SupplierUpdateIn(BaseModel):
+    """A callback's `data` (integrations/suppliers.py has the contract)."""
+
+    model_config = ConfigDict(extra="ignore")
+    shipment_id: str
+    reference: str
+    status: ShipmentStatus
+    sequence: int
+    occurred_at: AwareDatetime | None = None
+    carrier: str | None = None
+    tracking_number: str | None = None
+    tracking_url: str | None = None
+    dispatched_at: AwareDatetime | None = None
+    delivered_at: AwareDatetime | None = None
+    exception_reason: ExceptionReason | None = None
+
+
+def parse_update(data: Any) -> SupplierUpdateIn:
+    try:
+        return SupplierUpdateIn.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(
+            "The webhook body is not a shipment update.", code="malformed_webhook"
+        ) from exc
+
+
+class SupplierUpdates:
+    def __init__(self, *, lines: LineFulfilment, audit: AuditLog, clock: Clock) -> None:
+        self._lines = lines
+        self._audit = audit
+        self._clock = clock
+
+    def apply(self, session: Session, message_id: str, update: SupplierUpdateIn) -> str:
+        """What the callback did: applied, unchanged, stale, duplicate or unknown_shipment."""
+        if inbox.seen(session, INBOX_SOURCE, message_id):
+            return "duplicate"
+        now = self._clock.now()
+        found = _line(session, update)
+        if found is None:
+            inbox.record(session, INBOX_SOURCE, message_id, "unknown_shipment", now)
+            self._audit.record(
+                session,
+                stream_type="supplier_update",
+                stream_id=new_id(),
+                new_stream=True,
+                action="supplier.unknown_shipment",
+                actor=SUPPLIER_ACTOR.audit_actor(),
+                after={
+                    "message_id": message_id,
+                    "shipment_id": update.shipment_id,
+                    "reference": update.reference,
+                    "status": update.status.value,
+                    "sequence": update.sequence,
+                },
+                at=now,
+            )
+            return "unknown_shipment"
+        order, line = self._lines.lock(session, found.line_item_id)
+        inbox.record(session, INBOX_SOURCE, message_id, "shipment", now)
+        if update.sequence <= line.supplier_sequence:
+            return "stale"
+        line.supplier_sequence = update.sequence
+        line.fulfilment_ref = update.shipment_id
+        change = Change(
+            STAGE[update.status],
+            at=update.occurred_at,
+            carrier=update.carrier,
+            tracking_number=update.tracking_number,
+            tracking_url=update.tracking_url,
+            dispatched_at=update.dispatched_at,
+            delivered_at=update.delivered_at,
+            reason=update.exception_reason.value if update.exception_reason else None,
+            in_transit=update.status is ShipmentStatus.IN_TRANSIT,
+        )
+        try:
+            moved = self._lines.apply(session, order, line, change, SUPPLIER_ACTOR)
+        except InvalidTransition:
+            return "stale"  # a line never goes back
+        return "applied" if moved else "unchanged"
+
+
+def _line(session: Session, update: SupplierUpdateIn) -> OrderLine | None:
+    """The drop-ship line the update is about: by our reference, and the supplier's shipment
+    id once we know it (an update about an earlier, replaced shipment is unknown)."""
+    try:
+        line_item_id = uuid.UUID(update.reference)
+    except ValueError:
+        return None
+    line = session.get(OrderLine, line_item_id)
+    if line is None or line.fulfilment_type != FulfilmentType.DROP_SHIP:
+        return None
+    if line.fulfilment_ref is not None and line.fulfilment_ref != update.shipment_id:
+        return None
+    return line
