@@ -295,6 +295,7 @@ class Processes:
     api: subprocess.Popen[bytes]
     simulator: subprocess.Popen[bytes]
     relay: subprocess.Popen[bytes]
+    suppliers: subprocess.Popen[bytes]
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by each part (PostgreSQL: every backend alive now; the API
@@ -303,15 +304,16 @@ class Processes:
             "api": sum(_cpu_seconds(p) for p in _tree(self.api.pid)),
             "relay": _cpu_seconds(self.relay.pid),
             "simulator": _cpu_seconds(self.simulator.pid),
+            "suppliers": _cpu_seconds(self.suppliers.pid),
             "load generator": _cpu_seconds(os.getpid()),
             "postgres": sum(_cpu_seconds(p) for p in _postgres_pids()),
             "machine": _machine_busy_seconds(),
         }
 
     def stop(self) -> None:
-        for process in (self.api, self.relay, self.simulator):
+        for process in (self.api, self.relay, self.simulator, self.suppliers):
             process.terminate()
-        for process in (self.api, self.relay, self.simulator):
+        for process in (self.api, self.relay, self.simulator, self.suppliers):
             process.wait(timeout=30)
 
 
@@ -369,12 +371,15 @@ def relay_backlog(url: str) -> tuple[int, dict[str, int]]:
 
 
 def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
-    sim_port, api_port = free_port(), free_port()
+    sim_port, api_port, suppliers_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "PRODUCT_SHOP_DATABASE_URL": url,
         "PRODUCT_SHOP_JWT_PUBLIC_KEY_FILE": str(public_key_file(data_dir)),
         "PRODUCT_SHOP_PAYMENTS_BASE_URL": f"http://127.0.0.1:{sim_port}",
+        # Drop-ship lines are submitted to the supplier network by the relay (no callbacks here:
+        # the benchmark measures checkout and completion, not the shipments' later stages).
+        "PRODUCT_SHOP_SUPPLIERS_BASE_URL": f"http://127.0.0.1:{suppliers_port}",
         "PRODUCT_SHOP_LOG_LEVEL": "WARNING",
         # As in production: the relay is its own process, not a thread in each API worker.
         "PRODUCT_SHOP_RELAY_IN_PROCESS": "false",
@@ -416,6 +421,10 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
         ),
         relay=subprocess.Popen(
             [python, "-m", "product_shop", "relay", "--interval", "0.2"], **logged
+        ),
+        suppliers=subprocess.Popen(
+            [python, "-m", "product_shop", "simulate", "suppliers", "--port", str(suppliers_port)],
+            **quiet,
         ),
     )
     return processes, f"http://127.0.0.1:{api_port}"

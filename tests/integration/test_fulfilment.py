@@ -484,3 +484,33 @@ def test_the_collection_list_shows_in_clinic_lines_being_prepared_or_ready(
     assert [i["order_id"] for i in rest["items"]] == [second["order_id"]]
     with Session(database.engine) as session:
         assert session.scalars(select(OrderLine.fulfilment_status)).all()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "dispatched"},  # tracking by hand needs carrier and number
+        {"status": "dispatched", "carrier": "DPD"},
+        {"status": "collected", "carrier": "DPD", "tracking_number": "1"},
+        {"status": "ready_for_collection", "reason": "lost"},
+        {"status": "exception", "reason": "misplaced"},
+        {
+            "status": "dispatched",
+            "carrier": "DPD",
+            "tracking_number": "1",
+            "tracking_url": "ftp://x",
+        },
+        {"status": "collected", "note": "handed over\x00"},
+    ],
+)
+def test_a_staff_move_with_fields_its_status_does_not_take_is_a_422_and_changes_nothing(
+    client: TestClient, world: World, shop: Shop, body: dict[str, Any]
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.kit, 1)])
+
+    response = _staff_move(client, world.staff_a, order, KIT, **body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_failed"
+    line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
+    assert line["fulfilment_status"] == "preparing"
