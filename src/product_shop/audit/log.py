@@ -23,7 +23,6 @@ from product_shop.audit.tables import AuditEntry
 from product_shop.core.clock import Clock, SystemClock
 from product_shop.core.ids import new_id
 from product_shop.db.base import json_default
-from product_shop.db.fast import Statements
 from product_shop.db.session import UnitOfWorkSession
 
 GENESIS_HASH = "0" * 64
@@ -184,9 +183,13 @@ class AuditLog:
         elif new_stream:
             seq, prev_hash = 1, GENESIS_HASH
         else:
-            with session.no_autoflush:
-                head = Statements(session).one(
-                    STREAM_HEAD, stream_type=stream_type, stream_id=stream_key
+            with session.no_autoflush:  # SQLAlchemy Core: off the completion's fast path
+                head = (
+                    session.execute(
+                        STREAM_HEAD, {"stream_type": stream_type, "stream_id": stream_key}
+                    )
+                    .mappings()
+                    .first()
                 )
             seq, prev_hash = (
                 (head["stream_seq"] + 1, head["entry_hash"]) if head else (1, GENESIS_HASH)

@@ -19,9 +19,7 @@ The `Outcome` says what happened; `outcomes.answer` turns it into the order or t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +27,10 @@ from product_shop.access.actor import Actor, Role
 from product_shop.audit.log import AuditLog
 from product_shop.audit.tables import AuditEntry
 from product_shop.checkout.cancellation import PRODUCT_UNAVAILABLE
+from product_shop.checkout.fulfilment_port import (
+    FulfilmentTrigger,
+    NoFulfilment,
+)
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.outcomes import Outcome, Result
 from product_shop.checkout.payment_exceptions import INBOX_SOURCE, PaymentExceptions
@@ -71,46 +73,6 @@ PAYMENTS_ACTOR = Actor(
     mfa=False,
     auth_time=None,
 )
-
-
-class FulfilmentStarted(NamedTuple):
-    """What starting fulfilment makes of a new order: the order and lines as they are stored
-    (a digital line is delivered at once, an in-clinic one being prepared), its voucher rows,
-    and `follow_up`, which queues the rows that must follow the order's (vouchers, audit
-    entries, events) and returns the audit entries for the order's trail."""
-
-    order: OrderRow
-    lines: list[OrderLineRow]
-    vouchers: list[dict[str, Any]]
-    follow_up: Callable[[Session, Statements], list[dict[str, Any]]]
-
-
-class FulfilmentTrigger(Protocol):
-    """Starts fulfilment for a paid order, in the order's own unit of work (spec §15.2 rule 3:
-    never before the capture is confirmed)."""
-
-    def order_created(
-        self,
-        order: OrderRow,
-        lines: Sequence[OrderLineRow],
-        checkout: CheckoutRow,
-        checkout_lines: Sequence[CheckoutLineRow],
-        at: datetime,
-    ) -> FulfilmentStarted: ...
-
-
-class NoFulfilment:
-    """For tests of the completion alone: the order's lines stay pending."""
-
-    def order_created(
-        self,
-        order: OrderRow,
-        lines: Sequence[OrderLineRow],
-        checkout: CheckoutRow,
-        checkout_lines: Sequence[CheckoutLineRow],
-        at: datetime,
-    ) -> FulfilmentStarted:
-        return FulfilmentStarted(order, list(lines), [], lambda session, fast: [])
 
 
 class Pending(NamedTuple):

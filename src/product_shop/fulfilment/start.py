@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from product_shop.audit.log import AuditLog
 from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.model import FulfilmentType
-from product_shop.checkout.complete import FulfilmentStarted
+from product_shop.checkout.fulfilment_port import FulfilmentStarted
 from product_shop.checkout.repository import CheckoutLineRow, CheckoutRow
 from product_shop.core.ids import new_id
 from product_shop.db.fast import Statements
@@ -56,7 +56,7 @@ class _Plan:
 
 
 class FulfilmentStarter:
-    """Implements `checkout.complete.FulfilmentTrigger`."""
+    """Implements `checkout.fulfilment_port.FulfilmentTrigger`."""
 
     def __init__(self, *, audit: AuditLog, outbox: Outbox, voucher_key: bytes) -> None:
         self._audit = audit
