@@ -282,7 +282,7 @@ def test_an_exception_left_for_a_refund_leaves_the_queue_and_a_resend_goes_back_
     line = line_named(read_order(client, world.admin_a, order["order_id"]), BRUSH)
     assert line["fulfilment_status"] == "sent_to_supplier"
     shipments = httpx.get(
-        f"{suppliers_url}/_simulator/shipments", params={"reference": line["line_item_id"]}
+        f"{suppliers_url}/_simulator/shipments", params={"reference": f"{line['line_item_id']}:2"}
     ).json()
     assert len(shipments if isinstance(shipments, list) else shipments["shipments"]) == 1
 
@@ -378,7 +378,7 @@ def test_a_forged_or_stale_supplier_webhook_is_refused_and_changes_nothing(
     order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
     data = {
         "shipment_id": "shp_forged",
-        "reference": order["lines"][0]["line_item_id"],
+        "reference": f"{order['lines'][0]['line_item_id']}:1",
         "status": "delivered",
         "sequence": 9,
         "delivered_at": "2026-11-30T10:00:00+00:00",
@@ -459,6 +459,22 @@ def test_staff_moves_follow_the_transition_table(
     assert (patient.status_code, finance.status_code) == (403, 403)
 
 
+def test_staff_cannot_mark_a_drop_ship_line_accepted_by_the_supplier(
+    client: TestClient, world: World, shop: Shop
+) -> None:
+    """Only the supplier network accepts a shipment (a line never submitted stays pending)."""
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+
+    response = _staff_move(client, world.admin_a, order, BRUSH, status="sent_to_supplier")
+
+    assert (response.status_code, response.json()["code"]) == (
+        409,
+        "invalid_fulfilment_transition",
+    )
+    line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
+    assert line["fulfilment_status"] == "pending"
+
+
 def test_the_collection_list_shows_in_clinic_lines_being_prepared_or_ready(
     client: TestClient, world: World, shop: Shop, database: Database
 ) -> None:
@@ -483,7 +499,8 @@ def test_the_collection_list_shows_in_clinic_lines_being_prepared_or_ready(
     ).json()
     assert [i["order_id"] for i in rest["items"]] == [second["order_id"]]
     with Session(database.engine) as session:
-        assert session.scalars(select(OrderLine.fulfilment_status)).all()
+        states = sorted(session.scalars(select(OrderLine.fulfilment_status)).all())
+    assert states == ["pending", "preparing", "ready_for_collection"]
 
 
 @pytest.mark.parametrize(
@@ -514,3 +531,171 @@ def test_a_staff_move_with_fields_its_status_does_not_take_is_a_422_and_changes_
     assert response.json()["code"] == "validation_failed"
     line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
     assert line["fulfilment_status"] == "preparing"
+
+
+# ---- races and repeats found in review ----------------------------------------------------------
+
+
+def _update(line_item_id: str, **fields: Any) -> Any:
+    from product_shop.fulfilment.shipments import parse_update
+
+    return parse_update({"shipment_id": "shp_x", "reference": f"{line_item_id}:1", **fields})
+
+
+def _apply(context: AppContext, event_id: str, update_: Any) -> str:
+    result: str = context.database.run(
+        lambda session: context.supplier_updates.apply(session, event_id, update_)
+    )
+    return result
+
+
+def test_the_relays_late_acceptance_never_undoes_a_supplier_exception(
+    client: TestClient, context: AppContext, world: World, shop: Shop, database: Database
+) -> None:
+    from product_shop.events.relay import PendingEvent
+    from product_shop.fulfilment.shipments import ShipmentFollowUp
+    from product_shop.integrations.suppliers import Shipment, ShipmentStatus
+
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    line_item_id = order["lines"][0]["line_item_id"]
+    # The supplier's exception callback commits before the relay records the submit's answer.
+    assert (
+        _apply(
+            context,
+            "evt_exc",
+            _update(line_item_id, status="exception", sequence=2, exception_reason="out_of_stock"),
+        )
+        == "applied"
+    )
+    (request,) = events_of(database, "fulfilment.shipment_requested")
+    event = PendingEvent(
+        request.position,
+        request.event_id,
+        request.event_type,
+        request.source,
+        request.subject,
+        request.aggregate_type,
+        request.aggregate_id,
+        request.occurred_at,
+        request.data,
+        0,
+    )
+    follow_up = ShipmentFollowUp(context.fulfilment._lines)
+    with context.database.unit_of_work() as session:
+        follow_up.delivered(
+            session, event, Shipment("shp_x", f"{line_item_id}:1", ShipmentStatus.ACCEPTED, 1)
+        )
+
+    line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
+    assert (line["fulfilment_status"], line["exception_reason"]) == ("exception", "out_of_stock")
+    queue = client.get("/v1/fulfilment/exceptions", headers=world.admin_a.headers).json()
+    assert [i["line_item_id"] for i in queue["items"]] == [line_item_id]
+
+
+def test_a_second_resend_sends_nothing_and_a_resend_that_fails_again_is_back_in_the_queue(
+    client: TestClient,
+    context: AppContext,
+    world: World,
+    shop: Shop,
+    database: Database,
+    suppliers_url: str,
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    httpx.post(
+        f"{suppliers_url}/_simulator/refusals", json={"code": "out_of_stock", "times": 2}
+    ).raise_for_status()
+    context.relay.run_once()  # refused: an exception
+
+    first = _staff_move(client, world.admin_a, order, BRUSH, status="sent_to_supplier")
+    second = _staff_move(client, world.staff_a, order, BRUSH, status="sent_to_supplier")
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert len(events_of(database, "fulfilment.shipment_requested")) == 2  # one resend only
+    assert (
+        client.get("/v1/fulfilment/exceptions", headers=world.admin_a.headers).json()["items"] == []
+    )
+
+    context.relay.run_once()  # refused again
+
+    queue = client.get("/v1/fulfilment/exceptions", headers=world.admin_a.headers).json()
+    assert [i["line_item_id"] for i in queue["items"]] == [order["lines"][0]["line_item_id"]]
+    trail = [
+        e["action"] for e in read_order(client, world.admin_a, order["order_id"])["audit_trail"]
+    ]
+    assert trail.count("fulfilment.exception") == 2
+    notifications = _notifications(database, order["lines"][0]["line_item_id"])
+    assert notifications.count("delivery_exception") == 2
+
+
+def test_an_update_about_a_replaced_shipment_is_unknown_after_a_resend(
+    client: TestClient, context: AppContext, world: World, shop: Shop
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    line_item_id = order["lines"][0]["line_item_id"]
+    _apply(
+        context,
+        "e1",
+        _update(line_item_id, status="exception", sequence=2, exception_reason="lost"),
+    )
+    assert _staff_move(client, world.admin_a, order, BRUSH, status="sent_to_supplier").is_success
+
+    late = _apply(
+        context,
+        "e2",
+        _update(line_item_id, status="exception", sequence=3, exception_reason="damaged"),
+    )
+
+    assert late == "unknown_shipment"
+    line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
+    assert line["exception_reason"] == "lost"
+
+
+def test_staff_cannot_move_a_drop_ship_line_the_supplier_has_not_answered_for(
+    client: TestClient, world: World, shop: Shop
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+
+    response = _staff_move(client, world.admin_a, order, BRUSH, status="delivered")
+
+    assert (response.status_code, response.json()["code"]) == (
+        409,
+        "invalid_fulfilment_transition",
+    )
+    assert (
+        read_order(client, world.admin_a, order["order_id"])["lines"][0]["fulfilment_status"]
+        == "pending"
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"shipment_id": "s" * 200},
+        {"sequence": 2**40},
+        {"sequence": 0},
+        {"tracking_url": "javascript:alert(1)"},
+        {"carrier": "c" * 200},
+    ],
+)
+def test_a_signed_but_malformed_supplier_update_is_a_400_not_a_500(
+    client: TestClient, world: World, shop: Shop, fields: dict[str, Any]
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    data = {
+        "shipment_id": "shp_x",
+        "reference": f"{order['lines'][0]['line_item_id']}:1",
+        "status": "dispatched",
+        "sequence": 2,
+        **fields,
+    }
+
+    response = _supplier_webhook(client, data)
+
+    assert (response.status_code, response.json()["code"]) == (400, "malformed_webhook")
+
+
+def test_a_webhook_id_longer_than_the_inbox_keeps_is_a_400(client: TestClient) -> None:
+    data = {"shipment_id": "shp_x", "reference": "x:1", "status": "accepted", "sequence": 1}
+
+    response = _supplier_webhook(client, data, event_id="e" * 121)
+
+    assert (response.status_code, response.json()["code"]) == (400, "malformed_webhook")

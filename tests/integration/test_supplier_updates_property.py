@@ -100,6 +100,7 @@ def _reset(context: AppContext, line_item_id: uuid.UUID) -> None:
                 exception_since=None,
                 exception_resolution=None,
                 supplier_sequence=0,
+                shipment_attempt=1,
             )
         )
         session.execute(
@@ -115,7 +116,7 @@ def _deliver(
 ) -> tuple[Any, ...]:
     _reset(context, line_item_id)
     for event_id, data in sent:
-        update_ = parse_update({**data, "reference": str(line_item_id)})
+        update_ = parse_update({**data, "reference": f"{line_item_id}:1"})
         context.database.run(
             lambda session, e=event_id, u=update_: context.supplier_updates.apply(session, e, u)
         )

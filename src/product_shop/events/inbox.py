@@ -22,6 +22,9 @@ class InboxMessage(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+MAX_MESSAGE_ID = 120  # the column's length: a longer webhook id is refused as malformed
+
+
 def seen(session: Session, source: str, message_id: str) -> bool:
     return (
         session.execute(

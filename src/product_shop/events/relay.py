@@ -1,8 +1,10 @@
 """The outbox relay: delivers committed events, at least once, in order per aggregate.
 
 Each run claims due rows of each sink's type (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several
-relays share the work), skips any event whose aggregate still has an earlier undelivered event,
-hands the batch to the sinks (several at a time: one event per aggregate), and records the
+relays share the work), skips any event whose aggregate still has an earlier pending event (a
+parked event has been given up on and holds nothing back; redelivered by command, it arrives
+after its aggregate's later events), hands the batch to the sinks (several at a time: one
+event per aggregate), and records the
 outcome: delivered; or retried later on a growing schedule; or parked after the last try
 (re-deliverable by command). Only event types with a registered sink are claimed; the
 others wait in the outbox for theirs.

@@ -79,6 +79,7 @@ class Change:
     resolution: str | None = None  # closes an open exception without moving the line
     note: str | None = None
     in_transit: bool = False  # the supplier's "in transit": no new stage, a notification
+    reopen: bool = False  # an exception whose resolution failed is open again (the queue)
 
 
 class LineFulfilment:
@@ -155,16 +156,22 @@ class LineFulfilment:
         before = _tracking_of(line)
         _tracking(line, change)
         moved_on = _tracking_of(line) != before
+        resolved = False
         if line.fulfilment_status == LineState.EXCEPTION:
             if change.reason is not None and change.reason != line.exception_reason:
                 line.exception_reason, moved_on = change.reason, True
+            if change.reopen and line.exception_resolution is not None:
+                line.exception_resolution, line.exception_since = None, at
+                self._record(session, order, line, LineState.EXCEPTION, actor, now, change.note)
+                return True
             if change.resolution is not None and change.resolution != line.exception_resolution:
-                line.exception_resolution, moved_on = change.resolution, True
+                line.exception_resolution, moved_on, resolved = change.resolution, True, True
         if change.in_transit:
             self._record(session, order, line, None, actor, now, change.note, action="in_transit")
             return True
         if moved_on:
-            self._record(session, order, line, None, actor, now, change.note, action="updated")
+            action = "exception_resolved" if resolved else "updated"
+            self._record(session, order, line, None, actor, now, change.note, action=action)
         return moved_on
 
     def _record(
@@ -195,10 +202,12 @@ class LineFulfilment:
             at=now,
         )
         notification = (
-            "in_transit" if action == "in_transit" else NOTIFICATION.get(step) if step else None
+            action
+            if action in ("in_transit", "exception_resolved")
+            else NOTIFICATION.get(step)
+            if step
+            else None
         )
-        if action == "updated" and line.exception_resolution is not None:
-            notification = "exception_resolved"
         if notification is not None:
             self._outbox.emit(
                 session,

@@ -17,7 +17,7 @@ from product_shop.access.policy import Action, require
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import Checkout
 from product_shop.core.clock import Clock
-from product_shop.core.errors import BadRequest, NotFound
+from product_shop.core.errors import BadRequest, InvalidTransition, NotFound
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.fulfilment.lines import Change, LineFulfilment
@@ -49,13 +49,27 @@ class FulfilmentService:
         if order.practice_id != actor.practice_id:
             raise NotFound("No such order line.")
         current = LineState(line.fulfilment_status)
+        drop_ship = line.fulfilment_type == FulfilmentType.DROP_SHIP
+        if drop_ship and current is LineState.PENDING:
+            raise InvalidTransition(
+                "This line is with the supplier network, which has not answered yet; it can be "
+                "changed once the supplier has it (or has refused it).",
+                code="invalid_fulfilment_transition",
+            )
         if (
-            line.fulfilment_type == FulfilmentType.DROP_SHIP
+            drop_ship
             and current is LineState.EXCEPTION
             and body.status is LineState.SENT_TO_SUPPLIER
         ):
-            self._resend(session, order, line, actor, body.note)
+            if line.exception_resolution != "resent":  # a second click sends nothing more
+                self._resend(session, order, line, actor, body.note)
             return order
+        if body.status is LineState.SENT_TO_SUPPLIER and current is not LineState.SENT_TO_SUPPLIER:
+            raise InvalidTransition(
+                "Only the supplier network accepts a shipment; to send a line in exception "
+                "again, use sent_to_supplier on it.",
+                code="invalid_fulfilment_transition",
+            )
         change = Change(
             body.status,
             carrier=body.carrier,

@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from sqlalchemy.orm import Session
 
 from product_shop.audit.log import AuditLog
@@ -63,11 +70,37 @@ def shipment_key(line_item_id: uuid.UUID | str, attempt: int) -> str:
     return f"shipment:{line_item_id}:{attempt}"
 
 
+def shipment_reference(line_item_id: uuid.UUID | str, attempt: int) -> str:
+    """Our reference for one submission of a line: the line and the attempt, so an update about
+    a shipment replaced by a resend is recognised as such."""
+    return f"{line_item_id}:{attempt}"
+
+
+def _parse_reference(reference: str) -> tuple[uuid.UUID, int] | None:
+    line, _, attempt = reference.partition(":")
+    try:
+        return uuid.UUID(line), int(attempt or "1")
+    except ValueError:
+        return None
+
+
+def _awaiting_acceptance(line: OrderLine) -> bool:
+    """Whether the line waits for the supplier to take its current submission: never sent, or
+    resent after an exception and not heard of since."""
+    if line.fulfilment_status == LineState.PENDING:
+        return True
+    return (
+        line.fulfilment_status == LineState.EXCEPTION
+        and line.exception_resolution == "resent"
+        and line.supplier_sequence == 0
+    )
+
+
 def shipment_sink(network: SupplierNetwork) -> Sink:
     def submit(event: PendingEvent) -> Shipment:
         data = event.data
         request = ShipmentRequest(
-            reference=str(data["line_item_id"]),
+            reference=shipment_reference(data["line_item_id"], data["attempt"]),
             order_id=str(data["order_id"]),
             practice_id=str(data["practice_id"]),
             items=tuple(
@@ -97,9 +130,10 @@ class ShipmentFollowUp:
         order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
         if line.shipment_attempt != event.data["attempt"]:
             return  # an older submission: the line was resent since
-        if line.fulfilment_ref != result.shipment_id:
+        if line.fulfilment_ref is None:
             line.fulfilment_ref = result.shipment_id
-        # The supplier's callbacks may have got there first (dispatched, delivered).
+        if not _awaiting_acceptance(line):
+            return  # the supplier's callbacks got there first (accepted, dispatched, exception)
         with contextlib.suppress(InvalidTransition):
             self._lines.apply(
                 session, order, line, Change(LineState.SENT_TO_SUPPLIER), SUPPLIER_ACTOR
@@ -107,14 +141,13 @@ class ShipmentFollowUp:
 
     def parked(self, session: Session, event: PendingEvent, error: Exception) -> None:
         order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
-        if line.shipment_attempt != event.data["attempt"]:
-            return
+        if line.shipment_attempt != event.data["attempt"] or not _awaiting_acceptance(line):
+            return  # resent since, or the supplier has the shipment after all (callbacks)
         code = getattr(error, "code", None)
         if isinstance(error, ShipmentRefused):
             reason = code if code in _REFUSAL_REASONS else "supplier_refused"
         else:
             reason = "supplier_unavailable"
-        line.exception_resolution = None  # a resend that failed again is back in the queue
         self._lines.apply(
             session,
             order,
@@ -122,6 +155,7 @@ class ShipmentFollowUp:
             Change(
                 LineState.EXCEPTION,
                 reason=reason,
+                reopen=True,  # a resend that failed again is back in the queue
                 note="The supplier network did not take the shipment.",
             ),
             SYSTEM_ACTOR,
@@ -132,14 +166,16 @@ class SupplierUpdateIn(BaseModel):
     """A callback's `data` (integrations/suppliers.py has the contract)."""
 
     model_config = ConfigDict(extra="ignore")
-    shipment_id: str
-    reference: str
+    shipment_id: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=80)]
     status: ShipmentStatus
-    sequence: int
+    sequence: Annotated[int, Field(ge=1, le=2**31 - 1)]
     occurred_at: AwareDatetime | None = None
-    carrier: str | None = None
-    tracking_number: str | None = None
-    tracking_url: str | None = None
+    carrier: Annotated[str, StringConstraints(max_length=80)] | None = None
+    tracking_number: Annotated[str, StringConstraints(max_length=120)] | None = None
+    tracking_url: (
+        Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://\S+$")] | None
+    ) = None
     dispatched_at: AwareDatetime | None = None
     delivered_at: AwareDatetime | None = None
     exception_reason: ExceptionReason | None = None
@@ -210,14 +246,16 @@ class SupplierUpdates:
 
 
 def _line(session: Session, update: SupplierUpdateIn) -> OrderLine | None:
-    """The drop-ship line the update is about: by our reference, and the supplier's shipment
-    id once we know it (an update about an earlier, replaced shipment is unknown)."""
-    try:
-        line_item_id = uuid.UUID(update.reference)
-    except ValueError:
+    """The drop-ship line the update is about: by our reference (line and attempt) and, once
+    we know it, the supplier's shipment id. An update about a shipment replaced by a resend (an
+    older attempt) or about anything else is unknown."""
+    parsed = _parse_reference(update.reference)
+    if parsed is None:
         return None
-    line = session.get(OrderLine, line_item_id)
+    line = session.get(OrderLine, parsed[0])
     if line is None or line.fulfilment_type != FulfilmentType.DROP_SHIP:
+        return None
+    if parsed[1] != line.shipment_attempt:
         return None
     if line.fulfilment_ref is not None and line.fulfilment_ref != update.shipment_id:
         return None

@@ -12,11 +12,11 @@ Contract:
 - Signed callbacks (Standard Webhooks) to Product Shop's `POST /v1/webhooks/suppliers`, body
   `{"id", "type", "created_at", "data": <shipment update>}` where `type` is
   `shipment.accepted`, `shipment.dispatched`, `shipment.in_transit`, `shipment.delivered` or
-  `shipment.exception`, and `data` carries `shipment_id`, `reference` (our line item id),
-  `status`, `sequence` (grows by one with each change of the shipment), `occurred_at`, and as
-  they become known `carrier`, `tracking_number`, `tracking_url`, `dispatched_at`,
-  `delivered_at`, `exception_reason` (`out_of_stock`, `address_problem`, `lost`, `damaged`,
-  `other`). Callbacks may arrive twice and out of order.
+  `shipment.exception`, and `data` carries `shipment_id`, `reference` (ours:
+  `<line item id>:<attempt>`), `status`, `sequence` (grows by one with each change of the
+  shipment), `occurred_at`, and as they become known `carrier`, `tracking_number`,
+  `tracking_url`, `dispatched_at`, `delivered_at`, `exception_reason` (`out_of_stock`,
+  `address_problem`, `lost`, `damaged`, `other`). Callbacks may arrive twice and out of order.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class ShipmentItem:
 
 @dataclass(frozen=True, slots=True)
 class ShipmentRequest:
-    """One drop-ship line to send: `reference` is our line item id."""
+    """One drop-ship line to send: `reference` is ours, `<line item id>:<attempt>`."""
 
     reference: str
     order_id: str

@@ -17,6 +17,7 @@ from product_shop.access.policy import Action
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
 from product_shop.core.errors import BadRequest, Unauthenticated
 from product_shop.core.signing import SignatureError, verify
+from product_shop.events.inbox import MAX_MESSAGE_ID
 from product_shop.idempotency.store import Claim
 from product_shop.orders.schemas import OrderOut
 from product_shop.web import checkout_flows as flows
@@ -196,6 +197,8 @@ async def payments_webhook(request: Request, context: ContextDep) -> JSONRespons
         raise Unauthenticated(
             "The webhook signature is not valid.", code="invalid_signature"
         ) from exc
+    if len(message_id) > MAX_MESSAGE_ID:
+        raise BadRequest("The webhook id is too long.", code="malformed_webhook")
     try:
         event = json.loads(body)
         data = event["data"]

@@ -17,6 +17,7 @@ from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.core.errors import BadRequest, Unauthenticated
 from product_shop.core.signing import SignatureError, verify
+from product_shop.events.inbox import MAX_MESSAGE_ID
 from product_shop.fulfilment.schemas import FulfilmentUpdateIn, QueuePage
 from product_shop.fulfilment.shipments import parse_update
 from product_shop.orders.queries import order_document
@@ -152,6 +153,8 @@ async def supplier_webhook(request: Request, context: ContextDep) -> JSONRespons
         raise Unauthenticated(
             "The webhook signature is not valid.", code="invalid_signature"
         ) from exc
+    if len(message_id) > MAX_MESSAGE_ID:
+        raise BadRequest("The webhook id is too long.", code="malformed_webhook")
     try:
         data = json.loads(body)["data"]
     except (ValueError, KeyError, TypeError) as exc:
