@@ -22,6 +22,7 @@ from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.fulfilment.lines import Change, LineFulfilment
 from product_shop.fulfilment.schemas import FulfilmentUpdateIn, QueueItem, QueuePage
+from product_shop.fulfilment.shipments import shipment_request
 from product_shop.orders.model import LineState
 from product_shop.orders.tables import Order, OrderLine
 
@@ -104,24 +105,9 @@ class FulfilmentService:
             session,
             ev.SHIPMENT_REQUESTED,
             aggregate_id=line.line_item_id,
-            data={
-                "order_id": order.order_id,
-                "line_item_id": line.line_item_id,
-                "practice_id": order.practice_id,
-                "attempt": line.shipment_attempt,
-                "items": [
-                    {
-                        "product_id": line.product_id,
-                        "name": line.product_name,
-                        "quantity": line.quantity,
-                    }
-                ],
-                "delivery_address": {
-                    "line2": None,
-                    "country": "GB",
-                    **(checkout.delivery_address or {}),
-                },
-            },
+            data=shipment_request(
+                order.order_id, order.practice_id, line, checkout.delivery_address
+            ),
             at=now,
         )
 

@@ -76,6 +76,26 @@ def shipment_reference(line_item_id: uuid.UUID | str, attempt: int) -> str:
     return f"{line_item_id}:{attempt}"
 
 
+def shipment_request(
+    order_id: uuid.UUID,
+    practice_id: uuid.UUID,
+    line: Any,
+    delivery_address: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The payload of `fulfilment.shipment_requested.v1` for a line's current attempt (an
+    `OrderLine` or an `OrderLineRow`)."""
+    return {
+        "order_id": order_id,
+        "line_item_id": line.line_item_id,
+        "practice_id": practice_id,
+        "attempt": line.shipment_attempt,
+        "items": [
+            {"product_id": line.product_id, "name": line.product_name, "quantity": line.quantity}
+        ],
+        "delivery_address": {"line2": None, "country": "GB", **(delivery_address or {})},
+    }
+
+
 def _parse_reference(reference: str) -> tuple[uuid.UUID, int] | None:
     line, _, attempt = reference.partition(":")
     try:

@@ -32,6 +32,7 @@ from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.events.tables import OutboxEvent
 from product_shop.fulfilment.lines import NOTIFICATION, SYSTEM_ACTOR, line_event, line_record
+from product_shop.fulfilment.shipments import shipment_request
 from product_shop.fulfilment.vouchers import code_hash, last_four, voucher_code
 from product_shop.orders.events import OrderLineRow, OrderRow
 from product_shop.orders.model import LineState, OrderStatus, fulfilment_status, path_to
@@ -177,30 +178,10 @@ class FulfilmentStarter:
         stage = LineState(line.fulfilment_status)
         row = self._outbox.row
         if stage is LineState.PENDING:  # drop-ship: ask the supplier network
-            address = plan.checkout.delivery_address or {}
-            return [
-                row(
-                    ev.SHIPMENT_REQUESTED,
-                    aggregate_id=line.line_item_id,
-                    data={
-                        **ids,
-                        "attempt": line.shipment_attempt,
-                        "items": [
-                            {
-                                "product_id": line.product_id,
-                                "name": line.product_name,
-                                "quantity": line.quantity,
-                            }
-                        ],
-                        "delivery_address": {
-                            "line2": None,
-                            "country": "GB",
-                            **address,
-                        },
-                    },
-                    at=at,
-                )
-            ]
+            data = shipment_request(
+                order.order_id, order.practice_id, line, plan.checkout.delivery_address
+            )
+            return [row(ev.SHIPMENT_REQUESTED, aggregate_id=line.line_item_id, data=data, at=at)]
         stage_event = row(
             ev.FULFILMENT_STAGE_CHANGED,
             aggregate_id=line.line_item_id,
