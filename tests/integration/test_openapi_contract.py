@@ -170,6 +170,7 @@ def test_created_responses_declare_and_send_location_and_replays_say_so(
         headers = _response_headers(document, created)
         assert headers["Location"]["required"] is True, path
         assert headers["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
+        assert headers["Idempotency-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
         assert "content" in created  # the body schema survives the header declaration
 
     request_headers = {**world.catalogue_admin.headers, **key()}
@@ -188,6 +189,8 @@ def test_created_responses_declare_and_send_location_and_replays_say_so(
     assert first.headers["Location"] == f"/v1/products/{first.json()['product_id']}"
     assert "Idempotent-Replayed" not in first.headers
     assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Idempotency-Replayed"] == "true"
+    assert "Idempotency-Replayed" not in first.headers
     assert again.headers["Location"] == first.headers["Location"]
     assert checkout.headers["Location"] == f"/v1/checkouts/{checkout.json()['id']}"
 

@@ -31,6 +31,11 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "same Idempotency-Key and body, replayed (nothing was created again); absent otherwise.",
         "schema": {"type": "string", "enum": ["true"]},
     },
+    "Idempotency-Replayed": {
+        "description": "The same as `Idempotent-Replayed`, under the name the Idempotency-Key "
+        "draft's implementers also use; both are sent on a replay.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
         "required": True,

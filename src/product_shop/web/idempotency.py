@@ -19,6 +19,8 @@ from product_shop.web.problems import problem_responses
 from product_shop.web.responses import model_response
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+# Sent too, under the name some clients look for (issue 8 names it); same meaning.
+REPLAYED_HEADER_ALIAS = "Idempotency-Replayed"
 
 # Read as optional so that a missing key reaches run_idempotent and is answered 400
 # `idempotency_key_required` (clients branch on that code), not FastAPI's 422; the OpenAPI
@@ -54,7 +56,7 @@ def creating_responses(*problem_statuses: int) -> dict[int | str, dict[str, Any]
     }
     responses[201] = {
         "description": "Created; or the first response replayed (`Idempotent-Replayed: true`)",
-        **response_headers("Location", REPLAYED_HEADER),
+        **response_headers("Location", REPLAYED_HEADER, REPLAYED_HEADER_ALIAS),
     }
     return responses
 
@@ -79,7 +81,7 @@ def run_idempotent(
     except IntegrityError as exc:  # a concurrent request claimed the same key first
         raise in_flight() from exc
     if isinstance(outcome, Replay):
-        headers = {REPLAYED_HEADER: "true"}
+        headers = {REPLAYED_HEADER: "true", REPLAYED_HEADER_ALIAS: "true"}
         if outcome.location:
             headers["Location"] = outcome.location
         return JSONResponse(outcome.body, status_code=outcome.status, headers=headers)
