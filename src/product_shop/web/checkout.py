@@ -15,9 +15,7 @@ from starlette.responses import Response
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
-from product_shop.core.errors import BadRequest, Unauthenticated
-from product_shop.core.signing import SignatureError, verify
-from product_shop.events.inbox import MAX_MESSAGE_ID
+from product_shop.core.errors import BadRequest
 from product_shop.idempotency.store import Claim
 from product_shop.orders.schemas import OrderOut
 from product_shop.web import checkout_flows as flows
@@ -30,6 +28,7 @@ from product_shop.web.idempotency import (
 )
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
+from product_shop.web.webhooks import verified_message_id
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 
@@ -186,19 +185,9 @@ PAYMENTS_WEBHOOK_OPENAPI: dict[str, Any] = {
 )
 async def payments_webhook(request: Request, context: ContextDep) -> JSONResponse:
     body = await request.body()
-    try:
-        message_id = verify(
-            context.settings.webhook_secret.get_secret_value(),
-            dict(request.headers),
-            body,
-            now=int(context.clock.now().timestamp()),
-        )
-    except SignatureError as exc:
-        raise Unauthenticated(
-            "The webhook signature is not valid.", code="invalid_signature"
-        ) from exc
-    if len(message_id) > MAX_MESSAGE_ID:
-        raise BadRequest("The webhook id is too long.", code="malformed_webhook")
+    message_id = verified_message_id(
+        context, context.settings.webhook_secret, dict(request.headers), body
+    )
     try:
         event = json.loads(body)
         data = event["data"]

@@ -15,9 +15,7 @@ from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
-from product_shop.core.errors import BadRequest, Unauthenticated
-from product_shop.core.signing import SignatureError, verify
-from product_shop.events.inbox import MAX_MESSAGE_ID
+from product_shop.core.errors import BadRequest
 from product_shop.fulfilment.schemas import FulfilmentUpdateIn, QueuePage
 from product_shop.fulfilment.shipments import parse_update
 from product_shop.orders.queries import order_document
@@ -26,6 +24,7 @@ from product_shop.web.deps import ContextDep, SessionDep, permitted
 from product_shop.web.docs import response_headers
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
+from product_shop.web.webhooks import verified_message_id
 
 router = APIRouter(prefix="/v1", tags=["fulfilment"])
 
@@ -142,19 +141,9 @@ def _signature_header(name: str) -> dict[str, Any]:
 )
 async def supplier_webhook(request: Request, context: ContextDep) -> JSONResponse:
     body = await request.body()
-    try:
-        message_id = verify(
-            context.settings.supplier_webhook_secret.get_secret_value(),
-            dict(request.headers),
-            body,
-            now=int(context.clock.now().timestamp()),
-        )
-    except SignatureError as exc:
-        raise Unauthenticated(
-            "The webhook signature is not valid.", code="invalid_signature"
-        ) from exc
-    if len(message_id) > MAX_MESSAGE_ID:
-        raise BadRequest("The webhook id is too long.", code="malformed_webhook")
+    message_id = verified_message_id(
+        context, context.settings.supplier_webhook_secret, dict(request.headers), body
+    )
     try:
         data = json.loads(body)["data"]
     except (ValueError, KeyError, TypeError) as exc:

@@ -1,0 +1,28 @@
+"""What every inbound webhook route does first: check the Standard Webhooks signature."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from product_shop.context import AppContext
+from product_shop.core.errors import BadRequest, Unauthenticated
+from product_shop.core.signing import SignatureError, verify
+from product_shop.events.inbox import MAX_MESSAGE_ID
+
+
+def verified_message_id(
+    context: AppContext, secret: SecretStr, headers: dict[str, str], body: bytes
+) -> str:
+    """The message id of an authentic webhook (401 `invalid_signature` otherwise; 400
+    `malformed_webhook` for an id longer than the inbox keeps)."""
+    try:
+        message_id = verify(
+            secret.get_secret_value(), headers, body, now=int(context.clock.now().timestamp())
+        )
+    except SignatureError as exc:
+        raise Unauthenticated(
+            "The webhook signature is not valid.", code="invalid_signature"
+        ) from exc
+    if len(message_id) > MAX_MESSAGE_ID:
+        raise BadRequest("The webhook id is too long.", code="malformed_webhook")
+    return message_id
