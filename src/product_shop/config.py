@@ -77,6 +77,20 @@ class Settings(BaseSettings):
     # How long an unpaid checkout stays open.
     checkout_ttl_minutes: int = 24 * 60
 
+    # Refunds (spec §5.3, §9): the practice staff roles that may refund (each also needs a
+    # fresh MFA step-up: `amr` with `mfa` and `auth_time` at most this old).
+    refund_roles: list[str] = Field(default_factory=lambda: ["practice_admin", "finance"])
+    refund_mfa_max_age_seconds: int = Field(default=300, ge=30, le=3600)
+    # Integrated Payments' refund reason codes are read through the port and kept this long.
+    refund_reasons_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    # A refund whose outcome is unknown (Integrated Payments did not answer) is settled by reading
+    # its status once it is at least this old (the relay's loop and `product-shop refunds
+    # reconcile`).
+    refund_reconcile_after_seconds: float = Field(default=30.0, ge=0)
+    # Distance selling: a patient may ask to cancel within this many days of delivery or
+    # collection (an undispatched drop-ship line at once).
+    cancellation_period_days: int = Field(default=14, ge=1, le=365)
+
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -113,6 +127,12 @@ class Settings(BaseSettings):
                 "supplier_webhook_secret (PRODUCT_SHOP_SUPPLIER_WEBHOOK_SECRET) must be "
                 f"{SECRET_FORMAT}"
             ) from exc
+        refunders = {"practice_admin", "finance", "staff", "clinician"}
+        if not self.refund_roles or set(self.refund_roles) - refunders:
+            raise ConfigurationError(
+                "refund_roles (PRODUCT_SHOP_REFUND_ROLES) must name practice staff roles only, "
+                f"from {', '.join(sorted(refunders))}"
+            )
         if len(self.voucher_secret.get_secret_value()) < 32:
             raise ConfigurationError(
                 "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"

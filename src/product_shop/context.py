@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from product_shop.access.actor import Role
 from product_shop.access.tokens import TokenVerifier
 from product_shop.audit.log import AuditLog
 from product_shop.catalogue.service import CatalogueService
@@ -19,7 +20,13 @@ from product_shop.events.outbox import Outbox
 from product_shop.events.relay import OutboxRelay
 from product_shop.fulfilment.lines import LineFulfilment
 from product_shop.fulfilment.service import FulfilmentService
-from product_shop.fulfilment.shipments import ShipmentFollowUp, SupplierUpdates, shipment_sink
+from product_shop.fulfilment.shipments import (
+    CancellationFollowUp,
+    ShipmentFollowUp,
+    SupplierUpdates,
+    cancellation_sink,
+    shipment_sink,
+)
 from product_shop.fulfilment.start import FulfilmentStarter
 from product_shop.idempotency.store import IdempotencyStore
 from product_shop.integrations.payments import IntegratedPayments
@@ -27,8 +34,12 @@ from product_shop.integrations.payments_http import HttpIntegratedPayments
 from product_shop.integrations.sinks import payments_sinks
 from product_shop.integrations.suppliers import SupplierNetwork
 from product_shop.integrations.suppliers_http import HttpSupplierNetwork
+from product_shop.jobs.refund_settlement import RefundSettlement
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.service import OrderService
+from product_shop.refunds.cancellation import CancellationRequests
+from product_shop.refunds.reasons import RefundReasons
+from product_shop.refunds.service import RefundService
 
 
 @dataclass
@@ -49,6 +60,9 @@ class AppContext:
     suppliers: SupplierNetwork
     fulfilment: FulfilmentService
     supplier_updates: SupplierUpdates
+    refunds: RefundService
+    refund_settlement: RefundSettlement
+    cancellations: CancellationRequests
 
     def close(self) -> None:
         """Release threads and network clients (the database is disposed by whoever created
@@ -88,9 +102,25 @@ class AppContext:
         lines = LineFulfilment(audit=audit, outbox=outbox, clock=clock)
         relay = OutboxRelay(
             database,
-            {**payments_sinks(payments), ev.SHIPMENT_REQUESTED.name: shipment_sink(suppliers)},
+            {
+                **payments_sinks(payments),
+                ev.SHIPMENT_REQUESTED.name: shipment_sink(suppliers),
+                ev.SHIPMENT_CANCELLATION_REQUESTED.name: cancellation_sink(suppliers),
+            },
             clock,
-            follow_ups={ev.SHIPMENT_REQUESTED.name: ShipmentFollowUp(lines)},
+            follow_ups={
+                ev.SHIPMENT_REQUESTED.name: ShipmentFollowUp(lines),
+                ev.SHIPMENT_CANCELLATION_REQUESTED.name: CancellationFollowUp(lines, audit, clock),
+            },
+        )
+        refunds = RefundService(
+            audit=audit,
+            outbox=outbox,
+            clock=clock,
+            lines=lines,
+            reasons=RefundReasons(payments, ttl_seconds=settings.refund_reasons_cache_seconds),
+            roles=[Role(role) for role in settings.refund_roles],
+            mfa_max_age=timedelta(seconds=settings.refund_mfa_max_age_seconds),
         )
         return cls(
             settings=settings,
@@ -128,4 +158,18 @@ class AppContext:
             suppliers=suppliers,
             fulfilment=FulfilmentService(lines=lines, outbox=outbox, clock=clock),
             supplier_updates=SupplierUpdates(lines=lines, audit=audit, clock=clock),
+            refunds=refunds,
+            refund_settlement=RefundSettlement(
+                database=database,
+                payments=payments,
+                refunds=refunds,
+                clock=clock,
+                settle_after=timedelta(seconds=settings.refund_reconcile_after_seconds),
+            ),
+            cancellations=CancellationRequests(
+                audit=audit,
+                outbox=outbox,
+                clock=clock,
+                period=timedelta(days=settings.cancellation_period_days),
+            ),
         )

@@ -621,3 +621,327 @@ def test_a_callback_the_receiver_fails_is_sent_again_with_the_same_id(
     assert verified(first)["id"] == verified(second)["id"] == verified(third)["id"]
     assert first.body == third.body
     wait_for(lambda: sim.inspect(shipment.shipment_id)["callbacks_sent"] == 1, "the count")
+
+
+# ---- cancellation ----------------------------------------------------------------------------
+
+
+def cancel(suppliers: HttpSupplierNetwork, reference: str, key: str | None = None) -> Shipment:
+    return suppliers.cancel_shipment(reference, idempotency_key=key or str(uuid.uuid4()))
+
+
+def events_of(receiver: Receiver, shipment_id: str, count: int) -> list[dict[str, Any]]:
+    """The verified callbacks about one shipment, once `count` callbacks (any) have arrived."""
+    return [
+        event
+        for event in (verified(delivery) for delivery in receiver.wait(count))
+        if event["data"]["shipment_id"] == shipment_id
+    ]
+
+
+def test_cancelling_an_accepted_shipment_answers_it_cancelled_with_a_signed_callback(
+    sim: Controls, suppliers: HttpSupplierNetwork, receiver: Receiver
+) -> None:
+    request = shipment_request()
+    shipment = submit(suppliers, request)
+
+    cancelled = cancel(suppliers, request.reference)
+
+    assert (cancelled.shipment_id, cancelled.reference) == (shipment.shipment_id, request.reference)
+    assert (cancelled.status, cancelled.sequence) == (ShipmentStatus.CANCELLED, 2)
+    assert (cancelled.carrier, cancelled.tracking_number, cancelled.dispatched_at) == (None,) * 3
+    assert suppliers.get_shipment(shipment.shipment_id) == cancelled
+    events = [verified(delivery) for delivery in receiver.wait(2)]
+    assert [e["type"] for e in events] == ["shipment.accepted", "shipment.cancelled"]
+    last = events[-1]
+    assert (last["data"]["status"], last["data"]["sequence"]) == ("cancelled", 2)
+    assert (last["data"]["shipment_id"], last["data"]["reference"]) == (
+        shipment.shipment_id,
+        request.reference,
+    )
+    assert last["created_at"] == last["data"]["occurred_at"]
+    assert events[0]["id"] != last["id"]
+
+
+def test_cancelling_twice_answers_the_same_and_moves_the_sequence_once(
+    sim: Controls, suppliers: HttpSupplierNetwork, receiver: Receiver
+) -> None:
+    request = shipment_request()
+    shipment = submit(suppliers, request)
+    key = str(uuid.uuid4())
+
+    first = cancel(suppliers, request.reference, key)
+    replayed = cancel(suppliers, request.reference, key)  # a resend under its key
+    again = cancel(suppliers, request.reference)  # a new request, another key
+
+    assert replayed == first
+    assert again == first
+    assert (first.status, first.sequence) == (ShipmentStatus.CANCELLED, 2)
+    assert sim.inspect(shipment.shipment_id)["cancellations"] == 3
+    # callbacks leave in order: once a later shipment's is in, every earlier one has arrived
+    marker = submit(suppliers)
+    wait_for(
+        lambda: any(
+            verified(d)["data"]["shipment_id"] == marker.shipment_id for d in receiver.wait(1)
+        ),
+        "the later shipment's callback",
+    )
+    events = events_of(receiver, shipment.shipment_id, 3)
+    assert [(e["type"], e["data"]["sequence"]) for e in events] == [
+        ("shipment.accepted", 1),
+        ("shipment.cancelled", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("steps", "status"), [(1, "dispatched"), (2, "in_transit"), (3, "delivered")]
+)
+def test_a_shipment_that_left_the_warehouse_cannot_be_cancelled(
+    sim: Controls, suppliers: HttpSupplierNetwork, steps: int, status: str
+) -> None:
+    request = shipment_request()
+    shipment = submit(suppliers, request)
+    for _ in range(steps):
+        sim.advance(shipment.shipment_id)
+
+    with pytest.raises(SupplierRejected) as raised:
+        cancel(suppliers, request.reference)
+
+    assert raised.value.code == "already_dispatched"
+    assert raised.value.message
+    now = suppliers.get_shipment(shipment.shipment_id)
+    assert (now.status.value, now.sequence) == (status, 1 + steps)
+
+
+def test_an_exception_before_dispatch_may_be_cancelled_but_not_one_after(
+    sim: Controls, suppliers: HttpSupplierNetwork
+) -> None:
+    before = shipment_request()
+    stuck = submit(suppliers, before)
+    sim.post(f"/shipments/{stuck.shipment_id}/exception", {"reason": "out_of_stock"})
+    after = shipment_request()
+    lost = submit(suppliers, after)
+    sim.advance(lost.shipment_id)
+    sim.post(f"/shipments/{lost.shipment_id}/exception", {"reason": "lost"})
+
+    cancelled = cancel(suppliers, before.reference)
+    with pytest.raises(SupplierRejected) as raised:
+        cancel(suppliers, after.reference)
+
+    assert (cancelled.status, cancelled.sequence) == (ShipmentStatus.CANCELLED, 3)
+    assert cancelled.exception_reason is ExceptionReason.OUT_OF_STOCK  # what was known stays
+    assert raised.value.code == "already_dispatched"
+    assert suppliers.get_shipment(lost.shipment_id).status is ShipmentStatus.EXCEPTION
+
+
+def test_cancelling_an_unknown_reference_is_shipment_not_found(
+    sim: Controls, suppliers: HttpSupplierNetwork
+) -> None:
+    with pytest.raises(SupplierRejected) as raised:
+        cancel(suppliers, f"{uuid.uuid4()}:1")
+    assert raised.value.code == "shipment_not_found"
+
+
+def test_a_cancelled_shipment_moves_no_more(sim: Controls, suppliers: HttpSupplierNetwork) -> None:
+    request = shipment_request()
+    shipment = submit(suppliers, request)
+    cancel(suppliers, request.reference)
+
+    for path, body in (("advance", None), ("exception", {"reason": "lost"})):
+        response = sim.http.post(
+            f"{sim.url}/_simulator/shipments/{shipment.shipment_id}/{path}", json=body
+        )
+        assert (response.status_code, response.json()["code"]) == (409, "shipment_final")
+
+    now = suppliers.get_shipment(shipment.shipment_id)
+    assert (now.status, now.sequence, now.exception_reason) == (ShipmentStatus.CANCELLED, 2, None)
+
+
+def test_with_auto_advance_a_cancelled_shipment_is_never_dispatched() -> None:
+    app = create_suppliers_simulator(
+        SupplierSimulatorConfig(
+            api_key=SUPPLIERS_API_KEY,
+            dispatch_after_seconds=1.0,
+            in_transit_after_seconds=1.05,
+            deliver_after_seconds=1.1,
+            auto_advance=True,
+        )
+    )
+    server = serve_in_background(app)
+    adapter = HttpSupplierNetwork(server.url, api_key=SUPPLIERS_API_KEY, timeout_seconds=2.0)
+    try:
+        request = shipment_request()
+        shipment = submit(adapter, request)
+        cancel(adapter, request.reference)
+        # a shipment submitted later, left alone: once it is delivered, the cancelled one's
+        # timers (the same delays, started earlier) have all fired
+        control = submit(adapter)
+
+        def delivered_yet() -> bool:
+            return adapter.get_shipment(control.shipment_id).status is ShipmentStatus.DELIVERED
+
+        wait_for(delivered_yet, "the other shipment's delivery")
+
+        now = adapter.get_shipment(shipment.shipment_id)
+        assert (now.status, now.sequence) == (ShipmentStatus.CANCELLED, 2)
+        assert (now.carrier, now.dispatched_at, now.delivered_at) == (None, None, None)
+    finally:
+        adapter.close()
+        server.stop()
+
+
+def test_the_same_key_with_another_cancellation_is_refused_and_cancels_nothing(
+    sim: Controls, suppliers: HttpSupplierNetwork
+) -> None:
+    first, second = shipment_request(), shipment_request()
+    submitted_key = str(uuid.uuid4())
+    suppliers.submit_shipment(first, idempotency_key=submitted_key)
+    other = submit(suppliers, second)
+    key = str(uuid.uuid4())
+    cancel(suppliers, first.reference, key)
+
+    for reused in (key, submitted_key):  # a cancellation's key, a submission's key
+        with pytest.raises(SupplierRejected) as raised:
+            cancel(suppliers, second.reference, reused)
+        assert raised.value.code == "idempotency_key_reused"
+
+    now = suppliers.get_shipment(other.shipment_id)
+    assert (now.status, now.sequence) == (ShipmentStatus.ACCEPTED, 1)
+
+
+def test_a_refused_cancellation_is_not_kept_under_its_key(
+    sim: Controls, suppliers: HttpSupplierNetwork
+) -> None:
+    request = shipment_request()
+    key = str(uuid.uuid4())
+    with pytest.raises(SupplierRejected):
+        cancel(suppliers, request.reference, key)  # nothing submitted yet
+
+    submit(suppliers, request)
+    assert cancel(suppliers, request.reference, key).status is ShipmentStatus.CANCELLED
+
+
+def test_a_single_5xx_on_cancellation_is_retried_transparently(
+    sim: Controls, suppliers: HttpSupplierNetwork
+) -> None:
+    request = shipment_request()
+    shipment = submit(suppliers, request)
+    sim.add_fault(operation="cancel", mode="error", status=503, times=1)
+
+    cancelled = cancel(suppliers, request.reference)
+
+    assert (cancelled.status, cancelled.sequence) == (ShipmentStatus.CANCELLED, 2)
+    assert sim.inspect(shipment.shipment_id)["cancellations"] == 1
+
+
+def test_three_503_answers_to_a_cancellation_are_supplier_unavailable(
+    sim: Controls, suppliers: HttpSupplierNetwork
+) -> None:
+    request = shipment_request()
+    shipment = submit(suppliers, request)
+    sim.add_fault(operation="cancel", mode="error", status=503, times=3)
+
+    with pytest.raises(SupplierUnavailable, match="HTTP 503"):
+        cancel(suppliers, request.reference)
+    # (the `sim` fixture checks all three faulty answers were used: three sends, no more)
+    now = suppliers.get_shipment(shipment.shipment_id)
+    assert (now.status, now.sequence) == (ShipmentStatus.ACCEPTED, 1)
+
+
+def test_a_lost_cancellation_answer_is_resent_and_cancels_once(
+    sim: Controls, impatient_suppliers: HttpSupplierNetwork
+) -> None:
+    # given the network cancels but its answer comes after the adapter's timeout
+    request = shipment_request()
+    shipment = submit(impatient_suppliers, request)
+    sim.add_fault(operation="cancel", mode="delay_after", seconds=1.0, times=1)
+
+    cancelled = cancel(impatient_suppliers, request.reference)
+
+    # the resend (same Idempotency-Key) got the cancelled shipment back: one step, one change
+    assert (cancelled.status, cancelled.sequence) == (ShipmentStatus.CANCELLED, 2)
+    assert sim.inspect(shipment.shipment_id)["cancellations"] == 2
+
+
+def test_cancellations_slower_than_the_timeout_are_supplier_unavailable(
+    sim: Controls, impatient_suppliers: HttpSupplierNetwork
+) -> None:
+    request = shipment_request()
+    submit(impatient_suppliers, request)
+    sim.add_fault(operation="cancel", mode="delay", seconds=1.0, times=3)
+
+    with pytest.raises(SupplierUnavailable, match="Timeout"):
+        cancel(impatient_suppliers, request.reference)
+
+
+def test_a_wrong_api_key_cannot_cancel(sim: Controls, suppliers: HttpSupplierNetwork) -> None:
+    request = shipment_request()
+    shipment = submit(suppliers, request)
+    wrong = HttpSupplierNetwork(sim.url, api_key="not-the-key", timeout_seconds=2.0)
+    try:
+        with pytest.raises(SupplierRejected) as raised:
+            cancel(wrong, request.reference)
+    finally:
+        wrong.close()
+
+    assert raised.value.code == "unauthorised"
+    assert suppliers.get_shipment(shipment.shipment_id).status is ShipmentStatus.ACCEPTED
+
+
+def test_a_cancellation_needs_a_key_and_a_reference(sim: Controls) -> None:
+    url = f"{sim.url}/v1/shipments/cancellations"
+    auth = {"Authorization": f"Bearer {SUPPLIERS_API_KEY}"}
+
+    no_key = sim.http.post(url, json={"reference": "r:1"}, headers=auth)
+    bad_body = sim.http.post(
+        url, json={"reference": ""}, headers={**auth, "Idempotency-Key": "k-bad-body"}
+    )
+    not_json = sim.http.post(
+        url, content=b"nope", headers={**auth, "Idempotency-Key": "k-not-json"}
+    )
+
+    assert (no_key.status_code, no_key.json()["code"]) == (400, "idempotency_key_required")
+    assert (bad_body.status_code, bad_body.json()["code"]) == (422, "invalid_cancellation")
+    assert (not_json.status_code, not_json.json()["code"]) == (422, "invalid_cancellation")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"shipment_id": "shp_1", "reference": "line:1", "status": "accepted", "sequence": 1}',
+        b'{"shipment_id": "shp_1", "reference": "other:1", "status": "cancelled", "sequence": 2}',
+        b'{"shipment_id": "shp_1", "reference": "line:1", "status": "cancelled"}',
+    ],
+)
+def test_a_cancellation_answer_that_is_not_the_cancelled_shipment_is_supplier_unavailable(
+    answer: bytes,
+) -> None:
+    class Answering(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(POLL_SECONDS,), daemon=True)
+    thread.start()
+    adapter = HttpSupplierNetwork(
+        f"http://127.0.0.1:{server.server_address[1]}", api_key="k", timeout_seconds=1.0
+    )
+    try:
+        with pytest.raises(SupplierUnavailable, match="cancellation"):
+            cancel(adapter, "line:1")
+    finally:
+        adapter.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

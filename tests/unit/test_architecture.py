@@ -66,7 +66,15 @@ def test_services_raise_domain_errors_not_http_exceptions(path: Path) -> None:
 
 # Who may open a unit of work (docs/architecture.md, "Who owns a transaction"): the request
 # (web/), jobs (the outbox relay, CLI commands), the wiring and the demo set-up, and db/ itself.
-UNIT_OF_WORK_OWNERS = ("web/", "db/", "cli.py", "events/relay.py", "demo/", "context.py")
+UNIT_OF_WORK_OWNERS = (
+    "web/",
+    "db/",
+    "cli.py",
+    "events/relay.py",
+    "jobs/",
+    "demo/",
+    "context.py",
+)
 
 
 def _owns_units_of_work(path: Path) -> bool:

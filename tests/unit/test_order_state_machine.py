@@ -35,28 +35,36 @@ CREATED, IN_PROGRESS, COMPLETED, REFUNDED = (
 )
 RANK = {CREATED: 0, IN_PROGRESS: 1, COMPLETED: 2}
 FULFILLED = frozenset({L.DELIVERED, L.COLLECTED})
+# Finished lines: fulfilled, or stopped after a refund (cancelled). The parent is Completed when
+# every line is finished.
+FINISHED = FULFILLED | {L.CANCELLED}
 
 # The tables as the architecture describes them: the happy path, "exception" reachable from every
-# unfinished state, recovery from an exception to a later step, and no way out of a fulfilled line.
+# unfinished state, recovery from an exception to a later step, no way out of a finished line, and
+# "cancelled" (a refunded line stopped) from every state where the goods have not left: never
+# once a parcel is dispatched, delivered or collected.
 EXPECTED_TRANSITIONS: dict[FulfilmentType, dict[LineState, set[LineState]]] = {
     DROP_SHIP: {
-        L.PENDING: {L.SENT_TO_SUPPLIER, L.EXCEPTION},
-        L.SENT_TO_SUPPLIER: {L.DISPATCHED, L.EXCEPTION},
+        L.PENDING: {L.SENT_TO_SUPPLIER, L.EXCEPTION, L.CANCELLED},
+        L.SENT_TO_SUPPLIER: {L.DISPATCHED, L.EXCEPTION, L.CANCELLED},
         L.DISPATCHED: {L.DELIVERED, L.EXCEPTION},
-        L.EXCEPTION: {L.SENT_TO_SUPPLIER, L.DISPATCHED, L.DELIVERED},
+        L.EXCEPTION: {L.SENT_TO_SUPPLIER, L.DISPATCHED, L.DELIVERED, L.CANCELLED},
         L.DELIVERED: set(),
+        L.CANCELLED: set(),
     },
     IN_CLINIC: {
-        L.PENDING: {L.PREPARING, L.EXCEPTION},
-        L.PREPARING: {L.READY_FOR_COLLECTION, L.EXCEPTION},
-        L.READY_FOR_COLLECTION: {L.COLLECTED, L.EXCEPTION},
-        L.EXCEPTION: {L.PREPARING, L.READY_FOR_COLLECTION},
+        L.PENDING: {L.PREPARING, L.EXCEPTION, L.CANCELLED},
+        L.PREPARING: {L.READY_FOR_COLLECTION, L.EXCEPTION, L.CANCELLED},
+        L.READY_FOR_COLLECTION: {L.COLLECTED, L.EXCEPTION, L.CANCELLED},
+        L.EXCEPTION: {L.PREPARING, L.READY_FOR_COLLECTION, L.CANCELLED},
         L.COLLECTED: set(),
+        L.CANCELLED: set(),
     },
     DIGITAL: {
-        L.PENDING: {L.DELIVERED, L.EXCEPTION},
-        L.EXCEPTION: {L.DELIVERED},
+        L.PENDING: {L.DELIVERED, L.EXCEPTION, L.CANCELLED},
+        L.EXCEPTION: {L.DELIVERED, L.CANCELLED},
         L.DELIVERED: set(),
+        L.CANCELLED: set(),
     },
 }
 HAPPY_PATHS: dict[FulfilmentType, list[LineState]] = {
@@ -79,7 +87,7 @@ def test_transition_tables_match_the_architecture_for_every_fulfilment_type() ->
 
 def test_every_line_state_has_a_stage_and_fulfilled_states_count_as_completed() -> None:
     assert set(STAGE) == set(LineState)
-    assert {state for state, stage in STAGE.items() if stage is COMPLETED} == FULFILLED
+    assert {state for state, stage in STAGE.items() if stage is COMPLETED} == FINISHED
     assert {state for state, stage in STAGE.items() if stage is CREATED} == {L.PENDING}
 
 
@@ -197,8 +205,8 @@ def test_random_line_events_keep_the_parent_at_the_least_advanced_lines_stage(
         assert RANK[status] >= RANK[parent]
         parent = advance_status(parent, status)
         assert parent is status
-        # and Completed exactly when every line is delivered or collected
-        assert (status is COMPLETED) == all(state in FULFILLED for state in states)
+        # and Completed exactly when every line is delivered, collected or cancelled
+        assert (status is COMPLETED) == all(state in FINISHED for state in states)
         # and once Completed, always Completed
         if completed_seen:
             assert status is COMPLETED

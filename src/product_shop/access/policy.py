@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from product_shop.access.actor import Actor, Role
@@ -19,6 +21,9 @@ class Action(StrEnum):
     VIEW_DASHBOARDS = "dashboards.view"
     SET_PMS_INVOICE_REF = "orders.set_pms_invoice_ref"
     MANAGE_FULFILMENT = "fulfilment.manage"
+    VIEW_REFUNDS = "refunds.view"
+    REQUEST_CANCELLATION = "orders.request_cancellation"
+    VIEW_CANCELLATION_REQUESTS = "orders.view_cancellation_requests"
 
 
 _P, _C, _PA, _F, _S, _CA = (
@@ -39,8 +44,15 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.CHECKOUT: frozenset({_P}),
     Action.VIEW_OWN_ORDERS: frozenset({_P}),
     Action.VIEW_PRACTICE_ORDERS: frozenset({_PA, _C}),
-    # "Named, authenticated staff member" with fresh MFA (checked where the refund is made).
-    Action.INITIATE_REFUND: frozenset({_PA, _S, _F}),
+    # "Named, authenticated staff member" (spec §9): practice staff only, never a patient, a
+    # service or the AI. The setting `refund_roles` narrows it (default practice admin and
+    # finance), and every refund also needs a fresh MFA step-up (`require_refunder`).
+    Action.INITIATE_REFUND: frozenset({_PA, _F, _S, _C}),
+    # The refund list and the payment exceptions (spec §15.4): practice admin and finance.
+    Action.VIEW_REFUNDS: frozenset({_PA, _F}),
+    # The right to cancel (distance selling, spec §16 Privacy): the patient who owns the order.
+    Action.REQUEST_CANCELLATION: frozenset({_P}),
+    Action.VIEW_CANCELLATION_REQUESTS: frozenset({_PA, _F, _S}),
     Action.VIEW_DASHBOARDS: frozenset({_PA, _F}),
     # An optional enrichment reference (spec §5.2), recorded by the practice's admin or finance.
     Action.SET_PMS_INVOICE_REF: frozenset({_PA, _F}),
@@ -70,3 +82,28 @@ def require(actor: Actor, action: Action) -> None:
         if actor.role is Role.SERVICE:
             raise Forbidden(f"The service '{actor.actor_id}' may not perform {action.value}.")
         raise Forbidden(f"The role '{actor.role.value}' may not perform {action.value}.")
+
+
+def require_refunder(
+    actor: Actor,
+    *,
+    roles: Collection[Role],
+    now: datetime,
+    mfa_max_age: timedelta,
+) -> None:
+    """Spec §3.3, §5.3, §9: a refund is made only by a named, authenticated staff member whose
+    role the practice lets refund (`roles`, from settings) and whose token shows MFA performed
+    within `mfa_max_age` (`amr` has `mfa`, `auth_time` recent). A missing or stale step-up is
+    403 `mfa_required`, so the portal can ask for one."""
+    require(actor, Action.INITIATE_REFUND)
+    if actor.role not in roles:
+        raise Forbidden(f"The role '{actor.role.value}' may not refund at this practice.")
+    if not actor.actor_id or not actor.name:
+        raise Forbidden("Refunds are made by a named staff member; the token names nobody.")
+    if not actor.has_fresh_mfa(now, mfa_max_age):
+        raise Forbidden(
+            "Refunds need multi-factor authentication within the last "
+            f"{int(mfa_max_age.total_seconds())} seconds: sign in again with MFA.",
+            code="mfa_required",
+            max_age_seconds=int(mfa_max_age.total_seconds()),
+        )

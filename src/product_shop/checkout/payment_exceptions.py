@@ -3,7 +3,8 @@
 A declined or failed payment fails the checkout (no order; the patient may retry, spec §5.2). A
 capture that cannot become an order — a second capture for a checkout that has its order, the
 wrong amount, or a product that can no longer be bought — is recorded once per intent as a
-payment exception for a staff refund: system refunds are prohibited (spec §5.3). Each adds its
+payment exception for a staff refund: system refunds are prohibited (spec §5.3). It is listed for
+staff (`GET /v1/payment-exceptions`) until refunded through the staff-only path. Each adds its
 audit entry and its outbox event to the caller's unit of work.
 """
 
@@ -19,10 +20,12 @@ from product_shop.checkout.cancellation import PRODUCT_UNAVAILABLE
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.repository import lock_checkout
 from product_shop.core.clock import Clock
+from product_shop.core.ids import new_id
 from product_shop.events import inbox
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.integrations.payments import PaymentStatus
+from product_shop.refunds.tables import PaymentException
 
 INBOX_SOURCE = "integrated_payments"
 ORPHAN_SOURCE = "orphaned_capture"  # one record per captured intent that produced no order
@@ -72,7 +75,26 @@ class PaymentExceptions:
             checkout.failure_code, checkout.failure_reason = _FAILS_CHECKOUT[reason]
             checkout.updated_at = now
             checkout.version += 1
+        exception_id = new_id()
+        assert status.transaction_ref is not None  # only a captured payment is orphaned
+        session.add(
+            PaymentException(
+                exception_id=exception_id,
+                checkout_id=checkout_id,
+                practice_id=checkout.practice_id,
+                patient_id=checkout.patient_id,
+                intent_id=status.intent_id,
+                payment_ref=status.transaction_ref,
+                payment_method=status.method,
+                amount_minor=status.amount_minor,
+                currency=status.currency,
+                expected_amount_minor=checkout.amount_due_minor,
+                reason=reason,
+                recorded_at=now,
+            )
+        )
         data = {
+            "payment_exception_id": exception_id,
             "checkout_id": checkout_id,
             "patient_id": checkout.patient_id,
             "practice_id": checkout.practice_id,

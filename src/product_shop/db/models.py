@@ -8,11 +8,13 @@ from product_shop.events.inbox import InboxMessage
 from product_shop.events.tables import OutboxEvent
 from product_shop.idempotency.tables import IdempotencyKey
 from product_shop.orders.tables import Order, OrderLine, Voucher
+from product_shop.refunds.tables import CancellationRequest, PaymentException, Refund, RefundLine
 
 metadata = Base.metadata
 
 __all__ = [
     "AuditEntry",
+    "CancellationRequest",
     "Checkout",
     "CheckoutLine",
     "IdempotencyKey",
@@ -21,8 +23,11 @@ __all__ = [
     "OrderLine",
     "OutboxEvent",
     "PaymentCapture",
+    "PaymentException",
     "PracticeProductSetting",
     "Product",
+    "Refund",
+    "RefundLine",
     "Voucher",
     "metadata",
 ]

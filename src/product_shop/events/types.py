@@ -107,7 +107,8 @@ STAFF_TASK = _t(
     "fulfilment.staff_task.v1",
     "order_line",
     "Communication Hub: a task for the practice's staff (prepare an in-clinic line for "
-    "collection; resolve a fulfilment exception).",
+    "collection; resolve a fulfilment exception; a collection withdrawn after a refund; a "
+    "shipment the supplier could not cancel).",
 )
 
 PAYMENT_ORPHANED_CAPTURE = _t(
@@ -115,6 +116,42 @@ PAYMENT_ORPHANED_CAPTURE = _t(
     "checkout",
     "Money was captured but no order came of it (second capture, wrong amount, a product no longer "
     "purchasable): staff to refund.",
+)
+
+REFUND_ISSUED = _t(
+    "refund.issued.v1",
+    "order",
+    "Communication Hub: a refund was made to the patient's original payment method.",
+)
+REVENUE_REFUND = _t(
+    "revenue.refund.v1",
+    "order",
+    "Financial Insights: a processed refund (event_type refund).",
+)
+FINANCE_REFUND_RECORDED = _t(
+    "finance.refund_recorded.v1",
+    "order",
+    "Finance: order-level refund data (original transaction, method, reason, staff member).",
+)
+REDEMPTION_REVERSAL_REQUESTED = _t(
+    "rewards.redemption_reversal_requested.v1",
+    "order",
+    "Rewards Manager: reinstate the points of a refunded order (never done by Product Shop).",
+)
+PAYMENT_EXCEPTION_REFUNDED = _t(
+    "payment.exception_refunded.v1",
+    "checkout",
+    "A capture that made no order was refunded by named staff (Communication Hub, Finance).",
+)
+SHIPMENT_CANCELLATION_REQUESTED = _t(
+    "fulfilment.shipment_cancellation_requested.v1",
+    "order_line",
+    "The supplier network: cancel a refunded drop-ship line's shipment before dispatch.",
+)
+ORDER_CANCELLATION_REQUESTED = _t(
+    "order.cancellation_requested.v1",
+    "order",
+    "Communication Hub: a patient asked to cancel an order; a task for the practice's staff.",
 )
 
 ALL_EVENT_TYPES: tuple[EventType, ...] = (
@@ -134,6 +171,13 @@ ALL_EVENT_TYPES: tuple[EventType, ...] = (
     SHIPMENT_REQUESTED,
     FULFILMENT_STAGE_CHANGED,
     STAFF_TASK,
+    REFUND_ISSUED,
+    REVENUE_REFUND,
+    FINANCE_REFUND_RECORDED,
+    REDEMPTION_REVERSAL_REQUESTED,
+    PAYMENT_EXCEPTION_REFUNDED,
+    SHIPMENT_CANCELLATION_REQUESTED,
+    ORDER_CANCELLATION_REQUESTED,
 )
 
 BY_NAME = {t.name: t for t in ALL_EVENT_TYPES}

@@ -61,6 +61,7 @@ NOTIFICATION = {
     LineState.READY_FOR_COLLECTION: "pickup_ready",
     LineState.COLLECTED: "collected",
     LineState.EXCEPTION: "delivery_exception",
+    LineState.CANCELLED: "cancelled",
 }
 
 
@@ -136,6 +137,8 @@ class LineFulfilment:
             line.delivered_at = change.delivered_at or at
         elif step is LineState.COLLECTED:
             line.collected_at = at
+        elif step is LineState.CANCELLED:
+            line.cancellation = None  # done: the line says so itself
         elif step is LineState.EXCEPTION:
             line.exception_reason = change.reason or "other"
             line.exception_since = at

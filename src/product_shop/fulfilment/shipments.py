@@ -55,6 +55,7 @@ STAGE = {
     ShipmentStatus.IN_TRANSIT: LineState.DISPATCHED,
     ShipmentStatus.DELIVERED: LineState.DELIVERED,
     ShipmentStatus.EXCEPTION: LineState.EXCEPTION,
+    ShipmentStatus.CANCELLED: LineState.CANCELLED,
 }
 # Refusals that name a reason the practice can act on; any other refusal is `supplier_refused`.
 _REFUSAL_REASONS = frozenset({"out_of_stock", "address_problem"})
@@ -182,6 +183,87 @@ class ShipmentFollowUp:
         )
 
 
+def cancellation_sink(network: SupplierNetwork) -> Sink:
+    """Deliver `fulfilment.shipment_cancellation_requested.v1`: ask the network to cancel the
+    shipment of a refunded line. A shipment the network never had needs no cancelling (None);
+    one already dispatched is a refusal (parked at once: `CancellationFollowUp.parked`)."""
+
+    def cancel(event: PendingEvent) -> Shipment | None:
+        data = event.data
+        try:
+            return network.cancel_shipment(
+                data["reference"],
+                idempotency_key=f"cancel:{data['line_item_id']}:{data['attempt']}",
+            )
+        except SupplierRejected as exc:
+            if exc.code == "shipment_not_found":
+                return None
+            raise ShipmentRefused(exc.code, exc.message) from exc
+
+    return cancel
+
+
+class CancellationFollowUp:
+    """The relay's follow-up for `fulfilment.shipment_cancellation_requested.v1`: the line is
+    cancelled once the network confirms; a refusal (already dispatched) or a network that never
+    answered leaves the line going, marked `refused`, with a task for the practice's staff."""
+
+    def __init__(self, lines: LineFulfilment, audit: AuditLog, clock: Clock) -> None:
+        self._lines = lines
+        self._audit = audit
+        self._clock = clock
+
+    def delivered(self, session: Session, event: PendingEvent, result: object) -> None:
+        order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
+        if line.cancellation != "requested":
+            return
+        line.cancellation = None
+        if line.fulfilment_status == LineState.CANCELLED:
+            return  # the network's callback got there first
+        try:
+            self._lines.apply(
+                session,
+                order,
+                line,
+                Change(LineState.CANCELLED, note="Refunded: the supplier cancelled the shipment."),
+                SUPPLIER_ACTOR,
+            )
+        except InvalidTransition:
+            self._refused(session, order, line, "The parcel left before the cancellation.")
+
+    def parked(self, session: Session, event: PendingEvent, error: Exception) -> None:
+        order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
+        if line.cancellation != "requested":
+            return
+        reason = (
+            "The supplier network had already dispatched it."
+            if getattr(error, "code", None) == "already_dispatched"
+            else "The supplier network did not answer the cancellation."
+        )
+        self._refused(session, order, line, reason)
+
+    def _refused(self, session: Session, order: Any, line: OrderLine, reason: str) -> None:
+        now = self._clock.now()
+        line.cancellation = "refused"
+        line.updated_at = now
+        self._audit.record(
+            session,
+            stream_type="order",
+            stream_id=order.order_id,
+            action="fulfilment.cancellation_refused",
+            actor=SUPPLIER_ACTOR.audit_actor(),
+            practice_id=order.practice_id,
+            after={
+                "line_item_id": str(line.line_item_id),
+                "product_name": line.product_name,
+                "status": line.fulfilment_status,
+                "reason": reason,
+            },
+            at=now,
+        )
+        self._lines.staff_task(session, order, line, "cancellation_refused", now)
+
+
 class SupplierUpdateIn(BaseModel):
     """A callback's `data` (integrations/suppliers.py has the contract)."""
 
@@ -247,15 +329,21 @@ class SupplierUpdates:
             return "stale"
         line.supplier_sequence = update.sequence
         line.fulfilment_ref = update.shipment_id
+        stage = STAGE[update.status]
+        reason = update.exception_reason.value if update.exception_reason else None
+        if stage is LineState.CANCELLED and line.refunded_quantity < line.quantity:
+            # Only a refund stops a line; a supplier that drops a paid shipment on its own
+            # leaves it for the practice to resolve.
+            stage, reason = LineState.EXCEPTION, "supplier_refused"
         change = Change(
-            STAGE[update.status],
+            stage,
             at=update.occurred_at,
             carrier=update.carrier,
             tracking_number=update.tracking_number,
             tracking_url=update.tracking_url,
             dispatched_at=update.dispatched_at,
             delivered_at=update.delivered_at,
-            reason=update.exception_reason.value if update.exception_reason else None,
+            reason=reason,
             in_transit=update.status is ShipmentStatus.IN_TRANSIT,
         )
         try:

@@ -58,11 +58,16 @@ class RefundReason:
 
 @dataclass(frozen=True, slots=True)
 class RefundResult:
+    """A refund Integrated Payments made: `refund_ref` is its own reference, `merchant_reference`
+    ours (the refund id), `method` the original payment method the money went back to."""
+
     refund_ref: str
     transaction_ref: str
     amount_minor: int
     currency: str
     status: str
+    merchant_reference: str | None = None
+    method: str | None = None
 
 
 class PaymentsUnavailable(Exception):
@@ -102,6 +107,17 @@ class IntegratedPayments(Protocol):
         reason_code: str,
         initiated_by: str,
         idempotency_key: str,
-    ) -> RefundResult: ...
+        merchant_reference: str | None = None,
+    ) -> RefundResult:
+        """Refund part or all of a captured transaction, to its original payment method. A
+        repeated `idempotency_key` answers the first refund, never a second one. Refused
+        (`PaymentRejected`): an unknown transaction, one not captured, more than is left of the
+        capture, an unknown reason code, or the gateway's own decline."""
+        ...
+
+    def get_refund(self, merchant_reference: str) -> RefundResult | None:
+        """The refund made under our reference, or None when Integrated Payments has none (an
+        unknown outcome is settled by this read, never by refunding again)."""
+        ...
 
     def refund_reasons(self) -> list[RefundReason]: ...

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from product_shop.integrations.json_http import (
     RETRY_AFTER_MAX_SECONDS,
@@ -111,22 +112,27 @@ class HttpIntegratedPayments:
         reason_code: str,
         initiated_by: str,
         idempotency_key: str,
+        merchant_reference: str | None = None,
     ) -> RefundResult:
-        body = {
+        body: dict[str, Any] = {
             "transaction_ref": transaction_ref,
             "amount_minor": amount_minor,
             "currency": currency,
             "reason_code": reason_code,
             "initiated_by": initiated_by,
         }
+        if merchant_reference is not None:
+            body["merchant_reference"] = merchant_reference
         data = self._call("POST", "/v1/refunds", json_body=body, idempotency_key=idempotency_key)
-        return RefundResult(
-            refund_ref=data["refund_ref"],
-            transaction_ref=data["transaction_ref"],
-            amount_minor=data["amount_minor"],
-            currency=data["currency"],
-            status=data["status"],
-        )
+        return _refund(data)
+
+    def get_refund(self, merchant_reference: str) -> RefundResult | None:
+        data = self._call("GET", "/v1/refunds", fields={"merchant_reference": merchant_reference})
+        try:
+            found = data["refunds"]
+            return _refund(found[0]) if found else None
+        except (KeyError, IndexError, TypeError) as exc:
+            raise PaymentsUnavailable(f"unexpected refund lookup answer ({exc!r})") from exc
 
     def refund_reasons(self) -> list[RefundReason]:
         data = self._call("GET", "/v1/refund-reasons")
@@ -139,8 +145,11 @@ class HttpIntegratedPayments:
         *,
         json_body: Any = None,
         idempotency_key: str | None = None,
+        fields: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One call (`JsonHttpClient`), its failures as the port's errors."""
+        if fields:
+            path = f"{path}?{urlencode(fields)}"
         try:
             return self._client.call(
                 method, path, json_body=json_body, idempotency_key=idempotency_key
@@ -152,6 +161,18 @@ class HttpIntegratedPayments:
                 exc.code or f"http_{exc.status}",
                 exc.detail or "Integrated Payments refused the request.",
             ) from exc
+
+
+def _refund(data: dict[str, Any]) -> RefundResult:
+    return RefundResult(
+        refund_ref=data["refund_ref"],
+        transaction_ref=data["transaction_ref"],
+        amount_minor=data["amount_minor"],
+        currency=data["currency"],
+        status=data["status"],
+        merchant_reference=data.get("merchant_reference"),
+        method=data.get("method"),
+    )
 
 
 def _status(data: dict[str, Any]) -> PaymentStatus:

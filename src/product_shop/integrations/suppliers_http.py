@@ -2,15 +2,17 @@
 
 It speaks the contract in `integrations.suppliers` through `integrations.json_http`, the client
 Integrated Payments' adapter uses too (one keep-alive pool, timeouts, one retry layer). Reads,
-and the shipment POST (it always carries an Idempotency-Key, so the network answers a resend with
-the first shipment), are resent after a connection error, a timeout or a 408/429/5xx answer,
-with a short backoff or the answer's `Retry-After` (bounded): at most three sends per call.
+and the shipment and cancellation POSTs (they always carry an Idempotency-Key, so the network
+answers a resend with the first outcome), are resent after a connection error, a timeout or a
+408/429/5xx answer, with a short backoff or the answer's `Retry-After` (bounded): at most three
+sends per call.
 
 Answers map to the port's errors: no answer, 408/429/5xx after the retries, or an answer that is
 not the contract's (not JSON, a missing field, an unknown status, a naive timestamp, another
-line's shipment) is `SupplierUnavailable` (try again later); another 4xx is `SupplierRejected`
-with the network's problem `code` (`out_of_stock`, `address_problem`, `invalid_shipment`,
-`idempotency_key_reused`, `shipment_not_found`, ...).
+line's shipment, a cancellation answered with a shipment that is not cancelled) is
+`SupplierUnavailable` (try again later); another 4xx is `SupplierRejected` with the network's
+problem `code` (`out_of_stock`, `address_problem`, `invalid_shipment`, `idempotency_key_reused`,
+`shipment_not_found`, `already_dispatched`, ...).
 """
 
 from __future__ import annotations
@@ -59,6 +61,25 @@ class HttpSupplierNetwork:
         if shipment.reference != request.reference:
             raise SupplierUnavailable(
                 "the supplier network answered a submission with another line's shipment"
+            )
+        return shipment
+
+    def cancel_shipment(self, reference: str, *, idempotency_key: str) -> Shipment:
+        data = self._call(
+            "POST",
+            "/v1/shipments/cancellations",
+            json_body={"reference": reference},
+            idempotency_key=idempotency_key,
+        )
+        shipment = _shipment(data, "cancellation")
+        if shipment.reference != reference:
+            raise SupplierUnavailable(
+                "the supplier network answered a cancellation with another line's shipment"
+            )
+        if shipment.status is not ShipmentStatus.CANCELLED:
+            raise SupplierUnavailable(
+                f"the supplier network answered a cancellation with a shipment that is "
+                f"{shipment.status.value}"
             )
         return shipment
 

@@ -33,6 +33,9 @@ class LineState(StrEnum):
     COLLECTED = "collected"
     DELIVERED = "delivered"
     EXCEPTION = "exception"
+    # A refunded line whose fulfilment was stopped (an undispatched shipment the supplier
+    # cancelled, an in-clinic line not collected): nothing more happens to it.
+    CANCELLED = "cancelled"
 
 
 class RefundStatus(StrEnum):
@@ -44,23 +47,26 @@ class RefundStatus(StrEnum):
 _L = LineState
 LINE_TRANSITIONS: dict[FulfilmentType, dict[LineState, frozenset[LineState]]] = {
     FulfilmentType.DROP_SHIP: {
-        _L.PENDING: frozenset({_L.SENT_TO_SUPPLIER, _L.EXCEPTION}),
-        _L.SENT_TO_SUPPLIER: frozenset({_L.DISPATCHED, _L.EXCEPTION}),
+        _L.PENDING: frozenset({_L.SENT_TO_SUPPLIER, _L.EXCEPTION, _L.CANCELLED}),
+        _L.SENT_TO_SUPPLIER: frozenset({_L.DISPATCHED, _L.EXCEPTION, _L.CANCELLED}),
         _L.DISPATCHED: frozenset({_L.DELIVERED, _L.EXCEPTION}),
-        _L.EXCEPTION: frozenset({_L.SENT_TO_SUPPLIER, _L.DISPATCHED, _L.DELIVERED}),
+        _L.EXCEPTION: frozenset({_L.SENT_TO_SUPPLIER, _L.DISPATCHED, _L.DELIVERED, _L.CANCELLED}),
         _L.DELIVERED: frozenset(),
+        _L.CANCELLED: frozenset(),
     },
     FulfilmentType.IN_CLINIC: {
-        _L.PENDING: frozenset({_L.PREPARING, _L.EXCEPTION}),
-        _L.PREPARING: frozenset({_L.READY_FOR_COLLECTION, _L.EXCEPTION}),
-        _L.READY_FOR_COLLECTION: frozenset({_L.COLLECTED, _L.EXCEPTION}),
-        _L.EXCEPTION: frozenset({_L.PREPARING, _L.READY_FOR_COLLECTION}),
+        _L.PENDING: frozenset({_L.PREPARING, _L.EXCEPTION, _L.CANCELLED}),
+        _L.PREPARING: frozenset({_L.READY_FOR_COLLECTION, _L.EXCEPTION, _L.CANCELLED}),
+        _L.READY_FOR_COLLECTION: frozenset({_L.COLLECTED, _L.EXCEPTION, _L.CANCELLED}),
+        _L.EXCEPTION: frozenset({_L.PREPARING, _L.READY_FOR_COLLECTION, _L.CANCELLED}),
         _L.COLLECTED: frozenset(),
+        _L.CANCELLED: frozenset(),
     },
     FulfilmentType.DIGITAL: {
-        _L.PENDING: frozenset({_L.DELIVERED, _L.EXCEPTION}),
-        _L.EXCEPTION: frozenset({_L.DELIVERED}),
+        _L.PENDING: frozenset({_L.DELIVERED, _L.EXCEPTION, _L.CANCELLED}),
+        _L.EXCEPTION: frozenset({_L.DELIVERED, _L.CANCELLED}),
         _L.DELIVERED: frozenset(),
+        _L.CANCELLED: frozenset(),
     },
 }
 
@@ -74,6 +80,9 @@ STAGE: dict[LineState, OrderStatus] = {
     _L.EXCEPTION: OrderStatus.FULFILMENT_IN_PROGRESS,
     _L.COLLECTED: OrderStatus.COMPLETED,
     _L.DELIVERED: OrderStatus.COMPLETED,
+    # Nothing more will happen to a cancelled line; only a refund cancels one, so its order
+    # also carries the Refunded overlay.
+    _L.CANCELLED: OrderStatus.COMPLETED,
 }
 _RANK = {OrderStatus.CREATED: 0, OrderStatus.FULFILMENT_IN_PROGRESS: 1, OrderStatus.COMPLETED: 2}
 
@@ -149,7 +158,8 @@ def path_to(
         following: list[LineState] = []
         for state in frontier:
             for step in sorted(table.get(state, frozenset())):
-                if step in paths or (step is _L.EXCEPTION and step is not target):
+                detour = step in (_L.EXCEPTION, _L.CANCELLED) and step is not target
+                if step in paths or detour:
                     continue
                 paths[step] = [*paths[state], step]
                 if step is target:
@@ -182,5 +192,11 @@ PATIENT_TIMELINE: dict[str, tuple[str, str]] = {
     "fulfilment.exception": (
         "delivery_problem",
         "{product}: there is a problem; the practice will be in touch",
+    ),
+    "fulfilment.cancelled": ("cancelled", "{product}: cancelled"),
+    "refund.succeeded": ("refunded", "Refund issued to your original payment method"),
+    "order.cancellation_requested": (
+        "cancellation_requested",
+        "You asked to cancel; the practice will be in touch",
     ),
 }

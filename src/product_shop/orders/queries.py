@@ -29,6 +29,7 @@ from product_shop.orders.schemas import (
     OrderSummary,
     OrderSummaryItem,
     PatientOrderOut,
+    PatientRefundSummary,
     PaymentOut,
     RefundSummary,
     TimelineEntry,
@@ -36,6 +37,8 @@ from product_shop.orders.schemas import (
     VoucherOut,
 )
 from product_shop.orders.tables import Order, OrderLine, Voucher
+from product_shop.refunds.queries import refunds_of_order
+from product_shop.refunds.schemas import PatientRefundOut, RefundOut
 
 MAX_PAGE = 200
 
@@ -94,6 +97,7 @@ def order_document(session: Session, order: Order) -> OrderOut:
         columns_of(capture) if capture else None,
         [columns_of(entry) for entry in trail],
         [columns_of(voucher) for voucher in vouchers],
+        refunds_of_order(session, order.order_id),
     )
 
 
@@ -103,9 +107,12 @@ def build_order_document(
     capture: Mapping[str, Any] | None,
     trail: Sequence[Mapping[str, Any]],
     vouchers: Sequence[Mapping[str, Any]] = (),
+    refunds: Sequence[RefundOut] = (),
 ) -> OrderOut:
     """The staff's order JSON from rows in hand (column names as keys): read from the database,
-    or just written by the completion. `patient_view` derives what the patient sees."""
+    or just written by the completion (a new order: no refunds, none in flight). `patient_view`
+    derives what the patient sees."""
+    pending = order.get("refund_pending_minor") or 0
     return OrderOut(
         order_id=order["order_id"],
         checkout_id=order["checkout_id"],
@@ -164,13 +171,17 @@ def build_order_document(
                 ]
                 if line["fulfilment_type"] == FulfilmentType.DIGITAL
                 else None,
+                refunded_quantity=line.get("refunded_quantity") or 0,
+                cancellation=line.get("cancellation"),
             )
             for line in lines
         ],
         refunds=RefundSummary(
             refund_status=RefundStatus(order["refund_status"]),
             refunded_minor=order["refunded_minor"],
-            refundable_minor=order["captured_minor"] - order["refunded_minor"],
+            refund_pending_minor=pending,
+            refundable_minor=order["captured_minor"] - order["refunded_minor"] - pending,
+            items=list(refunds),
         ),
         audit_trail=[
             AuditTrailEntry(
@@ -203,6 +214,18 @@ def patient_view(
     PMS invoice reference, or anything else only the practice's staff may read; with `reveal`
     (the voucher code of a voucher id), the full codes of their vouchers."""
     fields = {name: getattr(order, name) for name in PatientOrderOut.model_fields if name != "view"}
+    # Their refunds without the staff's reason codes, notes or names.
+    fields["refunds"] = PatientRefundSummary(
+        refund_status=order.refunds.refund_status,
+        refunded_minor=order.refunds.refunded_minor,
+        refund_pending_minor=order.refunds.refund_pending_minor,
+        refundable_minor=order.refunds.refundable_minor,
+        items=[
+            PatientRefundOut(**refund.model_dump(include=set(PatientRefundOut.model_fields)))
+            for refund in order.refunds.items
+            if refund.status != "failed"
+        ],
+    )
     if reveal is not None and any(line.vouchers for line in order.lines):
         fields["lines"] = [
             line.model_copy(

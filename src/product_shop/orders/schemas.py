@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.core.text import InputModel
 from product_shop.orders.model import LineState, OrderStatus, RefundStatus
+from product_shop.refunds.schemas import PatientRefundOut, RefundOut
 
 
 class Tracking(BaseModel):
@@ -49,6 +50,12 @@ class OrderLineOut(BaseModel):
     vouchers: list[VoucherOut] | None = Field(
         default=None, description="Digital lines: one voucher per unit."
     )
+    refunded_quantity: int = Field(default=0, description="Units refunded so far.")
+    cancellation: str | None = Field(
+        default=None,
+        description="A refunded drop-ship line's cancellation at the supplier: `requested` "
+        "(awaiting the supplier; the line becomes `cancelled`), `refused` (already dispatched).",
+    )
 
 
 class PaymentOut(BaseModel):
@@ -60,10 +67,20 @@ class PaymentOut(BaseModel):
     provider: str = "DNA Payments via Integrated Payments"
 
 
-class RefundSummary(BaseModel):
+class PatientRefundSummary(BaseModel):
     refund_status: RefundStatus
     refunded_minor: int
+    refund_pending_minor: int = Field(
+        default=0, description="In refunds Integrated Payments has not confirmed yet."
+    )
     refundable_minor: int
+    items: list[PatientRefundOut] = Field(default_factory=list)
+
+
+class RefundSummary(PatientRefundSummary):
+    """The staff's view: each refund with its reason code and the staff member who made it."""
+
+    items: list[RefundOut] = Field(default_factory=list)  # type: ignore[assignment]
 
 
 class AuditTrailEntry(BaseModel):
@@ -102,7 +119,7 @@ class PatientOrderOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     lines: list[OrderLineOut]
-    refunds: RefundSummary
+    refunds: PatientRefundSummary
     timeline: list[TimelineEntry]
 
 
@@ -113,6 +130,7 @@ class OrderOut(PatientOrderOut):
     pms_invoice_ref: str | None
     created_by: str
     version: int = Field(description="Also sent as the ETag; send it back as If-Match to write.")
+    refunds: RefundSummary
     audit_trail: list[AuditTrailEntry]
 
 

@@ -18,7 +18,7 @@ EXCEPTION_REASONS = (
 )
 LINE_STATES = (
     "'pending', 'sent_to_supplier', 'dispatched', 'preparing', 'ready_for_collection', "
-    "'collected', 'delivered', 'exception'"
+    "'collected', 'delivered', 'exception', 'cancelled'"
 )
 
 
@@ -43,6 +43,12 @@ class Order(Base):
             "refunded_minor >= 0 AND refunded_minor <= captured_minor",
             name="refund_not_above_capture",
         ),
+        # Refunds in flight hold their amount here, so concurrent refunds cannot together pass
+        # the capture (refunds/tables.py).
+        CheckConstraint(
+            "refund_pending_minor >= 0 AND refunded_minor + refund_pending_minor <= captured_minor",
+            name="refund_within_capture",
+        ),
         Index("ix_orders_practice_created", "practice_id", "created_at"),
         Index("ix_orders_patient_created", "patient_id", "created_at"),
     )
@@ -58,6 +64,7 @@ class Order(Base):
     total_minor: Mapped[int] = mapped_column(BigInteger)
     captured_minor: Mapped[int] = mapped_column(BigInteger)
     refunded_minor: Mapped[int] = mapped_column(BigInteger)
+    refund_pending_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     payment_ref: Mapped[str | None] = mapped_column(
         ForeignKey("payment_captures.transaction_ref"), unique=True
     )
@@ -86,6 +93,12 @@ class OrderLine(Base):
         Index("ix_order_lines_fulfilment_status", "fulfilment_status"),
         CheckConstraint(f"exception_reason IN ({EXCEPTION_REASONS})", name="exception_reason"),
         CheckConstraint("supplier_sequence >= 0", name="supplier_sequence"),
+        CheckConstraint(
+            "refunded_quantity >= 0 AND refund_pending_quantity >= 0 "
+            "AND refunded_quantity + refund_pending_quantity <= quantity",
+            name="refund_quantity_range",
+        ),
+        CheckConstraint("cancellation IN ('requested', 'refused')", name="cancellation"),
     )
 
     line_item_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -113,6 +126,12 @@ class OrderLine(Base):
     supplier_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Submissions to the supplier network so far (each with its own Idempotency-Key).
     shipment_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Units refunded, and units in refunds still awaiting Integrated Payments' answer.
+    refunded_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refund_pending_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A refunded drop-ship line's cancellation at the supplier network: `requested` until the
+    # network answers (the line then becomes `cancelled`), `refused` when it was already sent.
+    cancellation: Mapped[str | None] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -134,3 +153,6 @@ class Voucher(Base):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     last_four: Mapped[str] = mapped_column(String(4))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Used at the practice (`POST /v1/vouchers/redemptions`); void once refunded.
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -15,7 +15,8 @@ from product_shop.config import Settings
 from product_shop.context import AppContext
 from product_shop.core.errors import ServiceUnavailable
 from product_shop.events.relay import RelayThread
-from product_shop.web import catalogue, checkout, fulfilment, health, orders
+from product_shop.jobs.refund_settlement import PeriodicThread
+from product_shop.web import catalogue, checkout, fulfilment, health, orders, refunds
 from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
 from product_shop.web.problems import (
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(checkout.router)
     app.include_router(orders.router)
     app.include_router(fulfilment.router)
+    app.include_router(refunds.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app
@@ -68,17 +70,25 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The embedded default runs the outbox relay in the background of the API process."""
+    """The embedded default runs the outbox relay, and the settling of refunds whose outcome is
+    unknown, in the background of the API process."""
     context: AppContext = app.state.context
-    relay = None
+    relay = settlement = None
     if context.settings.relay_in_process:
         relay = RelayThread(context.relay, context.settings.relay_interval_seconds)
         relay.start()
+        settlement = PeriodicThread(
+            "refund-settlement",
+            context.refund_settlement.run_once,
+            max(1.0, context.settings.refund_reconcile_after_seconds),
+        )
+        settlement.start()
     try:
         yield
     finally:
-        if relay is not None:
-            relay.stop()
+        for thread in (relay, settlement):
+            if thread is not None:
+                thread.stop()
 
 
 async def _service_unavailable(request: Request, exc: Exception) -> Response:

@@ -68,6 +68,8 @@ def run_idempotent(
     operation: str,
     payload: BaseModel,
     create: Callable[[Claim], tuple[BaseModel, str]],
+    *,
+    status_of: Callable[[BaseModel], int] | None = None,
 ) -> Response:
     """Claim the key in a unit of work of its own (committed, so a duplicate sees it), run
     `create` (which stores its response with `IdempotencyStore.complete` in its own unit of
@@ -91,4 +93,5 @@ def run_idempotent(
         with database.unit_of_work() as session:
             store.release(session, outcome)
         raise
-    return model_response(created, status_code=201, headers={"Location": location})
+    status = 201 if status_of is None else status_of(created)
+    return model_response(created, status_code=status, headers={"Location": location})

@@ -5,7 +5,8 @@ Contract (what `integrations.payments_http` speaks):
 - GET  /v1/payment-intents/{id}          -> status, transaction reference, card scheme, last four
 - POST /v1/payment-intents/{id}/cancel   -> cancelled (idempotent); 409 `intent_captured` once paid
 - PUT  /v1/payment-intents/{id}/order-reference   {"order_id"}
-- POST /v1/refunds                       (Idempotency-Key)
+- POST /v1/refunds                       (Idempotency-Key; refunds only a captured payment)
+- GET  /v1/refunds?merchant_reference=  (the refunds made under our reference)
 - GET  /v1/refund-reasons
 The hosted payment page: POST {payment_url} with {"card_number": "..."} or {"method": "apple_pay"}.
 Only this simulator ever sees a card number. After a payment it sends a signed callback

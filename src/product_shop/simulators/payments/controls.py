@@ -21,7 +21,13 @@ router = APIRouter(prefix="/_simulator")
 class FaultIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     operation: Literal[
-        "create_intent", "get_payment", "cancel_intent", "set_order_reference", "pay", "refund"
+        "create_intent",
+        "get_payment",
+        "cancel_intent",
+        "set_order_reference",
+        "pay",
+        "refund",
+        "get_refund",
     ]
     mode: Literal["delay", "error", "delay_after"]
     seconds: float = 0.0

@@ -58,6 +58,7 @@ class RefundIn(BaseModel):
     currency: str
     reason_code: str
     initiated_by: str = Field(min_length=1)
+    merchant_reference: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 def _key_reused() -> JSONResponse:
@@ -183,6 +184,28 @@ async def refund_reasons(
     return JSONResponse({"reasons": [{"code": c, "description": d} for c, d in REFUND_REASONS]})
 
 
+@refunds.get("/v1/refunds")
+async def find_refunds(
+    state: Sim,
+    merchant_reference: str,
+    authorization: str | None = Header(default=None),
+) -> JSONResponse:
+    """The refunds made under a merchant's reference (how an unknown outcome is settled)."""
+    if not state.authorised(authorization):
+        return unauthorised()
+    stop, late = await before(state, "get_refund")
+    if stop:
+        return stop
+    with state.lock:
+        found = [
+            document
+            for document in state.refunds.values()
+            if document.get("merchant_reference") == merchant_reference
+        ]
+    await after(late)
+    return JSONResponse({"refunds": found})
+
+
 @refunds.post("/v1/refunds", status_code=201)
 async def refund(
     body: RefundIn,
@@ -208,6 +231,8 @@ async def refund(
             intent = state.intents.get(intent_id) if intent_id else None
             if intent is None:
                 return problem(404, "transaction_not_found", "No such transaction.")
+            if intent.status != "captured":
+                return problem(409, "not_captured", "Only a captured payment can be refunded.")
             if body.currency != intent.currency:
                 return problem(422, "currency_mismatch", "Refund in the payment's currency.")
             if intent.refunded_minor + body.amount_minor > intent.amount_minor:
@@ -223,6 +248,10 @@ async def refund(
                 "currency": body.currency,
                 "reason_code": body.reason_code,
                 "status": "succeeded",
+                "merchant_reference": body.merchant_reference,
+                "method": intent.method,  # always back to the original payment method
+                "initiated_by": body.initiated_by,
+                "created_at": datetime.now(UTC).isoformat(),
             }
             state.refunds[refund_ref] = document
             if idempotency_key and digest:

@@ -3,18 +3,22 @@
 Contract (what `integrations.suppliers_http` speaks; see `integrations.suppliers`):
 - POST /v1/shipments       (Bearer API key, Idempotency-Key) -> 201 the shipment, `accepted`
 - GET  /v1/shipments/{id}  -> the shipment as it is now
+- POST /v1/shipments/cancellations (Bearer API key, Idempotency-Key) `{"reference": ...}` -> 200
+  the shipment, `cancelled` (accepted, or an exception before dispatch; already cancelled: the
+  same answer, nothing changes)
 Refusals are 4xx problem+json with a `code`: `invalid_shipment`, `address_problem` (always for
 the postcode "XX0 0XX"), `out_of_stock`, `idempotency_key_reused`, `idempotency_key_required`,
-`unauthorised`, `shipment_not_found`.
+`unauthorised`, `shipment_not_found`, `invalid_cancellation`, `already_dispatched` (409).
 
-Each change of a shipment (accepted, dispatched, in_transit, delivered, exception) adds one to its
-`sequence` and sends a signed callback (Standard Webhooks) to the configured URL, off the request
-that caused it. With `auto_advance` (the demo) a shipment is dispatched with a carrier, tracking
-number and tracking URL, in transit and delivered by itself, `*_after_seconds` after acceptance.
+Each change of a shipment (accepted, dispatched, in_transit, delivered, exception, cancelled)
+adds one to its `sequence` and sends a signed callback (Standard Webhooks) to the configured URL,
+off the request that caused it. With `auto_advance` (the demo) a shipment is dispatched with a
+carrier, tracking number and tracking URL, in transit and delivered by itself, `*_after_seconds`
+after acceptance; a cancelled shipment (or one with an exception) stops there.
 
-Test controls under /_simulator (no API key): faults per operation (`submit`, `get`), refusals,
-advance a shipment or give it an exception, hold callbacks and release them reversed and/or
-twice, set the callback URL, inspect shipments, reset.
+Test controls under /_simulator (no API key): faults per operation (`submit`, `get`, `cancel`),
+refusals, advance a shipment or give it an exception, hold callbacks and release them reversed
+and/or twice, set the callback URL, inspect shipments, reset.
 
 Layout: `state` (configuration, shipments, keys, faults, callback queue), `network` (the API),
 `lifecycle` (how a shipment moves, auto-advance timers), `callbacks` (signed delivery, hold and

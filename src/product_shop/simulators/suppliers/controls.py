@@ -1,4 +1,5 @@
-"""Test controls under /_simulator: queue faults (delays, errors) and refusals, move a shipment
+"""Test controls under /_simulator: queue faults (delays, errors; per operation: `submit`,
+`get`, `cancel`) and refusals (submissions only), move a shipment
 on or stop it with an exception, hold callbacks and release them reordered or twice, change the
 callback URL, inspect shipments, reset. No API key: tests and the demo only.
 
@@ -30,7 +31,7 @@ router = APIRouter(prefix="/_simulator")
 
 class FaultIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    operation: Literal["submit", "get"]
+    operation: Literal["submit", "get", "cancel"]
     mode: Literal["delay", "error", "delay_after"]
     seconds: float = Field(default=0.0, ge=0)
     status: int = Field(default=503, ge=400, le=599)

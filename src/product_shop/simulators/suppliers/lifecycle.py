@@ -1,7 +1,9 @@
 """How a shipment moves: accepted -> dispatched (carrier, tracking number and URL) -> in_transit
--> delivered (delivered_at), or to `exception` (with a reason) at any step before delivery. Every
-change adds one to `sequence`, stamps `occurred_at` and queues its signed callback. With
-`auto_advance` the steps happen by themselves on timers, `*_after_seconds` after acceptance."""
+-> delivered (delivered_at), or to `exception` (with a reason) at any step before delivery, or to
+`cancelled` (Product Shop asked) before dispatch. Every change adds one to `sequence`, stamps
+`occurred_at` and queues its signed callback. With `auto_advance` the steps happen by themselves
+on timers, `*_after_seconds` after acceptance; the timers of a shipment that reached a final
+status (delivered, exception, cancelled) do nothing."""
 
 from __future__ import annotations
 
@@ -20,7 +22,12 @@ from product_shop.simulators.suppliers.state import (
 
 
 class ShipmentFinal(Exception):
-    """The shipment was delivered or has an exception: it moves no further."""
+    """The shipment was delivered, has an exception or was cancelled: it moves no further."""
+
+
+class AlreadyDispatched(Exception):
+    """The shipment left the warehouse (dispatched, in transit or delivered): it cannot be
+    cancelled."""
 
 
 def advance(state: State, shipment: ShipmentRecord) -> None:
@@ -50,6 +57,19 @@ def raise_exception(state: State, shipment: ShipmentRecord, reason: str) -> None
             raise ShipmentFinal(shipment.status)
         shipment.exception_reason = reason
         _changed(state, shipment, "exception", now_iso())
+
+
+def cancel(state: State, shipment: ShipmentRecord) -> bool:
+    """Cancel the shipment unless it is already (False: nothing changed, no callback); queue the
+    callback. AlreadyDispatched once it was dispatched (an exception raised after dispatch
+    included); an exception raised before dispatch may be cancelled, keeping its reason."""
+    with state.lock:
+        if shipment.status == "cancelled":
+            return False
+        if shipment.dispatched_at is not None or shipment.status not in ("accepted", "exception"):
+            raise AlreadyDispatched(shipment.status)
+        _changed(state, shipment, "cancelled", now_iso())
+        return True
 
 
 def schedule_progress(state: State, shipment_id: str) -> None:

@@ -1,8 +1,13 @@
 """The network's API, as `integrations.suppliers_http` speaks it: submit a shipment (Bearer API
-key, Idempotency-Key required) and read one. Refusals are 4xx problem+json with a `code`:
-`invalid_shipment` (the body is not a shipment), `address_problem` (the postcode
-`UNDELIVERABLE_POSTCODE`, or a queued refusal), `out_of_stock` (a queued refusal),
-`idempotency_key_reused` (another body under a key already used)."""
+key, Idempotency-Key required), read one, and cancel one by our reference (Bearer API key,
+Idempotency-Key required). Refusals are 4xx problem+json with a `code`: `invalid_shipment` (the
+body is not a shipment), `address_problem` (the postcode `UNDELIVERABLE_POSTCODE`, or a queued
+refusal), `out_of_stock` (a queued refusal), `idempotency_key_reused` (another body under a key
+already used), `invalid_cancellation` (the body is not `{"reference": ...}`),
+`already_dispatched` (409: the shipment to cancel left the warehouse), `shipment_not_found`.
+
+Idempotency-Keys are one namespace for submissions and cancellations; a refusal is never kept
+under its key (the same request later may succeed)."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from product_shop.simulators.suppliers.common import (
     shipment_not_found,
     unauthorised,
 )
-from product_shop.simulators.suppliers.lifecycle import schedule_progress
+from product_shop.simulators.suppliers.lifecycle import AlreadyDispatched, cancel, schedule_progress
 from product_shop.simulators.suppliers.state import (
     UNDELIVERABLE_POSTCODE,
     ShipmentRecord,
@@ -66,6 +71,11 @@ class ShipmentIn(BaseModel):
     practice_id: Id
     items: Annotated[list[ItemIn], Field(min_length=1, max_length=50)]
     delivery_address: AddressIn
+
+
+class CancellationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reference: Id
 
 
 def _refused(code: str) -> JSONResponse:
@@ -155,4 +165,50 @@ async def get_shipment(
     await after(late)
     if document is None:
         return shipment_not_found()
+    return JSONResponse(document)
+
+
+@router.post("/v1/shipments/cancellations")
+async def cancel_shipment(
+    request: Request,
+    state: Sim,
+    authorization: str | None = Header(default=None),
+    idempotency_key: str | None = Header(default=None),
+) -> JSONResponse:
+    """Cancel the (latest) shipment made under our reference: 200 the shipment, `cancelled`."""
+    if not state.authorised(authorization):
+        return unauthorised()
+    if not idempotency_key:
+        return problem(400, "idempotency_key_required", "Send an Idempotency-Key header.")
+    try:
+        body = CancellationIn.model_validate(json.loads(await request.body()))
+    except ValueError:  # not JSON, or a pydantic ValidationError
+        return problem(422, "invalid_cancellation", 'The body is not {"reference": "..."}.')
+    stop, late = await before(state, "cancel")
+    if stop:
+        return stop
+    document: dict[str, Any]
+    with state.lock:  # re-entrant: the key check, the cancellation and the key's store are one
+        digest, seen = state.idempotent(idempotency_key, body.model_dump())
+        if seen == "mismatch":
+            return problem(
+                422, "idempotency_key_reused", "Idempotency-Key reused with another body."
+            )
+        shipment = state.shipments.get(seen) if seen is not None else None
+        if shipment is None:
+            shipment = state.latest(body.reference)
+            if shipment is None:
+                return problem(404, "shipment_not_found", "No shipment under this reference.")
+            try:
+                cancel(state, shipment)  # nothing changes when it was already cancelled
+            except AlreadyDispatched:
+                return problem(
+                    409,
+                    "already_dispatched",
+                    f"The shipment is {shipment.status}: it can no longer be cancelled.",
+                )
+            state.idempotency[idempotency_key] = (digest, shipment.shipment_id)
+        shipment.cancellations += 1
+        document = shipment.public()
+    await after(late)
     return JSONResponse(document)

@@ -16,9 +16,12 @@ from typing import Any, Literal
 
 from product_shop.core.signing import DEMO_SUPPLIER_WEBHOOK_SECRET
 
-# The order a shipment moves in; `exception` can interrupt any step before `delivered`.
+# The order a shipment moves in; `exception` can interrupt any step before `delivered`, and a
+# cancellation any before `dispatched` (also an `exception` raised before dispatch).
 PROGRESSION = ("accepted", "dispatched", "in_transit", "delivered")
-FINAL = frozenset({"delivered", "exception"})
+# Statuses a shipment moves no further from (on its own or by a test control); only a
+# cancellation may still take an undispatched `exception` to `cancelled`.
+FINAL = frozenset({"delivered", "exception", "cancelled"})
 ExceptionReasonCode = Literal["out_of_stock", "address_problem", "lost", "damaged", "other"]
 RefusalCode = Literal["out_of_stock", "address_problem", "invalid_shipment"]
 # A delivery postcode the network always refuses as `address_problem` (spaces and case ignored).
@@ -86,6 +89,7 @@ class ShipmentRecord:
     delivered_at: str | None = None
     exception_reason: str | None = None
     requests: int = 1  # submissions answered with this shipment (the first and any replays)
+    cancellations: int = 0  # cancellations answered with this shipment (any replays included)
     callbacks_sent: int = 0  # callback deliveries the receiver answered
     callbacks_failed: int = 0  # callback deliveries given up after every attempt
 
@@ -184,6 +188,15 @@ class State:
         with self.lock:
             return sum(1 for s in self.shipments.values() if s.reference == reference)
 
+    def latest(self, reference: str) -> ShipmentRecord | None:
+        """The shipment last made for one line item (our reference), if any."""
+        with self.lock:
+            found = None
+            for shipment in self.shipments.values():  # in the order they were made
+                if shipment.reference == reference:
+                    found = shipment
+            return found
+
     def inspect(self, shipment: ShipmentRecord) -> dict[str, Any]:
         with self.lock:
             return {
@@ -193,6 +206,7 @@ class State:
                 "items": shipment.items,
                 "delivery_address": shipment.delivery_address,
                 "requests": shipment.requests,
+                "cancellations": shipment.cancellations,
                 "submissions": self.submissions(shipment.reference),
                 "callbacks_sent": shipment.callbacks_sent,
                 "callbacks_failed": shipment.callbacks_failed,

@@ -1,0 +1,694 @@
+"""Refunds (spec §5.3, §3.3, §9): the database steps around the call to Integrated Payments.
+
+A refund is made in three steps, and the request (or the reconciliation job) owns each unit of
+work (docs/architecture.md, "Who owns a transaction"):
+
+1. `reserve_*`: the named staff member's role and fresh MFA are checked, the order (or payment
+   exception) is locked, the request becomes a plan within what is left, and a `pending` refund
+   row holds its amount (`refund_pending_minor`, and the line units): a concurrent refund sees the
+   hold, and the database refuses any total above the capture.
+2. Integrated Payments is called with the refund id as Idempotency-Key and reference, outside
+   any transaction.
+3. `succeeded` writes, in one transaction: the refund's outcome, the order's overlay (Refunded,
+   partial or full, refunded and refundable amounts), the audit entry naming the staff member, the
+   events (Communication Hub, Financial Insights, Finance, Rewards Manager where points were
+   used), and stops refunded lines where they can. `failed` releases the hold and says why. An
+   unknown outcome leaves the refund `pending` until its status is read (`RefundFlow.settle`).
+
+No code path refunds without a staff actor: every refund row names the staff member who asked,
+and the reservation refuses anyone else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor, Role
+from product_shop.access.policy import require_refunder
+from product_shop.audit.log import AuditActor, AuditLog
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.core.clock import Clock
+from product_shop.core.errors import Conflict, NotFound
+from product_shop.core.ids import new_id
+from product_shop.events import types as ev
+from product_shop.events.outbox import Outbox
+from product_shop.fulfilment.lines import Change, LineFulfilment
+from product_shop.fulfilment.shipments import shipment_reference
+from product_shop.integrations.payments import RefundResult
+from product_shop.orders.model import LineState, OrderStatus, order_status
+from product_shop.orders.model import refund_status as refund_status_of
+from product_shop.orders.tables import Order, OrderLine, Voucher
+from product_shop.refunds.model import LineHolding, RefundPlan, plan_refund, refundable
+from product_shop.refunds.reasons import RefundReasons, check_reason
+from product_shop.refunds.schemas import ExceptionRefundIn, RefundIn
+from product_shop.refunds.tables import CancellationRequest, PaymentException, Refund, RefundLine
+
+# Drop-ship states whose parcel has not left: the supplier network is asked to cancel it.
+_STOPPABLE_SHIPMENT = frozenset(
+    {LineState.PENDING, LineState.SENT_TO_SUPPLIER, LineState.EXCEPTION}
+)
+# In-clinic states before collection: the collection task is withdrawn.
+_STOPPABLE_COLLECTION = frozenset(
+    {
+        LineState.PENDING,
+        LineState.PREPARING,
+        LineState.READY_FOR_COLLECTION,
+        LineState.EXCEPTION,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRefund:
+    """What the call to Integrated Payments needs (a reserved refund)."""
+
+    refund_id: uuid.UUID
+    transaction_ref: str
+    amount_minor: int
+    currency: str
+    reason_code: str
+    initiated_by: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"refund:{self.refund_id}"
+
+
+def pending_of(refund: Refund) -> PendingRefund:
+    return PendingRefund(
+        refund_id=refund.refund_id,
+        transaction_ref=refund.payment_ref,
+        amount_minor=refund.amount_minor,
+        currency=refund.currency,
+        reason_code=refund.reason_code,
+        initiated_by=refund.initiated_by,
+    )
+
+
+class RefundService:
+    def __init__(
+        self,
+        *,
+        audit: AuditLog,
+        outbox: Outbox,
+        clock: Clock,
+        lines: LineFulfilment,
+        reasons: RefundReasons,
+        roles: Collection[Role],
+        mfa_max_age: timedelta,
+    ) -> None:
+        self._audit = audit
+        self._outbox = outbox
+        self._clock = clock
+        self._lines = lines
+        self._reasons = reasons
+        self._roles = frozenset(roles)
+        self._mfa_max_age = mfa_max_age
+
+    @property
+    def reasons(self) -> RefundReasons:
+        return self._reasons
+
+    def authorise(self, actor: Actor) -> None:
+        """A named staff member with a refunding role and fresh MFA, or 403."""
+        require_refunder(
+            actor, roles=self._roles, now=self._clock.now(), mfa_max_age=self._mfa_max_age
+        )
+
+    # ---- 1. reserve ------------------------------------------------------------------------
+
+    def reserve_order_refund(
+        self,
+        session: Session,
+        actor: Actor,
+        order_id: uuid.UUID,
+        body: RefundIn,
+        reason_codes: Collection[str],
+    ) -> PendingRefund:
+        """Check and hold an order's refund (`reason_codes`: Integrated Payments' set, read by
+        the caller before the unit of work, so no network call is made while the order is
+        locked)."""
+        self.authorise(actor)
+        order = session.get(Order, order_id, with_for_update=True)
+        if order is None or order.practice_id != actor.practice_id:
+            raise NotFound("No such order.")
+        lines = list(
+            session.scalars(
+                select(OrderLine)
+                .where(OrderLine.order_id == order_id)
+                .order_by(OrderLine.line_no)
+                .with_for_update()
+            )
+        )
+        plan = plan_refund(
+            refundable_minor=refundable(
+                order.captured_minor, order.refunded_minor, order.refund_pending_minor
+            ),
+            captured_minor=order.captured_minor,
+            total_minor=order.total_minor,
+            lines=[
+                LineHolding(
+                    line.line_item_id,
+                    line.quantity,
+                    line.unit_price_minor,
+                    line.refunded_quantity,
+                    line.refund_pending_quantity,
+                )
+                for line in lines
+            ],
+            amount_minor=body.amount_minor,
+            requested=[(line.line_item_id, line.quantity) for line in body.lines]
+            if body.lines is not None
+            else None,
+        )
+        check_reason(body.reason_code, reason_codes)
+        assert order.payment_ref is not None  # an order exists only once paid
+        refund = self._new_refund(
+            actor,
+            order_id=order.order_id,
+            exception_id=None,
+            practice_id=order.practice_id,
+            patient_id=order.patient_id,
+            payment_ref=order.payment_ref,
+            payment_method=order.payment_method or "card",
+            currency=order.currency,
+            plan=plan,
+            reason_code=body.reason_code,
+            note=body.note,
+        )
+        session.add(refund)
+        order.refund_pending_minor += plan.amount_minor
+        by_id = {line.line_item_id: line for line in lines}
+        session.flush()  # the refund row exists before its lines refer to it
+        for planned in plan.lines:
+            by_id[planned.line_item_id].refund_pending_quantity += planned.quantity
+            session.add(
+                RefundLine(
+                    refund_id=refund.refund_id,
+                    line_item_id=planned.line_item_id,
+                    quantity=planned.quantity,
+                    amount_minor=planned.amount_minor,
+                )
+            )
+        return pending_of(refund)
+
+    def reserve_exception_refund(
+        self,
+        session: Session,
+        actor: Actor,
+        exception_id: uuid.UUID,
+        body: ExceptionRefundIn,
+        reason_codes: Collection[str],
+    ) -> PendingRefund:
+        self.authorise(actor)
+        found = session.get(PaymentException, exception_id, with_for_update=True)
+        if found is None or found.practice_id != actor.practice_id:
+            raise NotFound("No such payment exception.")
+        plan = plan_refund(
+            refundable_minor=refundable(
+                found.amount_minor, found.refunded_minor, found.refund_pending_minor
+            ),
+            captured_minor=found.amount_minor,
+            total_minor=found.amount_minor,
+            lines=[],
+            amount_minor=body.amount_minor,
+            requested=None,
+        )
+        check_reason(body.reason_code, reason_codes)
+        refund = self._new_refund(
+            actor,
+            order_id=None,
+            exception_id=found.exception_id,
+            practice_id=found.practice_id,
+            patient_id=found.patient_id,
+            payment_ref=found.payment_ref,
+            payment_method=found.payment_method or "card",
+            currency=found.currency,
+            plan=plan,
+            reason_code=body.reason_code,
+            note=body.note,
+        )
+        session.add(refund)
+        found.refund_pending_minor += plan.amount_minor
+        return pending_of(refund)
+
+    def _new_refund(
+        self,
+        actor: Actor,
+        *,
+        order_id: uuid.UUID | None,
+        exception_id: uuid.UUID | None,
+        practice_id: uuid.UUID,
+        patient_id: uuid.UUID,
+        payment_ref: str,
+        payment_method: str,
+        currency: str,
+        plan: RefundPlan,
+        reason_code: str,
+        note: str | None,
+    ) -> Refund:
+        assert actor.auth_time is not None  # authorise() checked the MFA step-up
+        return Refund(
+            refund_id=new_id(),
+            order_id=order_id,
+            payment_exception_id=exception_id,
+            practice_id=practice_id,
+            patient_id=patient_id,
+            payment_ref=payment_ref,
+            payment_method=payment_method,
+            amount_minor=plan.amount_minor,
+            currency=currency,
+            reason_code=reason_code,
+            note=note,
+            kind=plan.kind,
+            status="pending",
+            initiated_by=actor.actor_id,
+            initiated_by_name=actor.name,
+            initiated_by_role=actor.role.value,
+            initiated_at=self._clock.now(),
+            mfa_at=actor.auth_time,
+        )
+
+    # ---- 3. the outcome ----------------------------------------------------------------------
+
+    def succeeded(
+        self, session: Session, refund_id: uuid.UUID, result: RefundResult, *, settled_by: str
+    ) -> Refund:
+        """Integrated Payments made the refund: record it all in this unit of work (idempotent:
+        a refund already recorded is returned as it is)."""
+        refund, subject = self._lock(session, refund_id)
+        if refund.status == "succeeded":
+            return refund
+        if refund.status != "pending":
+            raise Conflict("This refund was recorded as failed.", code="refund_not_pending")
+        now = self._clock.now()
+        refund.status = "succeeded"
+        refund.provider_refund_ref = result.refund_ref
+        refund.completed_at = now
+        outcome = {
+            "refund_id": str(refund.refund_id),
+            "amount_minor": refund.amount_minor,
+            "currency": refund.currency,
+            "reason_code": refund.reason_code,
+            "kind": refund.kind,
+            "payment_ref": refund.payment_ref,
+            "payment_method": refund.payment_method,
+            "provider_refund_ref": result.refund_ref,
+            "initiated_at": refund.initiated_at,
+            "mfa_at": refund.mfa_at,
+            "settled_by": settled_by,
+        }
+        if refund.note:
+            outcome["note"] = refund.note
+        if isinstance(subject, PaymentException):
+            subject.refund_pending_minor -= refund.amount_minor
+            subject.refunded_minor += refund.amount_minor
+            entry = self._audit.record(
+                session,
+                stream_type="checkout",
+                stream_id=subject.checkout_id,
+                action="refund.succeeded",
+                actor=staff_of(refund),
+                practice_id=refund.practice_id,
+                after={**outcome, "payment_exception_id": str(subject.exception_id)},
+                at=now,
+            )
+            self._exception_refunded_event(session, refund, subject, now)
+        else:
+            entry = self._order_refunded(session, refund, subject, outcome, now)
+        session.flush()
+        refund.audit_entry_id, refund.audit_entry_hash = entry.entry_id, entry.entry_hash
+        return refund
+
+    def failed(self, session: Session, refund_id: uuid.UUID, code: str, message: str) -> Refund:
+        """Integrated Payments refused the refund: nothing is refunded; the hold is released and
+        the attempt stays on record (audited) with the reason."""
+        refund, subject = self._lock(session, refund_id)
+        if refund.status != "pending":
+            return refund
+        now = self._clock.now()
+        refund.status = "failed"
+        refund.failure_code, refund.failure_message = code[:64], message
+        refund.completed_at = now
+        subject.refund_pending_minor -= refund.amount_minor
+        if isinstance(subject, Order):
+            for line, quantity in self._refund_lines(session, refund):
+                line.refund_pending_quantity -= quantity
+        stream = (
+            ("order", subject.order_id)
+            if isinstance(subject, Order)
+            else ("checkout", subject.checkout_id)
+        )
+        entry = self._audit.record(
+            session,
+            stream_type=stream[0],
+            stream_id=stream[1],
+            action="refund.failed",
+            actor=staff_of(refund),
+            practice_id=refund.practice_id,
+            after={
+                "refund_id": str(refund.refund_id),
+                "amount_minor": refund.amount_minor,
+                "currency": refund.currency,
+                "reason_code": refund.reason_code,
+                "payment_ref": refund.payment_ref,
+                "failure_code": refund.failure_code,
+                "failure_message": message,
+            },
+            at=now,
+        )
+        session.flush()
+        refund.audit_entry_id, refund.audit_entry_hash = entry.entry_id, entry.entry_hash
+        return refund
+
+    def due_for_settling(self, session: Session, older_than: datetime) -> list[PendingRefund]:
+        """Refunds still `pending` (their outcome unknown) since before `older_than`."""
+        rows = session.scalars(
+            select(Refund)
+            .where(Refund.status == "pending", Refund.initiated_at < older_than)
+            .order_by(Refund.initiated_at)
+            .limit(100)
+        )
+        return [pending_of(refund) for refund in rows]
+
+    def _lock(
+        self, session: Session, refund_id: uuid.UUID
+    ) -> tuple[Refund, Order | PaymentException]:
+        """The refund and what it refunds, locked in the one order every writer uses: the order
+        (or payment exception) first, then the refund."""
+        found = session.get(Refund, refund_id)
+        if found is None:
+            raise NotFound("No such refund.")
+        subject: Order | PaymentException | None
+        if found.order_id is not None:
+            subject = session.get(Order, found.order_id, with_for_update=True)
+        else:
+            subject = session.get(
+                PaymentException, found.payment_exception_id, with_for_update=True
+            )
+        assert subject is not None
+        refund = session.get(Refund, refund_id, with_for_update=True, populate_existing=True)
+        assert refund is not None
+        return refund, subject
+
+    @staticmethod
+    def _refund_lines(session: Session, refund: Refund) -> list[tuple[OrderLine, int]]:
+        rows = session.execute(
+            select(OrderLine, RefundLine.quantity)
+            .join(RefundLine, RefundLine.line_item_id == OrderLine.line_item_id)
+            .where(RefundLine.refund_id == refund.refund_id)
+            .order_by(OrderLine.line_no)
+            .with_for_update(of=OrderLine)
+        ).all()
+        return [(line, quantity) for line, quantity in rows]
+
+    # ---- an order's refund -------------------------------------------------------------------
+
+    def _order_refunded(
+        self,
+        session: Session,
+        refund: Refund,
+        order: Order,
+        outcome: dict[str, Any],
+        now: datetime,
+    ) -> Any:
+        before = {
+            "status": order.status,
+            "refund_status": order.refund_status,
+            "refunded_minor": order.refunded_minor,
+        }
+        order.refund_pending_minor -= refund.amount_minor
+        order.refunded_minor += refund.amount_minor
+        overlay = refund_status_of(order.captured_minor, order.refunded_minor)
+        order.refund_status = overlay.value
+        order.status = order_status(OrderStatus(order.fulfilment_status), overlay).value
+        order.updated_at = now
+        order.version += 1
+        refunded_lines = []
+        for line, quantity in self._refund_lines(session, refund):
+            line.refund_pending_quantity -= quantity
+            line.refunded_quantity += quantity
+            line.updated_at = now
+            refunded_lines.append((line, quantity))
+        entry = self._audit.record(
+            session,
+            stream_type="order",
+            stream_id=order.order_id,
+            action="refund.succeeded",
+            actor=staff_of(refund),
+            practice_id=order.practice_id,
+            before=before,
+            after={
+                **outcome,
+                "status": order.status,
+                "refund_status": order.refund_status,
+                "refunded_minor": order.refunded_minor,
+                "refundable_minor": order.captured_minor - order.refunded_minor,
+                "lines": [
+                    {"line_item_id": str(line.line_item_id), "quantity": quantity}
+                    for line, quantity in refunded_lines
+                ],
+            },
+            at=now,
+        )
+        self._order_refund_events(session, refund, order, refunded_lines, now)
+        staff = actor_of(refund)
+        for line, quantity in refunded_lines:
+            self._stop(session, order, line, quantity, staff, now)
+        for request in session.scalars(
+            select(CancellationRequest).where(
+                CancellationRequest.order_id == order.order_id,
+                CancellationRequest.status == "open",
+            )
+        ):
+            request.status, request.resolved_at = "refunded", now
+            request.refund_id = refund.refund_id
+        return entry
+
+    def _order_refund_events(
+        self,
+        session: Session,
+        refund: Refund,
+        order: Order,
+        lines: list[tuple[OrderLine, int]],
+        now: datetime,
+    ) -> None:
+        ids = {
+            "order_id": order.order_id,
+            "refund_id": refund.refund_id,
+            "practice_id": order.practice_id,
+        }
+        money = {"amount_minor": refund.amount_minor, "currency": refund.currency}
+        self._outbox.emit(
+            session,
+            ev.REFUND_ISSUED,
+            aggregate_id=order.order_id,
+            data={
+                **ids,
+                "patient_id": order.patient_id,
+                **money,
+                "payment_method": refund.payment_method,
+                "refund_status": order.refund_status,
+                "lines": [
+                    {"product_name": line.product_name, "quantity": quantity}
+                    for line, quantity in lines
+                ],
+                "notification": "refund_issued",
+                "occurred_at": now,
+            },
+            at=now,
+        )
+        self._outbox.emit(
+            session,
+            ev.REVENUE_REFUND,
+            aggregate_id=order.order_id,
+            data={
+                "order_id": order.order_id,
+                "practice_id": order.practice_id,
+                "refund_id": refund.refund_id,
+                "amount": refund.amount_minor,
+                "currency": refund.currency,
+                "event_type": "refund",
+                "timestamp": now,
+            },
+            at=now,
+        )
+        self._outbox.emit(
+            session,
+            ev.FINANCE_REFUND_RECORDED,
+            aggregate_id=order.order_id,
+            data={
+                **ids,
+                **money,
+                "payment_ref": refund.payment_ref,
+                "payment_method": refund.payment_method,
+                "provider_refund_ref": refund.provider_refund_ref,
+                "reason_code": refund.reason_code,
+                "initiated_by": refund.initiated_by,
+                "refunded_minor": order.refunded_minor,
+                "captured_minor": order.captured_minor,
+                "refund_status": order.refund_status,
+                "refunded_at": now,
+            },
+            at=now,
+        )
+        if order.redemption_ref is not None:
+            # Points are reinstated by Rewards Manager on its own confirmation, never by us
+            # (spec §5.4, §15.2 rule 14).
+            self._outbox.emit(
+                session,
+                ev.REDEMPTION_REVERSAL_REQUESTED,
+                aggregate_id=order.order_id,
+                data={
+                    **ids,
+                    "patient_id": order.patient_id,
+                    "redemption_ref": order.redemption_ref,
+                    "reason": "refund",
+                    "refund_status": order.refund_status,
+                    "requested_at": now,
+                },
+                at=now,
+            )
+
+    def _exception_refunded_event(
+        self, session: Session, refund: Refund, found: PaymentException, now: datetime
+    ) -> None:
+        self._outbox.emit(
+            session,
+            ev.PAYMENT_EXCEPTION_REFUNDED,
+            aggregate_id=found.checkout_id,
+            data={
+                "payment_exception_id": found.exception_id,
+                "refund_id": refund.refund_id,
+                "checkout_id": found.checkout_id,
+                "patient_id": found.patient_id,
+                "practice_id": found.practice_id,
+                "amount_minor": refund.amount_minor,
+                "currency": refund.currency,
+                "payment_ref": refund.payment_ref,
+                "payment_method": refund.payment_method,
+                "provider_refund_ref": refund.provider_refund_ref,
+                "reason_code": refund.reason_code,
+                "initiated_by": refund.initiated_by,
+                "notification": "refund_issued",
+                "refunded_at": now,
+            },
+            at=now,
+        )
+
+    # ---- stopping refunded lines ------------------------------------------------------------
+
+    def _stop(
+        self,
+        session: Session,
+        order: Order,
+        line: OrderLine,
+        quantity: int,
+        staff: Actor,
+        now: datetime,
+    ) -> None:
+        """A refunded line stops where it can: an in-clinic line not collected is cancelled (its
+        collection task withdrawn), a drop-ship parcel not dispatched is cancelled at the supplier
+        network, refunded vouchers not used are voided. A parcel on its way, or goods handed over,
+        cannot be stopped: the line keeps its state and shows the units refunded."""
+        state = LineState(line.fulfilment_status)
+        kind = FulfilmentType(line.fulfilment_type)
+        if kind is FulfilmentType.DIGITAL:
+            self._void_vouchers(session, line, quantity, now)
+        if line.refunded_quantity < line.quantity:
+            return  # part of the line refunded: the rest still goes to the patient
+        if kind is FulfilmentType.IN_CLINIC and state in _STOPPABLE_COLLECTION:
+            self._lines.apply(
+                session,
+                order,
+                line,
+                Change(LineState.CANCELLED, note="Refunded: the collection is withdrawn."),
+                staff,
+            )
+            self._lines.staff_task(session, order, line, "collection_withdrawn", now)
+        elif (
+            kind is FulfilmentType.DROP_SHIP
+            and state in _STOPPABLE_SHIPMENT
+            and line.dispatched_at is None
+            and line.cancellation is None
+        ):
+            line.cancellation = "requested"
+            self._audit.record(
+                session,
+                stream_type="order",
+                stream_id=order.order_id,
+                action="fulfilment.cancellation_requested",
+                actor=staff.audit_actor(),
+                practice_id=order.practice_id,
+                after={
+                    "line_item_id": str(line.line_item_id),
+                    "product_name": line.product_name,
+                    "status": line.fulfilment_status,
+                },
+                at=now,
+            )
+            self._outbox.emit(
+                session,
+                ev.SHIPMENT_CANCELLATION_REQUESTED,
+                aggregate_id=line.line_item_id,
+                data={
+                    "order_id": order.order_id,
+                    "line_item_id": line.line_item_id,
+                    "practice_id": order.practice_id,
+                    "attempt": line.shipment_attempt,
+                    "reference": shipment_reference(line.line_item_id, line.shipment_attempt),
+                    "shipment_id": line.fulfilment_ref,
+                },
+                at=now,
+            )
+        elif kind is FulfilmentType.DIGITAL and state in (LineState.PENDING, LineState.EXCEPTION):
+            self._lines.apply(
+                session,
+                order,
+                line,
+                Change(LineState.CANCELLED, note="Refunded before the vouchers were issued."),
+                staff,
+            )
+
+    def _void_vouchers(
+        self, session: Session, line: OrderLine, quantity: int, now: datetime
+    ) -> None:
+        """Void `quantity` of the line's vouchers that are neither used nor void yet."""
+        vouchers = session.scalars(
+            select(Voucher)
+            .where(
+                Voucher.line_item_id == line.line_item_id,
+                Voucher.redeemed_at.is_(None),
+                Voucher.voided_at.is_(None),
+            )
+            .order_by(Voucher.unit_no.desc())
+            .limit(quantity)
+            .with_for_update()
+        )
+        for voucher in vouchers:
+            voucher.voided_at = now
+
+
+def staff_of(refund: Refund) -> AuditActor:
+    """The named staff member a refund is attributed to, for every audit entry about it."""
+    return AuditActor(
+        actor_id=refund.initiated_by, role=refund.initiated_by_role, name=refund.initiated_by_name
+    )
+
+
+def actor_of(refund: Refund) -> Actor:
+    return Actor(
+        actor_id=refund.initiated_by,
+        name=refund.initiated_by_name,
+        role=Role(refund.initiated_by_role),
+        practice_id=refund.practice_id,
+        mfa=True,
+        auth_time=refund.mfa_at,
+    )
