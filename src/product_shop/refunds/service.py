@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor, Role
@@ -35,7 +35,7 @@ from product_shop.access.policy import require_refunder
 from product_shop.audit.log import AuditActor, AuditLog
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.core.clock import Clock
-from product_shop.core.errors import Conflict, NotFound
+from product_shop.core.errors import Conflict, NotFound, Unprocessable
 from product_shop.core.ids import new_id
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
@@ -184,11 +184,10 @@ class RefundService:
             note=body.note,
         )
         session.add(refund)
-        order.refund_pending_minor += plan.amount_minor
-        by_id = {line.line_item_id: line for line in lines}
+        _hold(session, Order, Order.order_id == order.order_id, plan.amount_minor)
         session.flush()  # the refund row exists before its lines refer to it
         for planned in plan.lines:
-            by_id[planned.line_item_id].refund_pending_quantity += planned.quantity
+            _hold_units(session, planned.line_item_id, planned.quantity)
             session.add(
                 RefundLine(
                     refund_id=refund.refund_id,
@@ -236,7 +235,12 @@ class RefundService:
             note=body.note,
         )
         session.add(refund)
-        found.refund_pending_minor += plan.amount_minor
+        _hold(
+            session,
+            PaymentException,
+            PaymentException.exception_id == found.exception_id,
+            plan.amount_minor,
+        )
         return pending_of(refund)
 
     def _new_refund(
@@ -284,14 +288,13 @@ class RefundService:
         """Integrated Payments made the refund: record it all in this unit of work (idempotent:
         a refund already recorded is returned as it is)."""
         refund, subject = self._lock(session, refund_id)
-        if refund.status == "succeeded":
-            return refund
-        if refund.status != "pending":
-            raise Conflict("This refund was recorded as failed.", code="refund_not_pending")
         now = self._clock.now()
-        refund.status = "succeeded"
-        refund.provider_refund_ref = result.refund_ref
-        refund.completed_at = now
+        if not _leave_pending(
+            session, refund, "succeeded", now, provider_refund_ref=result.refund_ref
+        ):
+            if refund.status == "succeeded":
+                return refund  # settled already (by the request, or the settlement job)
+            raise Conflict("This refund was recorded as failed.", code="refund_not_pending")
         outcome = {
             "refund_id": str(refund.refund_id),
             "amount_minor": refund.amount_minor,
@@ -308,8 +311,13 @@ class RefundService:
         if refund.note:
             outcome["note"] = refund.note
         if isinstance(subject, PaymentException):
-            subject.refund_pending_minor -= refund.amount_minor
-            subject.refunded_minor += refund.amount_minor
+            _settle_hold(
+                session,
+                PaymentException,
+                PaymentException.exception_id == subject.exception_id,
+                refund.amount_minor,
+                refunded=True,
+            )
             entry = self._audit.record(
                 session,
                 stream_type="checkout",
@@ -331,16 +339,22 @@ class RefundService:
         """Integrated Payments refused the refund: nothing is refunded; the hold is released and
         the attempt stays on record (audited) with the reason."""
         refund, subject = self._lock(session, refund_id)
-        if refund.status != "pending":
-            return refund
         now = self._clock.now()
-        refund.status = "failed"
-        refund.failure_code, refund.failure_message = code[:64], message
-        refund.completed_at = now
-        subject.refund_pending_minor -= refund.amount_minor
+        if not _leave_pending(
+            session, refund, "failed", now, failure_code=code[:64], failure_message=message
+        ):
+            return refund
         if isinstance(subject, Order):
+            _settle_hold(session, Order, Order.order_id == subject.order_id, refund.amount_minor)
             for line, quantity in self._refund_lines(session, refund):
-                line.refund_pending_quantity -= quantity
+                _settle_units(session, line, quantity)
+        else:
+            _settle_hold(
+                session,
+                PaymentException,
+                PaymentException.exception_id == subject.exception_id,
+                refund.amount_minor,
+            )
         stream = (
             ("order", subject.order_id)
             if isinstance(subject, Order)
@@ -424,8 +438,10 @@ class RefundService:
             "refund_status": order.refund_status,
             "refunded_minor": order.refunded_minor,
         }
-        order.refund_pending_minor -= refund.amount_minor
-        order.refunded_minor += refund.amount_minor
+        _settle_hold(
+            session, Order, Order.order_id == order.order_id, refund.amount_minor, refunded=True
+        )
+        session.refresh(order, ["refunded_minor", "refund_pending_minor"])
         overlay = refund_status_of(order.captured_minor, order.refunded_minor)
         order.refund_status = overlay.value
         order.status = order_status(OrderStatus(order.fulfilment_status), overlay).value
@@ -433,8 +449,7 @@ class RefundService:
         order.version += 1
         refunded_lines = []
         for line, quantity in self._refund_lines(session, refund):
-            line.refund_pending_quantity -= quantity
-            line.refunded_quantity += quantity
+            _settle_units(session, line, quantity, refunded=True)
             line.updated_at = now
             refunded_lines.append((line, quantity))
         entry = self._audit.record(
@@ -674,6 +689,96 @@ class RefundService:
         )
         for voucher in vouchers:
             voucher.voided_at = now
+
+
+# ---- the held amounts, moved by single conditional statements ----------------------------------
+# Each hold and release is one UPDATE computed by the database from the row as it is, guarded by
+# a condition: concurrent refunds cannot lose one another's amounts (SQLite reads before its
+# write lock is taken), and the constraints `refund_within_capture` / `refund_quantity_range`
+# refuse any total above the capture whatever the code does.
+
+
+def _execute(session: Session, statement: Any) -> CursorResult[Any]:
+    return cast(CursorResult[Any], session.execute(statement))
+
+
+def _hold(session: Session, table: Any, where: Any, amount: int) -> None:
+    """Hold `amount` of what is left to refund, or 422 when another refund took it first."""
+    limit = Order.captured_minor if table is Order else PaymentException.amount_minor
+    held = _execute(
+        session,
+        update(table)
+        .where(where, table.refunded_minor + table.refund_pending_minor + amount <= limit)
+        .values(refund_pending_minor=table.refund_pending_minor + amount)
+        .execution_options(synchronize_session=False),
+    )
+    if held.rowcount != 1:
+        raise Unprocessable(
+            "Another refund of this payment was made meanwhile; not enough is left for this one.",
+            code="refund_exceeds_balance",
+        )
+
+
+def _hold_units(session: Session, line_item_id: uuid.UUID, quantity: int) -> None:
+    line = OrderLine
+    held = _execute(
+        session,
+        update(line)
+        .where(
+            line.line_item_id == line_item_id,
+            line.refunded_quantity + line.refund_pending_quantity + quantity <= line.quantity,
+        )
+        .values(refund_pending_quantity=line.refund_pending_quantity + quantity)
+        .execution_options(synchronize_session=False),
+    )
+    if held.rowcount != 1:
+        raise Unprocessable(
+            "Another refund of this line was made meanwhile; not enough units are left.",
+            code="refund_exceeds_quantity",
+        )
+
+
+def _settle_hold(
+    session: Session, table: Any, where: Any, amount: int, *, refunded: bool = False
+) -> None:
+    """Release a hold; with `refunded`, move it to the refunded total."""
+    values = {"refund_pending_minor": table.refund_pending_minor - amount}
+    if refunded:
+        values["refunded_minor"] = table.refunded_minor + amount
+    session.execute(
+        update(table).where(where).values(values).execution_options(synchronize_session=False)
+    )
+
+
+def _settle_units(
+    session: Session, line: OrderLine, quantity: int, *, refunded: bool = False
+) -> None:
+    table = OrderLine
+    values = {"refund_pending_quantity": table.refund_pending_quantity - quantity}
+    if refunded:
+        values["refunded_quantity"] = table.refunded_quantity + quantity
+    session.execute(
+        update(table)
+        .where(table.line_item_id == line.line_item_id)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(line, ["refunded_quantity", "refund_pending_quantity"])
+
+
+def _leave_pending(
+    session: Session, refund: Refund, status: str, now: datetime, **values: Any
+) -> bool:
+    """Move the refund out of `pending`, exactly once (False: someone else settled it)."""
+    moved = _execute(
+        session,
+        update(Refund)
+        .where(Refund.refund_id == refund.refund_id, Refund.status == "pending")
+        .values(status=status, completed_at=now, **values)
+        .execution_options(synchronize_session=False),
+    )
+    session.refresh(refund)
+    return moved.rowcount == 1
 
 
 def staff_of(refund: Refund) -> AuditActor:

@@ -95,3 +95,11 @@ def resend_callback(intent_id: str, state: Sim) -> None:
         document = intent.public() if intent else None
     if document is not None:
         deliver(state, document, copies=1)
+
+
+@router.get("/refunds")
+def list_refunds(transaction_ref: str, state: Sim) -> JSONResponse:
+    """Test control: every refund made of a transaction (to count them)."""
+    with state.lock:
+        found = [r for r in state.refunds.values() if r["transaction_ref"] == transaction_ref]
+    return JSONResponse({"refunds": found})
