@@ -106,7 +106,7 @@ def _footprint(database: Database, order_id: str) -> tuple[int, int, int]:
     return int(refunds), int(audits), int(events)
 
 
-# ---- who may refund (spec §3.3, §9) -----------------------------------------------------------
+# ---- who may refund (spec §3.3, §9) --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -246,7 +246,7 @@ def test_the_refunding_roles_are_a_setting(
     assert response.json()["initiated_by_name"] == "Stan Staff"
 
 
-# ---- partial, partial, full (spec §5.3, §3.3 overlay) ---------------------------------------------
+# ---- partial, partial, full (spec §5.3, §3.3 overlay) --------------------------------------------
 
 
 def test_two_partial_refunds_then_a_full_one_refund_only_the_remainder(
@@ -352,7 +352,8 @@ def test_a_refund_records_the_spec_fields_and_emits_every_event_in_its_schema(
     assert (body["amount_minor"], body["currency"]) == (999, "GBP")
     assert body["reason_code"] == "damaged_item"
     assert body["initiated_by"] == world.admin_a.actor.actor_id
-    assert body["initiated_at"] and body["completed_at"]
+    assert body["initiated_at"]
+    assert body["completed_at"]
     assert body["payment_method"] == "card"
     assert body["provider_refund_ref"].startswith("DNA-RF-")
     assert body["status"] == "succeeded"
@@ -364,12 +365,13 @@ def test_a_refund_records_the_spec_fields_and_emits_every_event_in_its_schema(
             )
         )
         row = session.get(Refund, uuid.UUID(body["refund_id"]))
-        assert row is not None and row.audit_entry_hash is not None
-        entry = session.scalar(
-            select(AuditEntry).where(AuditEntry.entry_id == row.audit_entry_id)
-        )
-        assert entry is not None and entry.entry_hash == row.audit_entry_hash
-        assert entry.action == "refund.succeeded" and entry.actor_name == "Alice Admin"
+        assert row is not None
+        assert row.audit_entry_hash is not None
+        entry = session.scalar(select(AuditEntry).where(AuditEntry.entry_id == row.audit_entry_id))
+        assert entry is not None
+        assert entry.entry_hash == row.audit_entry_hash
+        assert entry.action == "refund.succeeded"
+        assert entry.actor_name == "Alice Admin"
     kinds = {e.event_type.split("productshop.")[1].rsplit(".v", 1)[0]: e for e in events}
     for name in REFUND_EVENTS:
         assert name in kinds, sorted(kinds)
@@ -380,7 +382,8 @@ def test_a_refund_records_the_spec_fields_and_emits_every_event_in_its_schema(
         999,
         "GBP",
     )
-    assert revenue["event_type"] == "refund" and revenue["timestamp"]
+    assert revenue["event_type"] == "refund"
+    assert revenue["timestamp"]
     # no points were used, so no redemption reversal is asked for
     assert "rewards.redemption_reversal_requested" not in kinds
 
@@ -417,7 +420,7 @@ def test_a_refund_of_an_order_paid_partly_with_points_asks_rewards_manager_to_re
     jsonschema.validate(reversal.data, BY_NAME[reversal.event_type].schema())
 
 
-# ---- never over-refund, under concurrency (invariant 6) -------------------------------------------
+# ---- never over-refund, under concurrency (invariant 6) ------------------------------------------
 
 
 def test_concurrent_partial_refunds_never_exceed_the_capture(
@@ -463,18 +466,20 @@ def test_the_database_refuses_refund_totals_above_the_capture(
 ) -> None:
     """The constraint itself (not the code): refunded plus in-flight never above captured."""
     order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
-    with Session(database.engine) as session, session.begin():
-        with pytest.raises(IntegrityError) as raised:
-            with session.begin_nested():
-                session.execute(
-                    update(Order)
-                    .where(Order.order_id == uuid.UUID(order["order_id"]))
-                    .values(refunded_minor=3000, refund_pending_minor=3000)
-                )
+    with (
+        Session(database.engine) as session,
+        session.begin(),
+        pytest.raises(IntegrityError) as raised,
+    ):
+        session.execute(
+            update(Order)
+            .where(Order.order_id == uuid.UUID(order["order_id"]))
+            .values(refunded_minor=3000, refund_pending_minor=3000)
+        )
     assert "refund_within_capture" in str(raised.value)
 
 
-# ---- an unknown outcome is settled, never refunded twice ------------------------------------------
+# ---- an unknown outcome is settled, never refunded twice -----------------------------------------
 
 
 def test_a_payments_timeout_during_a_refund_is_settled_into_exactly_one_refund(
@@ -538,7 +543,7 @@ def test_a_refund_left_pending_by_an_unreachable_gateway_is_settled_later_exactl
     # when the gateway answers again and the settlement job runs
     httpx.post(f"{payments_url}/_simulator/reset").raise_for_status()
     settlement = context.refund_settlement
-    settlement._settle_after = timedelta(0)  # noqa: SLF001 (due at once, for the test)
+    settlement._settle_after = timedelta(0)
     assert settlement.run_once() == 1
     assert settlement.run_once() == 0
 
@@ -584,7 +589,7 @@ def test_a_refund_the_gateway_refuses_refunds_nothing_and_says_why(
     assert retry.status_code == 201, retry.text
 
 
-# ---- reason codes and the list ------------------------------------------------------------------
+# ---- reason codes and the list -------------------------------------------------------------------
 
 
 def test_reason_codes_come_from_integrated_payments(
@@ -646,20 +651,24 @@ def test_the_refund_list_filters_by_date_reason_and_staff_and_exports_csv(
         headers=world.admin_a.headers,
         params={"from": today.isoformat(), "to": (today - timedelta(days=1)).isoformat()},
     )
-    assert bad.status_code == 422 and bad.json()["code"] == "invalid_date_range"
+    assert bad.status_code == 422
+    assert bad.json()["code"] == "invalid_date_range"
 
     csv = client.get("/v1/refunds", headers={**world.finance_a.headers, "Accept": "text/csv"})
     assert csv.status_code == 200
     assert csv.headers["content-type"].startswith("text/csv")
     rows = csv.text.strip().splitlines()
     assert rows[0].startswith("refund_id,order_id,")
-    assert len(rows) == 3 and "Alice Admin" in rows[1] and "Fin Ance" in rows[2]
+    assert len(rows) == 3
+    assert "Alice Admin" in rows[1]
+    assert "Fin Ance" in rows[2]
 
     # the list is for practice admin and finance of the practice only
     assert client.get("/v1/refunds", headers=world.clinician_a.headers).status_code == 403
     assert client.get("/v1/refunds", headers=world.patient_a.headers).status_code == 403
     other = client.get("/v1/refunds", headers=world.admin_b.headers)
-    assert other.status_code == 200 and other.json()["items"] == []
+    assert other.status_code == 200
+    assert other.json()["items"] == []
 
 
 def test_the_patient_sees_their_refunds_without_staff_names_or_reasons(
