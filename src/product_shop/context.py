@@ -156,7 +156,7 @@ class AppContext:
             orders=OrderService(audit=audit, clock=clock, voucher_key=settings.voucher_key()),
             relay=relay,
             suppliers=suppliers,
-            fulfilment=FulfilmentService(lines=lines, outbox=outbox, clock=clock),
+            fulfilment=FulfilmentService(lines=lines, outbox=outbox, audit=audit, clock=clock),
             supplier_updates=SupplierUpdates(lines=lines, audit=audit, clock=clock),
             refunds=refunds,
             refund_settlement=RefundSettlement(

@@ -72,3 +72,18 @@ class QueuePage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null at the end."
     )
+
+
+class VoucherRedemptionIn(InputModel):
+    """A voucher code as the patient shows it (any case, dashes and spaces optional)."""
+
+    code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=40)]
+
+
+class VoucherRedemptionOut(BaseModel):
+    voucher_id: uuid.UUID
+    order_id: uuid.UUID
+    line_item_id: uuid.UUID
+    product_name: str
+    last_four: str
+    redeemed_at: datetime

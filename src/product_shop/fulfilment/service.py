@@ -14,25 +14,36 @@ from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action, require
+from product_shop.audit.log import AuditLog
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import Checkout
 from product_shop.core.clock import Clock
-from product_shop.core.errors import BadRequest, InvalidTransition, NotFound
+from product_shop.core.errors import BadRequest, Conflict, InvalidTransition, NotFound
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.fulfilment.lines import Change, LineFulfilment
-from product_shop.fulfilment.schemas import FulfilmentUpdateIn, QueueItem, QueuePage
+from product_shop.fulfilment.schemas import (
+    FulfilmentUpdateIn,
+    QueueItem,
+    QueuePage,
+    VoucherRedemptionIn,
+    VoucherRedemptionOut,
+)
 from product_shop.fulfilment.shipments import shipment_request
+from product_shop.fulfilment.vouchers import code_hash
 from product_shop.orders.model import LineState
-from product_shop.orders.tables import Order, OrderLine
+from product_shop.orders.tables import Order, OrderLine, Voucher
 
 MAX_PAGE = 200
 
 
 class FulfilmentService:
-    def __init__(self, *, lines: LineFulfilment, outbox: Outbox, clock: Clock) -> None:
+    def __init__(
+        self, *, lines: LineFulfilment, outbox: Outbox, audit: AuditLog, clock: Clock
+    ) -> None:
         self._lines = lines
         self._outbox = outbox
+        self._audit = audit
         self._clock = clock
 
     def update_line(
@@ -50,6 +61,12 @@ class FulfilmentService:
         if order.practice_id != actor.practice_id:
             raise NotFound("No such order line.")
         current = LineState(line.fulfilment_status)
+        if body.status is LineState.CANCELLED:
+            raise InvalidTransition(
+                "A line is cancelled only by a refund (POST /v1/orders/{order_id}/refunds), "
+                "which stops it where it can.",
+                code="invalid_fulfilment_transition",
+            )
         drop_ship = line.fulfilment_type == FulfilmentType.DROP_SHIP
         if drop_ship and current is LineState.PENDING:
             raise InvalidTransition(
@@ -109,6 +126,55 @@ class FulfilmentService:
                 order.order_id, order.practice_id, line, checkout.delivery_address
             ),
             at=now,
+        )
+
+    # ---- vouchers ----------------------------------------------------------------------------
+
+    def redeem_voucher(
+        self, session: Session, actor: Actor, body: VoucherRedemptionIn
+    ) -> VoucherRedemptionOut:
+        """The practice takes a patient's digital voucher (spec §6.1 Digital): it is used once.
+        A code of another practice is unknown here (404); a used or refunded (void) one is 409.
+        The audit entry keeps the last four characters only."""
+        require(actor, Action.MANAGE_FULFILMENT)
+        found = session.scalar(
+            select(Voucher).where(Voucher.code_hash == code_hash(body.code)).with_for_update()
+        )
+        order = session.get(Order, found.order_id) if found is not None else None
+        if found is None or order is None or order.practice_id != actor.practice_id:
+            raise NotFound("No such voucher at this practice.", code="voucher_not_found")
+        if found.voided_at is not None:
+            raise Conflict("This voucher was refunded and is void.", code="voucher_void")
+        if found.redeemed_at is not None:
+            raise Conflict(
+                f"This voucher was used on {found.redeemed_at:%Y-%m-%d}.", code="voucher_used"
+            )
+        line = session.get(OrderLine, found.line_item_id)
+        assert line is not None
+        now = self._clock.now()
+        found.redeemed_at = now
+        self._audit.record(
+            session,
+            stream_type="order",
+            stream_id=order.order_id,
+            action="fulfilment.voucher_redeemed",
+            actor=actor.audit_actor(),
+            practice_id=order.practice_id,
+            after={
+                "line_item_id": str(line.line_item_id),
+                "product_name": line.product_name,
+                "voucher_id": str(found.voucher_id),
+                "last_four": found.last_four,
+            },
+            at=now,
+        )
+        return VoucherRedemptionOut(
+            voucher_id=found.voucher_id,
+            order_id=order.order_id,
+            line_item_id=line.line_item_id,
+            product_name=line.product_name,
+            last_four=found.last_four,
+            redeemed_at=now,
         )
 
     # ---- the work lists ------------------------------------------------------------------

@@ -16,7 +16,12 @@ from starlette.responses import Response
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.core.errors import BadRequest
-from product_shop.fulfilment.schemas import FulfilmentUpdateIn, QueuePage
+from product_shop.fulfilment.schemas import (
+    FulfilmentUpdateIn,
+    QueuePage,
+    VoucherRedemptionIn,
+    VoucherRedemptionOut,
+)
 from product_shop.fulfilment.shipments import parse_update
 from product_shop.orders.queries import order_document
 from product_shop.orders.schemas import OrderOut
@@ -101,6 +106,25 @@ def collections(
     cursor: Cursor = None,
 ) -> QueuePage:
     return context.fulfilment.collections(session, actor, limit=limit, cursor=cursor)
+
+
+@router.post(
+    "/vouchers/redemptions",
+    operation_id="redeemVoucher",
+    response_model=VoucherRedemptionOut,
+    summary="Take a patient's digital voucher at the practice (used once; staff)",
+    description=(
+        "A code of another practice is 404 `voucher_not_found`; a used one 409 `voucher_used`; "
+        "a refunded one 409 `voucher_void`. Repeating a redemption is refused, so it is not a "
+        "creating POST and takes no Idempotency-Key."
+    ),
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+def redeem_voucher(body: VoucherRedemptionIn, actor: Staff, context: ContextDep) -> Response:
+    document = context.database.run(
+        lambda session: context.fulfilment.redeem_voucher(session, actor, body)
+    )
+    return model_response(document)
 
 
 class SupplierWebhookAck(BaseModel):
