@@ -130,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     relay.set_defaults(handler=_relay)
 
+    refunds = sub.add_parser("refunds", help="Refunds whose outcome is not known yet")
+    refunds_sub = refunds.add_subparsers(required=True, metavar="ACTION")
+    settle = refunds_sub.add_parser(
+        "settle",
+        help="Settle refunds left pending (Integrated Payments did not answer): read each "
+        "one's status, never refund twice",
+    )
+    settle.set_defaults(handler=_refunds_settle)
+
     db = sub.add_parser("db", help="Database migrations")
     db_sub = db.add_subparsers(required=True, metavar="ACTION")
     upgrade = db_sub.add_parser("upgrade", help="Migrate PRODUCT_SHOP_DATABASE_URL to head")
@@ -287,14 +296,34 @@ def _relay(args: argparse.Namespace) -> int:
         if args.once:
             print(f"delivered {context.relay.run_once()} events")
             return 0
+        settle_every = max(1.0, settings.refund_reconcile_after_seconds)
+        next_settlement = time.monotonic() + settle_every
         while True:
             try:
                 delivered = context.relay.run_once()
+                if time.monotonic() >= next_settlement:
+                    # Refunds left pending by an unanswered call: settled beside the relay.
+                    context.refund_settlement.run_once()
+                    next_settlement = time.monotonic() + settle_every
             except Exception:  # the database away for a moment: log it, go on
                 log.exception("relay_run_failed")
                 delivered = 0
             if not delivered:  # a busy outbox is drained without pauses
                 time.sleep(args.interval)
+    finally:
+        context.close()
+
+
+def _refunds_settle(args: argparse.Namespace) -> int:
+    from product_shop.context import AppContext
+
+    settings = Settings()
+    settings.check()
+    configure_logging(settings.log_level, json=settings.log_json)
+    context = AppContext.build(settings)
+    try:
+        print(f"settled {context.refund_settlement.run_once()} refunds")
+        return 0
     finally:
         context.close()
 

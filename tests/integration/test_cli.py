@@ -268,6 +268,24 @@ def test_db_upgrade_creates_the_sqlite_files_missing_directory(
     assert _db_current(capsys)["current"] == head_revision()
 
 
+# ---- refunds settle ----------------------------------------------------------------------------
+
+
+def test_refunds_settle_reads_the_configured_database_and_reports_what_it_settled(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    key_pair: Any,
+) -> None:
+    # given a migrated database with no refund left pending
+    monkeypatch.setenv("PRODUCT_SHOP_DATABASE_URL", f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    monkeypatch.setenv("PRODUCT_SHOP_JWT_PUBLIC_KEY", key_pair.public_pem)
+    _run(capsys, "db", "upgrade")
+
+    # when the operator settles pending refunds, then nothing needed settling
+    assert _run(capsys, "refunds", "settle").strip().splitlines()[-1] == "settled 0 refunds"
+
+
 # ---- simulate suppliers ----------------------------------------------------------------------
 
 
