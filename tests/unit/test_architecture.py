@@ -168,3 +168,17 @@ def test_paths_named_in_the_architecture_document_exist() -> None:
         ):
             missing.append(f"{reference}: no such test in {file_part}")
     assert not missing, "\n".join(missing)
+
+
+# Spec §3.3, §5.3: no system-initiated refund. The one call that moves money back is the
+# payments port's `refund`, made only by the refund settlement, which sends refunds reserved by
+# `RefundService.reserve_*` (a named staff member with fresh MFA; `initiated_by` NOT NULL).
+REFUND_CALLERS = {"jobs/refund_settlement.py"}
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
+def test_only_the_refund_settlement_asks_integrated_payments_for_a_refund(path: Path) -> None:
+    if _rel(path).startswith(("integrations/", "simulators/")):
+        return  # the port, its adapter and the simulator that serves it
+    if "refund" in _used_names(path):
+        assert _rel(path) in REFUND_CALLERS, f"{_rel(path)} calls a refund"
