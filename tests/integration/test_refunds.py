@@ -114,6 +114,7 @@ def _footprint(database: Database, order_id: str) -> tuple[int, int, int]:
     [
         "patient",
         "service",
+        "ai_assistant",
         "staff_without_mfa",
         "staff_with_stale_mfa",
         "other_practice",
@@ -131,6 +132,7 @@ def test_refusals_leave_no_refund_row_audit_entry_event_or_payments_call(
     database: Database,
     payments_url: str,
     with_mfa: Callable[..., dict[str, str]],
+    make_token: TokenFactory,
     who: str,
 ) -> None:
     # given a paid order of 2 toothbrushes (11998)
@@ -142,6 +144,16 @@ def test_refusals_leave_no_refund_row_audit_entry_event_or_payments_call(
     attempts: dict[str, tuple[dict[str, str], dict[str, Any], int, str]] = {
         "patient": (world.patient_a.headers, {"reason_code": "customer_request"}, 403, "forbidden"),
         "service": (world.service.headers, {"reason_code": "customer_request"}, 403, "forbidden"),
+        # The AI acts through a service identity of its own, even one claiming MFA.
+        "ai_assistant": (
+            {
+                "Authorization": "Bearer "
+                + make_token(role="service", subject="primoro-ai-assistant", mfa=True)
+            },
+            {"reason_code": "customer_request"},
+            403,
+            "forbidden",
+        ),
         "staff_without_mfa": (
             with_mfa(world.finance_a, mfa=False),
             {"reason_code": "customer_request"},
