@@ -524,6 +524,34 @@ def test_a_payments_timeout_during_a_refund_is_settled_into_exactly_one_refund(
     assert read_order(client, world.admin_a, order_id)["refunds"]["refunded_minor"] == 5999
 
 
+def test_a_refund_the_gateway_never_received_is_sent_again_under_the_same_key(
+    client: TestClient,
+    world: World,
+    shop: Shop,
+    payments_url: str,
+    with_mfa: Callable[..., dict[str, str]],
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    order_id, payment_ref = order["order_id"], order["payment"]["payment_ref"]
+    # given every send of the refund fails before Integrated Payments makes it (503, 3 times)
+    httpx.post(
+        f"{payments_url}/_simulator/faults",
+        json={"operation": "refund", "mode": "error", "status": 503, "times": 3},
+    ).raise_for_status()
+
+    # when staff refund: the outcome is unknown, the status read finds no refund
+    response = refund(
+        client, with_mfa(world.finance_a), order_id, {"reason_code": "customer_request"}
+    )
+
+    # then the same request went again (same Idempotency-Key) and made exactly one refund
+    assert response.status_code == 201, response.text
+    made = simulator_refunds(payments_url, payment_ref)
+    assert [(r["amount_minor"], r["merchant_reference"]) for r in made] == [
+        (5999, response.json()["refund_id"])
+    ]
+
+
 def test_a_refund_left_pending_by_an_unreachable_gateway_is_settled_later_exactly_once(
     context: AppContext,
     client: TestClient,
