@@ -552,6 +552,14 @@ def test_a_refund_the_gateway_never_received_is_sent_again_under_the_same_key(
     ]
 
 
+@pytest.mark.parametrize(
+    "status_read",
+    [
+        {"mode": "delay_after", "seconds": 1.5, "times": 6},  # no answer in time
+        {"mode": "error", "status": 400, "times": 6},  # a refusal of the read itself
+    ],
+    ids=["unanswered", "refused"],
+)
 def test_a_refund_left_pending_by_an_unreachable_gateway_is_settled_later_exactly_once(
     context: AppContext,
     client: TestClient,
@@ -559,16 +567,19 @@ def test_a_refund_left_pending_by_an_unreachable_gateway_is_settled_later_exactl
     shop: Shop,
     payments_url: str,
     with_mfa: Callable[..., dict[str, str]],
+    status_read: dict[str, Any],
 ) -> None:
     order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
     order_id, payment_ref = order["order_id"], order["payment"]["payment_ref"]
-    # given the refund goes through at Integrated Payments but neither its answer nor the
-    # status reads come back in time
-    for operation in ("refund", "get_refund"):
-        httpx.post(
-            f"{payments_url}/_simulator/faults",
-            json={"operation": operation, "mode": "delay_after", "seconds": 1.5, "times": 6},
-        ).raise_for_status()
+    # given the refund goes through at Integrated Payments but its answer comes too late, and
+    # its status cannot be read: the refund may have been made, so it must not count as failed
+    httpx.post(
+        f"{payments_url}/_simulator/faults",
+        json={"operation": "refund", "mode": "delay_after", "seconds": 1.5, "times": 3},
+    ).raise_for_status()
+    httpx.post(
+        f"{payments_url}/_simulator/faults", json={"operation": "get_refund", **status_read}
+    ).raise_for_status()
     response = refund(
         client, with_mfa(world.finance_a), order_id, {"reason_code": "customer_request"}
     )

@@ -80,13 +80,21 @@ class RefundSettlement:
         same request again (same key: at most one refund). Still no answer: it stays pending."""
         try:
             found = self._payments.get_refund(str(pending.refund_id))
+        except (PaymentsUnavailable, PaymentRejected) as exc:
+            # The status could not be read: the refund may have been made, so it stays pending.
+            log.warning("refund_status_unread", refund_id=str(pending.refund_id), error=repr(exc))
+            return self._still_pending(pending)
+        try:
             result = found if found is not None else self._refund(pending)
-        except PaymentRejected as exc:
+        except PaymentRejected as exc:  # none was made, and Integrated Payments refuses it
             return self._failed(pending.refund_id, exc, on_record)
         except PaymentsUnavailable:
-            with self._database.reading() as session:
-                return Settled(refund_document(session, pending.refund_id))
+            return self._still_pending(pending)
         return self._succeeded(pending.refund_id, result, "settlement", on_record)
+
+    def _still_pending(self, pending: PendingRefund) -> Settled:
+        with self._database.reading() as session:
+            return Settled(refund_document(session, pending.refund_id))
 
     def run_once(self) -> int:
         """Settle every refund left pending for longer than `settle_after`; how many settled."""
