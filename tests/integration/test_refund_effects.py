@@ -26,7 +26,7 @@ from product_shop.events.relay import PendingEvent
 from product_shop.events.tables import OutboxEvent
 from product_shop.events.types import BY_NAME
 from product_shop.fulfilment.lines import LineFulfilment
-from product_shop.fulfilment.shipments import CancellationFollowUp, parse_update
+from product_shop.fulfilment.shipments import CancellationFollowUp, SupplierUpdates, parse_update
 from product_shop.integrations.suppliers import Shipment, ShipmentStatus
 from product_shop.orders.tables import Order, OrderLine
 from product_shop.refunds.tables import CancellationRequest, Refund
@@ -209,19 +209,37 @@ def poke_line(database: Database, line_item_id: str, **values: Any) -> None:
         )
 
 
-def hold_supplier_callbacks(suppliers_url: str) -> None:
-    httpx.post(f"{suppliers_url}/_simulator/callbacks/hold").raise_for_status()
-
-
 def submitted(
-    client: TestClient, context: AppContext, world: World, shop: Shop
+    client: TestClient,
+    context: AppContext,
+    world: World,
+    shop: Shop,
+    suppliers_url: str,
+    *,
+    hold_callbacks: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A paid toothbrush order whose shipment the supplier network has accepted."""
+    """A paid toothbrush order whose shipment the supplier network has accepted. Its callbacks
+    are held while the relay records the acceptance (never two writers of the line at once; that
+    race has its own test), then delivered and awaited, unless `hold_callbacks` keeps them (and
+    every later one) held until the test releases them."""
+    httpx.post(f"{suppliers_url}/_simulator/callbacks/hold").raise_for_status()
     order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
     context.relay.run_once()
     line = line_named(read_order(client, world.admin_a, order["order_id"]), BRUSH)
     assert (line["fulfilment_status"], line["fulfilment_ref"][:4]) == ("sent_to_supplier", "shp_")
+    if not hold_callbacks:
+        release_supplier_callbacks(suppliers_url, expected=1)
+        wait_for(
+            lambda: supplier_shipment(suppliers_url, line["fulfilment_ref"]),
+            lambda s: s["callbacks_sent"] + s["callbacks_failed"] >= 1,
+        )
     return order, line
+
+
+def release_supplier_callbacks(suppliers_url: str, *, expected: int) -> None:
+    released = httpx.post(f"{suppliers_url}/_simulator/callbacks/release")
+    assert released.status_code == 200, released.text
+    assert released.json() == {"released": expected}
 
 
 # ---- 1. an in-clinic line stops: its collection is withdrawn -------------------------------------
@@ -372,8 +390,7 @@ def test_a_refund_before_dispatch_cancels_the_shipment_at_the_supplier(
 ) -> None:
     # given a toothbrush the supplier network has accepted, not dispatched (its callbacks held
     # back, to arrive after the relay's follow-up: the race is the next test's)
-    hold_supplier_callbacks(suppliers_url)
-    order, line = submitted(client, context, world, shop)
+    order, line = submitted(client, context, world, shop, suppliers_url, hold_callbacks=True)
     order_id, brush, shipment_id = order["order_id"], line["line_item_id"], line["fulfilment_ref"]
 
     # when finance refunds the whole order
@@ -411,8 +428,7 @@ def test_a_refund_before_dispatch_cancels_the_shipment_at_the_supplier(
     assert notifications(database, brush) == ["sent_to_supplier", "cancelled"]
 
     # when the supplier's callbacks arrive after all (accepted, then cancelled)
-    released = httpx.post(f"{suppliers_url}/_simulator/callbacks/release")
-    assert released.json() == {"released": 2}
+    release_supplier_callbacks(suppliers_url, expected=2)
     wait_for(
         lambda: supplier_shipment(suppliers_url, shipment_id),
         lambda s: s["callbacks_sent"] + s["callbacks_failed"] >= 2,
@@ -430,91 +446,6 @@ def test_a_refund_before_dispatch_cancels_the_shipment_at_the_supplier(
     assert trail(settled, "fulfilment.cancellation_refused") == []
 
 
-def test_the_suppliers_cancelled_callback_racing_the_relays_follow_up_cancels_the_line_once(
-    client: TestClient,
-    context: AppContext,
-    world: World,
-    shop: Shop,
-    database: Database,
-    with_mfa: Callable[..., dict[str, str]],
-) -> None:
-    """The network answers the cancellation and sends its `shipment.cancelled` callback at the
-    same moment, so the callback may land between the relay's follow-up reading the line and
-    writing it. Whichever wins, the line is cancelled once: one audit entry, one notification."""
-    # given a refunded toothbrush whose cancellation the supplier network has just confirmed
-    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
-    context.relay.run_once()  # accepted (no callbacks: no receiver configured)
-    order_id = order["order_id"]
-    line = line_named(read_order(client, world.admin_a, order_id), BRUSH)
-    brush, shipment_id = line["line_item_id"], line["fulfilment_ref"]
-    assert refund(client, with_mfa(world.finance_a), order_id, WHOLE).status_code == 201
-    (row,) = events_of(database, "fulfilment.shipment_cancellation_requested")
-    event = PendingEvent(
-        row.position,
-        row.event_id,
-        row.event_type,
-        row.source,
-        row.subject,
-        row.aggregate_type,
-        row.aggregate_id,
-        row.occurred_at,
-        row.data,
-        0,
-    )
-    reference = f"{brush}:1"
-    callback = parse_update(
-        {"shipment_id": shipment_id, "reference": reference, "status": "cancelled", "sequence": 2}
-    )
-    applied: list[str] = []
-    supplier = threading.Thread(
-        target=lambda: applied.append(
-            context.database.run(
-                lambda session: context.supplier_updates.apply(session, "evt_cancel", callback)
-            )
-        )
-    )
-
-    class CallbackLandsAfterTheRead(LineFulfilment):
-        """The follow-up's lines: once the line is read, the callback runs (and, unless a row
-        lock holds it back, commits) before the follow-up writes."""
-
-        def lock(
-            self, session: Session, line_item_id: uuid.UUID, *, order_id: uuid.UUID | None = None
-        ) -> tuple[Order, OrderLine]:
-            found = super().lock(session, line_item_id, order_id=order_id)
-            supplier.start()
-            supplier.join(timeout=0.5)  # PostgreSQL: waits for the row lock until we commit
-            return found
-
-    follow_up = CancellationFollowUp(
-        CallbackLandsAfterTheRead(audit=context.audit, outbox=context.outbox, clock=context.clock),
-        context.audit,
-        context.clock,
-    )
-
-    # when the relay's follow-up records the confirmation while the callback arrives
-    with context.database.unit_of_work() as session:
-        follow_up.delivered(
-            session, event, Shipment(shipment_id, reference, ShipmentStatus.CANCELLED, 2)
-        )
-    supplier.join(timeout=10)
-
-    # then the line was cancelled exactly once
-    assert not supplier.is_alive()
-    assert applied in (["applied"], ["unchanged"])
-    after = read_order(client, world.admin_a, order_id)
-    assert (
-        line_named(after, BRUSH)["fulfilment_status"],
-        line_named(after, BRUSH)["cancellation"],
-    ) == ("cancelled", None)
-    assert notifications(database, brush) == ["sent_to_supplier", "cancelled"]
-    assert len(trail(after, "fulfilment.cancelled")) == 1
-    assert [
-        (e["before"]["fulfilment_status"], e["after"]["fulfilment_status"])
-        for e in trail(after, "order.status_changed")
-    ] == [("Created", "Fulfilment-In-Progress"), ("Fulfilment-In-Progress", "Completed")]
-
-
 def test_a_supplier_that_dispatches_before_the_cancellation_arrives_refuses_it(
     client: TestClient,
     context: AppContext,
@@ -526,7 +457,7 @@ def test_a_supplier_that_dispatches_before_the_cancellation_arrives_refuses_it(
     live_api: BackgroundServer,
 ) -> None:
     # given a toothbrush refunded while with the supplier, its cancellation not yet sent
-    order, line = submitted(client, context, world, shop)
+    order, line = submitted(client, context, world, shop, suppliers_url)
     order_id, brush, shipment_id = order["order_id"], line["line_item_id"], line["fulfilment_ref"]
     response = refund(client, with_mfa(world.finance_a), order_id, WHOLE)
     assert response.status_code == 201, response.text
@@ -577,7 +508,7 @@ def test_a_refund_after_dispatch_asks_the_supplier_for_nothing(
     live_api: BackgroundServer,
 ) -> None:
     # given a toothbrush the supplier has dispatched
-    order, line = submitted(client, context, world, shop)
+    order, line = submitted(client, context, world, shop, suppliers_url)
     order_id, brush, shipment_id = order["order_id"], line["line_item_id"], line["fulfilment_ref"]
     advance(suppliers_url, shipment_id)
     wait_for(
@@ -602,6 +533,172 @@ def test_a_refund_after_dispatch_asks_the_supplier_for_nothing(
     context.relay.run_once()
     assert supplier_shipment(suppliers_url, shipment_id)["status"] == "dispatched"
     assert staff_tasks(database, brush) == []
+
+
+# ---- 2b. two writers of one line at once: the supplier's callback and our own change -----------
+# The supplier network sends its callback as it answers us, so a callback may land between one
+# of our writers reading a line (and its order) and writing it. Each test below lets the other
+# transaction run inside that window: where row locks serialise the two (PostgreSQL's FOR
+# UPDATE) it waits for our commit; without them it commits first, and the writer must not act
+# on what it read before.
+
+
+class ReadThenLetOtherRun(LineFulfilment):
+    """Line moves whose first `lock`, once the line is read, starts `other` and gives it the
+    time to finish (SQLite: nothing holds it back) or to queue on our row lock (PostgreSQL)."""
+
+    def __init__(self, context: AppContext, other: threading.Thread) -> None:
+        super().__init__(audit=context.audit, outbox=context.outbox, clock=context.clock)
+        self._other = other
+        self._sqlite = context.database.dialect == "sqlite"
+
+    def lock(
+        self, session: Session, line_item_id: uuid.UUID, *, order_id: uuid.UUID | None = None
+    ) -> tuple[Order, OrderLine]:
+        found = super().lock(session, line_item_id, order_id=order_id)
+        if self._other.ident is None:  # the first lock only
+            self._other.start()
+            self._other.join(timeout=10 if self._sqlite else 0.3)
+        return found
+
+
+def pending_event(row: OutboxEvent) -> PendingEvent:
+    return PendingEvent(
+        row.position,
+        row.event_id,
+        row.event_type,
+        row.source,
+        row.subject,
+        row.aggregate_type,
+        row.aggregate_id,
+        row.occurred_at,
+        row.data,
+        0,
+    )
+
+
+def accepted_without_callbacks(
+    client: TestClient, context: AppContext, world: World, shop: Shop, suppliers_url: str
+) -> tuple[str, str, str]:
+    """A toothbrush order the supplier network accepted, its callbacks held for good (the test
+    plays the one it races): the order id, the line item id and the shipment id."""
+    httpx.post(f"{suppliers_url}/_simulator/callbacks/hold").raise_for_status()
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    context.relay.run_once()
+    line = line_named(read_order(client, world.admin_a, order["order_id"]), BRUSH)
+    assert line["fulfilment_status"] == "sent_to_supplier"
+    return order["order_id"], line["line_item_id"], line["fulfilment_ref"]
+
+
+def test_the_suppliers_cancelled_callback_racing_the_relays_follow_up_cancels_the_line_once(
+    client: TestClient,
+    context: AppContext,
+    world: World,
+    shop: Shop,
+    database: Database,
+    suppliers_url: str,
+    with_mfa: Callable[..., dict[str, str]],
+) -> None:
+    # given a refunded toothbrush whose cancellation the supplier network has just confirmed
+    order_id, brush, shipment_id = accepted_without_callbacks(
+        client, context, world, shop, suppliers_url
+    )
+    assert refund(client, with_mfa(world.finance_a), order_id, WHOLE).status_code == 201
+    (row,) = events_of(database, "fulfilment.shipment_cancellation_requested")
+    reference = f"{brush}:1"
+    callback = parse_update(
+        {"shipment_id": shipment_id, "reference": reference, "status": "cancelled", "sequence": 2}
+    )
+    applied: list[str] = []
+    supplier = threading.Thread(
+        target=lambda: applied.append(
+            context.database.run(
+                lambda session: context.supplier_updates.apply(session, "evt_cancel", callback)
+            )
+        )
+    )
+    follow_up = CancellationFollowUp(
+        ReadThenLetOtherRun(context, supplier), context.audit, context.clock
+    )
+
+    # when the relay's follow-up records the confirmation as the `shipment.cancelled` arrives
+    with context.database.unit_of_work() as session:
+        follow_up.delivered(
+            session,
+            pending_event(row),
+            Shipment(shipment_id, reference, ShipmentStatus.CANCELLED, 2),
+        )
+    supplier.join(timeout=10)
+
+    # then the line was cancelled exactly once: one audit entry, one notification to the patient
+    assert not supplier.is_alive()
+    assert applied in (["applied"], ["unchanged"])
+    after = read_order(client, world.admin_a, order_id)
+    assert (
+        line_named(after, BRUSH)["fulfilment_status"],
+        line_named(after, BRUSH)["cancellation"],
+    ) == ("cancelled", None)
+    assert notifications(database, brush) == ["sent_to_supplier", "cancelled"]
+    assert len(trail(after, "fulfilment.cancelled")) == 1
+    assert [
+        (e["before"]["fulfilment_status"], e["after"]["fulfilment_status"])
+        for e in trail(after, "order.status_changed")
+    ] == [("Created", "Fulfilment-In-Progress"), ("Fulfilment-In-Progress", "Completed")]
+
+
+def test_a_supplier_update_racing_a_refund_keeps_the_order_refunded(
+    client: TestClient,
+    context: AppContext,
+    world: World,
+    shop: Shop,
+    suppliers_url: str,
+    with_mfa: Callable[..., dict[str, str]],
+    live_api: BackgroundServer,
+) -> None:
+    # given an accepted toothbrush, refunded by staff just as the supplier reports it delivered
+    order_id, brush, shipment_id = accepted_without_callbacks(
+        client, context, world, shop, suppliers_url
+    )
+    refunded: list[httpx.Response] = []
+    headers = with_mfa(world.finance_a)
+
+    def staff_refunds() -> None:
+        with httpx.Client(base_url=live_api.url, timeout=30) as api:
+            refunded.append(refund(api, headers, order_id, WHOLE))
+
+    staff = threading.Thread(target=staff_refunds)
+    now = datetime.now(UTC)
+    delivered = parse_update(
+        {
+            "shipment_id": shipment_id,
+            "reference": f"{brush}:1",
+            "status": "delivered",
+            "sequence": 4,
+            "carrier": "DPD",
+            "tracking_number": "15501234567890",
+            "tracking_url": "https://track.example/dpd/15501234567890",
+            "dispatched_at": (now - timedelta(days=1)).isoformat(),
+            "delivered_at": now.isoformat(),
+        }
+    )
+    updates = SupplierUpdates(
+        lines=ReadThenLetOtherRun(context, staff), audit=context.audit, clock=context.clock
+    )
+
+    # when the `shipment.delivered` callback is applied while the refund is recorded
+    with context.database.unit_of_work() as session:
+        assert updates.apply(session, "evt_delivered", delivered) == "applied"
+    staff.join(timeout=30)
+
+    # then both took effect: the parcel arrived (Completed), and the order is Refunded in full
+    assert not staff.is_alive()
+    (response,) = refunded
+    assert response.status_code == 201, response.text
+    after = read_order(client, world.admin_a, order_id)
+    line = line_named(after, BRUSH)
+    assert (line["fulfilment_status"], line["refunded_quantity"]) == ("delivered", 1)
+    assert (after["refund_status"], after["refunds"]["refunded_minor"]) == ("full", 5999)
+    assert (after["status"], after["fulfilment_status"]) == ("Refunded", "Completed")
 
 
 # ---- 3. digital vouchers: a refund voids the unused ones -----------------------------------------
@@ -976,7 +1073,7 @@ def test_a_delivered_line_may_be_cancelled_within_14_days_of_delivery_only(
         (KIT, True, "Not collected yet: it can be cancelled at once."),
     ]
     assert body["message"].startswith(NEXT_STEPS)
-    assert body["message"].endswith(SOME_NOT_COVERED) is not cancellable
+    assert (SOME_NOT_COVERED in body["message"]) == (not cancellable)
 
 
 def test_an_order_with_nothing_left_in_the_period_is_refused_and_nothing_is_stored(

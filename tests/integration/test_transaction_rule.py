@@ -7,6 +7,8 @@ service that breaks the rule fails in every test that reaches it, and nothing it
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -116,3 +118,37 @@ def test_database_run_does_not_retry_other_errors(database: Database) -> None:
     with pytest.raises(ValueError, match="a bug"):
         database.run(work)
     assert calls == [1]
+
+
+def test_a_locking_read_serialises_read_modify_write_on_either_engine(
+    database: Database, make_product: Callable[..., uuid.UUID]
+) -> None:
+    """`SELECT ... FOR UPDATE` then a write, in two units of work at once, loses neither write:
+    PostgreSQL's row lock, SQLite's write lock taken by the locking read (db/session.py)."""
+    product_id = make_product(name="Counter")
+    with database.reading() as session:
+        product = session.get(Product, product_id)
+        assert product is not None
+        start = product.version
+    both_read = threading.Barrier(2, timeout=10)
+
+    def bump() -> None:
+        with database.unit_of_work() as session:
+            row = session.get(Product, product_id, with_for_update=True)
+            assert row is not None
+            seen = row.version
+            with contextlib.suppress(threading.BrokenBarrierError):
+                # The second locking read waits for the first unit of work: the barrier breaks.
+                both_read.wait(timeout=0.5)
+            row.version = seen + 1
+
+    threads = [threading.Thread(target=bump) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    with database.reading() as session:
+        product = session.get(Product, product_id)
+        assert product is not None
+        assert product.version == start + 2

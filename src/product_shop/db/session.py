@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 
 class TransactionRuleViolation(RuntimeError):
@@ -39,3 +40,24 @@ class UnitOfWorkSession(Session):
 
     def _owner_close(self) -> None:
         super().close()
+
+
+@event.listens_for(UnitOfWorkSession, "do_orm_execute")
+def _sqlite_row_locks(state: ORMExecuteState) -> None:
+    """SQLite has no row locks and Python's sqlite3 opens a transaction only at the first write,
+    so a `SELECT ... FOR UPDATE` there would lock nothing, and a read-modify-write could lose a
+    concurrent writer's change. There, a locking read takes the database's write lock instead
+    (`BEGIN IMMEDIATE`), held to the end of the unit of work: what PostgreSQL's row lock
+    serialises, SQLite serialises too. A claim that skips locked rows (the relay's) does not:
+    it must not hold up every writer while it calls other modules."""
+    if not state.is_select:
+        return
+    lock = getattr(state.statement, "_for_update_arg", None)
+    if lock is None or lock.skip_locked:
+        return
+    connection = state.session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    raw = connection.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        raw.execute("BEGIN IMMEDIATE")
