@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from product_shop.context import AppContext
 from product_shop.db.engine import Database
 from product_shop.simulators.server import BackgroundServer, serve_in_background
 from product_shop.web.app import create_app
-from tests.conftest import Person, World
+from tests.conftest import Person, TokenFactory, World
 from tests.integration.checkout_support import Shop
 
 
@@ -97,3 +98,25 @@ def live_api(context: AppContext, suppliers_url: str) -> Iterator[BackgroundServ
     ).raise_for_status()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def with_mfa(make_token: TokenFactory) -> Callable[..., dict[str, str]]:
+    """Headers for a person's token with MFA performed `age` ago (or without MFA): what a
+    refund needs (spec §9)."""
+
+    def headers(
+        person: Person, *, age: timedelta = timedelta(0), mfa: bool = True
+    ) -> dict[str, str]:
+        actor = person.actor
+        token = make_token(
+            role=actor.role.value,
+            subject=actor.actor_id,
+            practice_id=actor.practice_id,
+            name=actor.name,
+            mfa=mfa,
+            now=datetime.now(UTC) - age,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers

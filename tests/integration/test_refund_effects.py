@@ -31,7 +31,7 @@ from product_shop.integrations.suppliers import Shipment, ShipmentStatus
 from product_shop.orders.tables import Order, OrderLine
 from product_shop.refunds.tables import CancellationRequest, Refund
 from product_shop.simulators.server import BackgroundServer
-from tests.conftest import Person, TokenFactory, World
+from tests.conftest import Person, World
 from tests.integration.checkout_support import Shop, key, paid_checkout, simulator_intent
 from tests.integration.fulfilment_support import (
     advance,
@@ -41,6 +41,7 @@ from tests.integration.fulfilment_support import (
     read_order,
     wait_for,
 )
+from tests.integration.refund_support import refund, simulator_refunds
 
 BRUSH, KIT, VOUCHER = "Oral-B Pro 3", "Home Whitening Kit", "Hygienist voucher"
 WHOLE = {"reason_code": "customer_request"}
@@ -49,39 +50,6 @@ SOME_NOT_COVERED = "Some items cannot be cancelled this way; each line says why.
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def with_mfa(make_token: TokenFactory) -> Callable[..., dict[str, str]]:
-    """Headers for a person's token with a fresh MFA step-up (or without MFA)."""
-
-    def headers(person: Person, *, mfa: bool = True) -> dict[str, str]:
-        actor = person.actor
-        token = make_token(
-            role=actor.role.value,
-            subject=actor.actor_id,
-            practice_id=actor.practice_id,
-            name=actor.name,
-            mfa=mfa,
-            now=datetime.now(UTC),
-        )
-        return {"Authorization": f"Bearer {token}"}
-
-    return headers
-
-
-def refund(
-    client: TestClient | httpx.Client,
-    headers: dict[str, str],
-    order_id: str,
-    body: dict[str, Any],
-    *,
-    idempotency_key: str | None = None,
-) -> httpx.Response:
-    idempotency = {"Idempotency-Key": idempotency_key} if idempotency_key else key()
-    return client.post(
-        f"/v1/orders/{order_id}/refunds", headers={**headers, **idempotency}, json=body
-    )
 
 
 def refund_exception(
@@ -97,15 +65,6 @@ def refund_exception(
         headers={**headers, **idempotency},
         json=WHOLE,
     )
-
-
-def simulator_refunds(payments_url: str, payment_ref: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{payments_url}/_simulator/refunds", params={"transaction_ref": payment_ref}
-    )
-    response.raise_for_status()
-    found: list[dict[str, Any]] = response.json()["refunds"]
-    return found
 
 
 def supplier_shipment(suppliers_url: str, shipment_id: str) -> dict[str, Any]:

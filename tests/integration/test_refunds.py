@@ -26,50 +26,12 @@ from product_shop.events.types import BY_NAME
 from product_shop.orders.tables import Order
 from product_shop.refunds.tables import Refund
 from product_shop.simulators.server import BackgroundServer
-from tests.conftest import Person, TokenFactory, World
-from tests.integration.checkout_support import Shop, key
+from tests.conftest import TokenFactory, World
+from tests.integration.checkout_support import Shop
 from tests.integration.fulfilment_support import line_named, place_order, read_order
+from tests.integration.refund_support import refund, simulator_refunds
 
 REFUND_EVENTS = ("refund.issued", "revenue.refund", "finance.refund_recorded")
-
-
-@pytest.fixture
-def with_mfa(make_token: TokenFactory) -> Callable[..., dict[str, str]]:
-    """Headers for a person's token with MFA performed `age` ago (or without MFA)."""
-
-    def headers(
-        person: Person, *, age: timedelta = timedelta(0), mfa: bool = True
-    ) -> dict[str, str]:
-        actor = person.actor
-        token = make_token(
-            role=actor.role.value,
-            subject=actor.actor_id,
-            practice_id=actor.practice_id,
-            name=actor.name,
-            mfa=mfa,
-            now=datetime.now(UTC) - age,
-        )
-        return {"Authorization": f"Bearer {token}"}
-
-    return headers
-
-
-def refund(
-    client: TestClient | httpx.Client,
-    headers: dict[str, str],
-    order_id: str,
-    body: dict[str, Any],
-) -> httpx.Response:
-    return client.post(f"/v1/orders/{order_id}/refunds", headers={**headers, **key()}, json=body)
-
-
-def simulator_refunds(payments_url: str, payment_ref: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{payments_url}/_simulator/refunds", params={"transaction_ref": payment_ref}
-    )
-    response.raise_for_status()
-    found: list[dict[str, Any]] = response.json()["refunds"]
-    return found
 
 
 def _count(database: Database, *columns: Any) -> int:
