@@ -4,6 +4,7 @@ with fresh MFA), list refunds, read the reason codes; patients ask to cancel an 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
+from product_shop.context import AppContext
 from product_shop.core.errors import Unprocessable
 from product_shop.idempotency.store import Claim
 from product_shop.jobs.refund_settlement import Settled
@@ -30,6 +32,7 @@ from product_shop.refunds.schemas import (
     RefundReasonList,
     RefundReasonOut,
 )
+from product_shop.refunds.service import PendingRefund
 from product_shop.web.deps import ActorDep, ContextDep, SessionDep, permitted
 from product_shop.web.idempotency import (
     IDEMPOTENT_CREATE,
@@ -80,6 +83,34 @@ def _refund_answer(settled: Settled) -> RefundOut:
     return settled.refund
 
 
+def _make_refund(
+    context: AppContext,
+    claim: Claim,
+    reserve: Callable[[Session, frozenset[str]], PendingRefund],
+) -> tuple[RefundOut, str]:
+    """The steps of a refund request (docs/architecture.md, "Who owns a transaction"): read the
+    reason codes (Integrated Payments, cached; nothing open), reserve (`Database.run`), send and
+    record with the idempotent response (`jobs/refund_settlement.py`); a refund still pending
+    stores its 202 answer in a unit of work of its own."""
+    codes = context.refunds.reasons.codes()  # before anything is locked: it may call out
+    pending = context.database.run(lambda session: reserve(session, codes))
+    location = f"/v1/refunds/{pending.refund_id}"
+
+    def store(session: Session, document: RefundOut) -> None:
+        context.idempotency.complete(
+            session, claim, 201, document.model_dump(mode="json"), location
+        )
+
+    refund = _refund_answer(context.refund_settlement.send(pending, on_record=store))
+    if refund.status == "pending":
+        context.database.run(
+            lambda session: context.idempotency.complete(
+                session, claim, 202, refund.model_dump(mode="json"), location
+            )
+        )
+    return refund, location
+
+
 def _status_of(model: Any) -> int:
     return 202 if isinstance(model, RefundOut) and model.status == "pending" else 201
 
@@ -127,27 +158,13 @@ def refund_order(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     def create(claim: Claim) -> tuple[RefundOut, str]:
-        codes = context.refunds.reasons.codes()  # before the order is locked: may call out
-        pending = context.database.run(
-            lambda session: context.refunds.reserve_order_refund(
+        return _make_refund(
+            context,
+            claim,
+            lambda session, codes: context.refunds.reserve_order_refund(
                 session, actor, order_id, body, codes
-            )
+            ),
         )
-        location = f"/v1/refunds/{pending.refund_id}"
-
-        def store(session: Session, document: RefundOut) -> None:
-            context.idempotency.complete(
-                session, claim, 201, document.model_dump(mode="json"), location
-            )
-
-        refund = _refund_answer(context.refund_settlement.send(pending, on_record=store))
-        if refund.status == "pending":
-            context.database.run(
-                lambda session: context.idempotency.complete(
-                    session, claim, 202, refund.model_dump(mode="json"), location
-                )
-            )
-        return refund, location
 
     return run_idempotent(
         context,
@@ -288,27 +305,13 @@ def refund_payment_exception(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     def create(claim: Claim) -> tuple[RefundOut, str]:
-        codes = context.refunds.reasons.codes()
-        pending = context.database.run(
-            lambda session: context.refunds.reserve_exception_refund(
+        return _make_refund(
+            context,
+            claim,
+            lambda session, codes: context.refunds.reserve_exception_refund(
                 session, actor, exception_id, body, codes
-            )
+            ),
         )
-        location = f"/v1/refunds/{pending.refund_id}"
-
-        def store(session: Session, document: RefundOut) -> None:
-            context.idempotency.complete(
-                session, claim, 201, document.model_dump(mode="json"), location
-            )
-
-        refund = _refund_answer(context.refund_settlement.send(pending, on_record=store))
-        if refund.status == "pending":
-            context.database.run(
-                lambda session: context.idempotency.complete(
-                    session, claim, 202, refund.model_dump(mode="json"), location
-                )
-            )
-        return refund, location
 
     return run_idempotent(
         context,
