@@ -409,6 +409,54 @@ def test_a_lost_refund_response_is_retried_and_refunds_once(
     assert sim.inspect(intent.intent_id)["refunded_minor"] == 2000
 
 
+def test_a_refund_is_found_by_our_reference_and_an_unknown_reference_finds_none(
+    sim: Simulator, payments: HttpIntegratedPayments
+) -> None:
+    intent = captured_intent(payments, amount_minor=5999)
+    transaction_ref = payments.get_payment(intent.intent_id).transaction_ref
+    assert transaction_ref is not None
+    reference = str(uuid.uuid4())
+    made = payments.refund(
+        transaction_ref=transaction_ref,
+        amount_minor=1500,
+        currency="GBP",
+        reason_code="damaged_item",
+        initiated_by="staff:refunds-test",
+        idempotency_key=f"refund:{reference}",
+        merchant_reference=reference,
+    )
+
+    found = payments.get_refund(reference)
+
+    assert found is not None
+    assert (found.refund_ref, found.amount_minor, found.merchant_reference) == (
+        made.refund_ref,
+        1500,
+        reference,
+    )
+    assert found.method == "card"  # back to the original payment method
+    assert payments.get_refund(str(uuid.uuid4())) is None
+
+
+def test_a_refund_with_another_currency_is_refused(
+    sim: Simulator, payments: HttpIntegratedPayments
+) -> None:
+    intent = captured_intent(payments, amount_minor=5999)
+    transaction_ref = payments.get_payment(intent.intent_id).transaction_ref
+    assert transaction_ref is not None
+    with pytest.raises(PaymentRejected) as raised:
+        payments.refund(
+            transaction_ref=transaction_ref,
+            amount_minor=100,
+            currency="EUR",
+            reason_code="damaged_item",
+            initiated_by="staff:refunds-test",
+            idempotency_key=str(uuid.uuid4()),
+        )
+    assert raised.value.code == "currency_mismatch"
+    assert sim.inspect(intent.intent_id)["refunded_minor"] == 0
+
+
 def test_refund_reasons_include_customer_request(payments: HttpIntegratedPayments) -> None:
     reasons = payments.refund_reasons()
 
