@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from product_shop.core.signing import (
+    DEMO_REWARDS_WEBHOOK_SECRET,
     DEMO_SUPPLIER_WEBHOOK_SECRET,
     DEMO_WEBHOOK_SECRET,
     SECRET_FORMAT,
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
     suppliers_api_key: SecretStr = SecretStr("demo-suppliers-api-key")
     suppliers_timeout_seconds: float = Field(default=5.0, gt=0)
     supplier_webhook_secret: SecretStr = SecretStr(DEMO_SUPPLIER_WEBHOOK_SECRET)
+    # Rewards Manager (points redemption, spec §5.4), and the secret its signed callbacks to
+    # `/v1/webhooks/rewards` carry (same format and checks as `webhook_secret`, its own value).
+    rewards_base_url: str = "http://127.0.0.1:8103"
+    rewards_api_key: SecretStr = SecretStr("demo-rewards-api-key")
+    rewards_timeout_seconds: float = Field(default=5.0, gt=0)
+    rewards_webhook_secret: SecretStr = SecretStr(DEMO_REWARDS_WEBHOOK_SECRET)
     # The key digital voucher codes are derived from (fulfilment/vouchers.py): at least 32
     # characters; codes are never stored, so changing it changes every code shown. The demo value
     # is refused in production.
@@ -133,6 +140,13 @@ class Settings(BaseSettings):
                 "refund_roles (PRODUCT_SHOP_REFUND_ROLES) must name practice staff roles only, "
                 f"from {', '.join(sorted(refunders))}"
             )
+        try:
+            rewards_webhook_key = decode_secret(self.rewards_webhook_secret.get_secret_value())
+        except ValueError as exc:
+            raise ConfigurationError(
+                "rewards_webhook_secret (PRODUCT_SHOP_REWARDS_WEBHOOK_SECRET) must be "
+                f"{SECRET_FORMAT}"
+            ) from exc
         if len(self.voucher_secret.get_secret_value()) < 32:
             raise ConfigurationError(
                 "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"
@@ -150,6 +164,10 @@ class Settings(BaseSettings):
             problems.append("supplier_webhook_secret is a demo secret")
         if self.suppliers_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("suppliers_api_key is a demo secret")
+        if rewards_webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
+            problems.append("rewards_webhook_secret is a demo secret")
+        if self.rewards_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
+            problems.append("rewards_api_key is a demo secret")
         if self.voucher_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("voucher_secret is a demo secret")
         if not (self.jwt_jwks_url or self.public_key_pem()):

@@ -47,6 +47,7 @@ MIN_SECRET_BYTES = 24
 DEMO_WEBHOOK_SECRET = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # noqa: S105
 # The supplier network's demo value, a separate secret (decodes to
 # b"demo-supplier-webhook-secret-not-for-prod"); production refuses it too.
+DEMO_REWARDS_WEBHOOK_SECRET = "whsec_ZGVtby1yZXdhcmRzLXdlYmhvb2stc2VjcmV0LW5vdC1mb3ItcHJvZA=="  # noqa: S105
 DEMO_SUPPLIER_WEBHOOK_SECRET = "whsec_ZGVtby1zdXBwbGllci13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # noqa: S105
 SECRET_FORMAT = (
     f"a Standard Webhooks secret: '{SECRET_PREFIX}' followed by the base64 of at least "
