@@ -225,53 +225,76 @@ class CheckoutCompletion:
         assert order is not None
         return Outcome(Result.ORDER, order=order_document(session, order))
 
+    def settle_with_points(
+        self, session: Session, checkout_id: uuid.UUID, settlement_ref: str, actor: Actor
+    ) -> Outcome:
+        """The order of a checkout whose total a confirmed Rewards Manager redemption covers
+        (spec §3.2, §5.4): no capture, the settlement reference instead. The caller has
+        recorded the confirmed redemption in this unit of work."""
+        checkout = read_checkout(session, checkout_id)
+        assert checkout is not None
+        return self._create_order(
+            session, Pending(checkout, ""), None, actor, None, settlement_ref=settlement_ref
+        )
+
     def _create_order(
         self,
         session: Session,
         pending: Pending,
-        status: PaymentStatus,
+        status: PaymentStatus | None,
         actor: Actor,
         message: str | None,
+        *,
+        settlement_ref: str | None = None,
     ) -> Outcome:
         """The order's rows, queued through `db.fast.Statements`: on PostgreSQL the unit of
-        work sends them with its COMMIT in one round trip (docs/benchmarks.md)."""
+        work sends them with its COMMIT in one round trip (docs/benchmarks.md). Paid by the
+        capture `status`, or (no capture) by the points settlement `settlement_ref`."""
         checkout_id = pending.checkout.checkout_id
         read = read_for_completion(session, checkout_id)
         checkout = read.checkout
         self._audit.note_head(session, "checkout", checkout_id, read.audit_head)
         if checkout.status == CheckoutStatus.COMPLETED:
-            if checkout.payment_intent_id != status.intent_id:
+            if status is not None and checkout.payment_intent_id != status.intent_id:
                 # A second capture for a checkout that already has its order.
                 self._exceptions.orphaned_capture(
                     session, checkout_id, status, actor, None, reason="duplicate_capture"
                 )
             return self._settled(session, checkout, message)
-        if checkout.status not in (CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED):
+        payable = (
+            (CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED)
+            if status is not None
+            else (CheckoutStatus.AWAITING_REDEMPTION,)
+        )
+        if checkout.status not in payable:
             raise Conflict(
                 f"This checkout is {checkout.status}.", code=f"checkout_{checkout.status}"
             )
         if checkout.failure_code == PRODUCT_UNAVAILABLE or not all(
             line.purchasable for line in read.lines
         ):
-            self._exceptions.orphaned_capture(
-                session, checkout_id, status, actor, message, reason=PRODUCT_UNAVAILABLE
-            )
+            if status is not None:
+                self._exceptions.orphaned_capture(
+                    session, checkout_id, status, actor, message, reason=PRODUCT_UNAVAILABLE
+                )
             return Outcome(Result.PRODUCT_UNAVAILABLE)
         now = self._clock.now()
-        assert status.transaction_ref is not None
         if message is not None:
             inbox.record(session, INBOX_SOURCE, message, "payment", now)
-        capture = CaptureRow(
-            transaction_ref=status.transaction_ref,
-            intent_id=status.intent_id,
-            checkout_id=checkout_id,
-            amount_minor=status.amount_minor,
-            currency=status.currency,
-            method=status.method or "card",
-            card_scheme=status.card_scheme,
-            card_last4=status.card_last4,
-            confirmed_at=now,
-        )
+        capture = None
+        if status is not None:
+            assert status.transaction_ref is not None
+            capture = CaptureRow(
+                transaction_ref=status.transaction_ref,
+                intent_id=status.intent_id,
+                checkout_id=checkout_id,
+                amount_minor=status.amount_minor,
+                currency=status.currency,
+                method=status.method or "card",
+                card_scheme=status.card_scheme,
+                card_last4=status.card_last4,
+                confirmed_at=now,
+            )
         order_id = new_id()
         order = OrderRow(
             order_id=order_id,
@@ -283,16 +306,18 @@ class CheckoutCompletion:
             refund_status=RefundStatus.NONE.value,
             currency=checkout.currency,
             total_minor=checkout.total_minor,
-            captured_minor=status.amount_minor,
+            captured_minor=capture.amount_minor if capture else 0,
             refunded_minor=0,
-            payment_ref=status.transaction_ref,
-            payment_method=capture.method,
+            payment_ref=capture.transaction_ref if capture else None,
+            payment_method=capture.method if capture else "points",
             redemption_ref=checkout.redemption_ref,
             pms_invoice_ref=None,
             created_by=str(checkout.patient_id),
             created_at=now,
             updated_at=now,
             version=1,
+            redeemed_minor=checkout.redemption_amount_minor,
+            settlement_ref=settlement_ref,
         )
         lines = [_order_line(order_id, line, now) for line in read.lines]
         started = self._fulfilment.order_created(order, lines, checkout, read.lines, now)
@@ -303,7 +328,8 @@ class CheckoutCompletion:
         completed = transition(CheckoutStatus(checkout.status), CheckoutStatus.COMPLETED)
         fast = Statements(session)
         # Foreign keys set the order: capture, order, lines, then the checkout that points to it.
-        fast.insert(PaymentCapture, [capture._asdict()])
+        if capture is not None:
+            fast.insert(PaymentCapture, [capture._asdict()])
         fast.insert(Order, [order_row])
         fast.insert(OrderLine, line_rows)
         fast.update(
@@ -311,7 +337,7 @@ class CheckoutCompletion:
             {"checkout_id": checkout_id},
             {
                 "status": completed.value,
-                "payment_intent_id": status.intent_id,
+                "payment_intent_id": status.intent_id if status else checkout.payment_intent_id,
                 "order_id": order_id,
                 "updated_at": now,
                 "version": checkout.version + 1,
@@ -331,13 +357,14 @@ class CheckoutCompletion:
         )
         trail += started.follow_up(session, fast)
         document = build_order_document(
-            order_row, line_rows, capture._asdict(), trail, started.vouchers
+            order_row, line_rows, capture._asdict() if capture else None, trail, started.vouchers
         )
         current = pending.checkout.payment_intent_id
+        paid_with = status.intent_id if status else None
         return Outcome(
             Result.ORDER,
             order=document,
-            close_intent=current if current not in (None, status.intent_id) else None,
+            close_intent=current if current not in (None, paid_with) else None,
         )
 
     def _record_order_created(
@@ -347,7 +374,7 @@ class CheckoutCompletion:
         checkout: CheckoutRow,
         completed: CheckoutStatus,
         order: OrderRow,
-        capture: CaptureRow,
+        capture: CaptureRow | None,
         actor: Actor,
     ) -> list[dict[str, Any]]:
         """The audit entries of a new order; returns the order's audit trail."""
@@ -371,7 +398,7 @@ class CheckoutCompletion:
                 stream_type="order",
                 stream_id=order_id,
                 new_stream=True,
-                action="payment.captured",
+                action="payment.captured" if capture else "redemption.settled",
                 actor=who,
                 practice_id=practice_id,
                 after={
@@ -380,6 +407,15 @@ class CheckoutCompletion:
                     "amount_minor": capture.amount_minor,
                     "currency": capture.currency,
                     "method": capture.method,
+                    "redemption_ref": order.redemption_ref,
+                    "redeemed_minor": order.redeemed_minor,
+                }
+                if capture
+                else {
+                    "settlement_ref": order.settlement_ref,
+                    "redemption_ref": order.redemption_ref,
+                    "redeemed_minor": order.redeemed_minor,
+                    "currency": order.currency,
                 },
                 at=now,
             ),

@@ -40,6 +40,7 @@ class CheckoutRow(NamedTuple):
     amount_due_minor: int
     payment_intent_id: str | None
     redemption_ref: str | None
+    redemption_amount_minor: int
     order_id: uuid.UUID | None
     failure_code: str | None
     failure_reason: str | None

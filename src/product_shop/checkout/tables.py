@@ -88,3 +88,37 @@ class PaymentCapture(Base):
     card_scheme: Mapped[str | None] = mapped_column(String(24))
     card_last4: Mapped[str | None] = mapped_column(String(4))
     confirmed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+REDEMPTION_STATES = "'requested', 'confirmed', 'reversal_requested', 'reversed'"
+
+
+class PointsRedemption(Base):
+    """A Rewards Manager points redemption asked for a checkout (spec §5.4). Rewards Manager
+    deducts the points and confirms (`confirmed`, with its settlement reference); a failed capture
+    or an abandoned checkout asks it to reverse, once (`reversal_requested`); it says when it has
+    (`reversed`). Product Shop never changes a points balance."""
+
+    __tablename__ = "points_redemptions"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({REDEMPTION_STATES})", name="status"),
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint(
+            "status = 'requested' OR settlement_ref IS NOT NULL", name="confirmed_has_settlement"
+        ),
+    )
+
+    redemption_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    checkout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("checkouts.checkout_id"), unique=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column()
+    practice_id: Mapped[uuid.UUID] = mapped_column()
+    points: Mapped[int] = mapped_column(Integer)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(24))
+    settlement_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reversal_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

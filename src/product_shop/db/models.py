@@ -2,7 +2,7 @@
 
 from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.tables import PracticeProductSetting, Product
-from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture
+from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture, PointsRedemption
 from product_shop.db.base import Base
 from product_shop.events.inbox import InboxMessage
 from product_shop.events.tables import OutboxEvent
@@ -24,6 +24,7 @@ __all__ = [
     "OutboxEvent",
     "PaymentCapture",
     "PaymentException",
+    "PointsRedemption",
     "PracticeProductSetting",
     "Product",
     "Refund",

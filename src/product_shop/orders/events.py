@@ -53,6 +53,8 @@ class OrderRow(NamedTuple):
     created_at: datetime
     updated_at: datetime
     version: int
+    redeemed_minor: int = 0  # the points' money value (spec §5.4)
+    settlement_ref: str | None = None  # Rewards Manager's, when points paid it all
 
 
 class OrderLineRow(NamedTuple):
@@ -89,9 +91,11 @@ class Event(NamedTuple):
 
 
 def order_created_events(
-    order: OrderRow, lines: Sequence[OrderLineRow], capture: CaptureRow
+    order: OrderRow, lines: Sequence[OrderLineRow], capture: CaptureRow | None
 ) -> list[Event]:
-    """The five events of a new order, in the order they are recorded."""
+    """The events of a new order, in the order they are recorded: five for a captured payment;
+    for an order paid wholly with points (no capture), no payment receipt and no order reference
+    for Integrated Payments (it took no payment)."""
     now = order.created_at
     line_docs = [
         {
@@ -110,7 +114,7 @@ def order_created_events(
         "patient_id": order.patient_id,
         "practice_id": order.practice_id,
     }
-    return [
+    events = [
         Event(
             ev.ORDER_CREATED,
             order.order_id,
@@ -128,7 +132,9 @@ def order_created_events(
         Event(
             ev.PAYMENT_RECEIPT,
             order.order_id,
-            {
+            {}
+            if capture is None
+            else {
                 "order_id": order.order_id,
                 "patient_id": order.patient_id,
                 "practice_id": order.practice_id,
@@ -165,7 +171,7 @@ def order_created_events(
                 "currency": order.currency,
                 "total_minor": order.total_minor,
                 "captured_minor": order.captured_minor,
-                "payment_ref": order.payment_ref,
+                "payment_ref": order.payment_ref or order.settlement_ref,
                 "redemption_ref": order.redemption_ref,
                 "pms_invoice_ref": None,
                 "lines": line_docs,
@@ -175,10 +181,19 @@ def order_created_events(
         Event(
             ev.PAYMENT_ORDER_REFERENCE,
             order.order_id,
-            {
+            {}
+            if capture is None
+            else {
                 "order_id": order.order_id,
                 "intent_id": capture.intent_id,
                 "payment_ref": capture.transaction_ref,
             },
         ),
     ]
+    if capture is None:
+        return [
+            e
+            for e in events
+            if e.event_type not in (ev.PAYMENT_RECEIPT, ev.PAYMENT_ORDER_REFERENCE)
+        ]
+    return events

@@ -124,11 +124,15 @@ def build_order_document(
         currency=order["currency"],
         total_minor=order["total_minor"],
         payment=PaymentOut(
-            payment_ref=order["payment_ref"],
+            payment_ref=order["payment_ref"] or order.get("settlement_ref"),
             method=order["payment_method"],
             card_scheme=capture["card_scheme"] if capture else None,
             card_last4=capture["card_last4"] if capture else None,
             captured_minor=order["captured_minor"],
+            redeemed_minor=order.get("redeemed_minor") or 0,
+            provider="DNA Payments via Integrated Payments"
+            if order["payment_ref"]
+            else "Rewards Manager points",
         ),
         redemption_ref=order["redemption_ref"],
         pms_invoice_ref=order["pms_invoice_ref"],

@@ -59,11 +59,15 @@ class OrderLineOut(BaseModel):
 
 
 class PaymentOut(BaseModel):
-    payment_ref: str | None = Field(description="DNA Payments transaction reference")
-    method: str | None
+    payment_ref: str | None = Field(
+        description="DNA Payments transaction reference; for an order paid wholly with points, "
+        "Rewards Manager's settlement reference (spec §5.4)"
+    )
+    method: str | None = Field(description="card, apple_pay, google_pay; `points` for points only")
     card_scheme: str | None
     card_last4: str | None
     captured_minor: int
+    redeemed_minor: int = Field(default=0, description="The money value of the points redeemed")
     provider: str = "DNA Payments via Integrated Payments"
 
 

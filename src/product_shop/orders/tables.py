@@ -25,7 +25,14 @@ LINE_STATES = (
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint("payment_ref IS NOT NULL", name="paid"),
+        # Paid: a recorded capture, or (spec §3.2, §5.4) a confirmed Rewards Manager settlement
+        # (foreign key to a confirmed redemption) covering the whole total with nothing captured.
+        CheckConstraint(
+            "payment_ref IS NOT NULL OR (settlement_ref IS NOT NULL AND captured_minor = 0 "
+            "AND redeemed_minor = total_minor)",
+            name="paid",
+        ),
+        CheckConstraint("captured_minor + redeemed_minor = total_minor", name="paid_in_full"),
         CheckConstraint(
             "status IN ('Created', 'Fulfilment-In-Progress', 'Completed', 'Refunded')",
             name="status",
@@ -70,6 +77,12 @@ class Order(Base):
     )
     payment_method: Mapped[str | None] = mapped_column(String(24))
     redemption_ref: Mapped[str | None] = mapped_column(String(64))
+    # The money value of the points redeemed, and Rewards Manager's settlement reference when
+    # points paid the whole order (then nothing is captured).
+    redeemed_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settlement_ref: Mapped[str | None] = mapped_column(
+        ForeignKey("points_redemptions.settlement_ref"), unique=True
+    )
     pms_invoice_ref: Mapped[str | None] = mapped_column(String(120))
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
