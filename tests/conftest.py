@@ -31,6 +31,7 @@ from product_shop.db.engine import Database, make_engine
 from product_shop.db.migrate import upgrade
 from product_shop.db.models import metadata
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
+from product_shop.simulators.rewards import RewardsSimulatorConfig, create_rewards_simulator
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
 from product_shop.web.app import create_app
@@ -272,12 +273,48 @@ def suppliers_url(suppliers_simulator: BackgroundServer) -> Iterator[str]:
     httpx.post(f"{suppliers_simulator.url}/_simulator/reset")
 
 
+# ---- Rewards Manager, over real HTTP --------------------------------------------------------
+
+REWARDS_WEBHOOK_SECRET = "whsec_dGVzdC1yZXdhcmRzLXdlYmhvb2stc2VjcmV0LTMyYnl0ZXM="
+REWARDS_API_KEY = "test-rewards-api-key"
+
+
+@pytest.fixture(scope="session")
+def rewards_simulator() -> Iterator[BackgroundServer]:
+    """The Rewards Manager simulator on a local port; callbacks go nowhere until a test names a
+    receiver (`POST /_simulator/config {"callback_url": ...}`)."""
+    app = create_rewards_simulator(
+        RewardsSimulatorConfig(
+            api_key=REWARDS_API_KEY,
+            webhook_secret=REWARDS_WEBHOOK_SECRET,
+            callback_url=None,
+            duplicate_callback_rate=0.0,
+            confirm_delay_seconds=0.0,
+        )
+    )
+    server = serve_in_background(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rewards_url(rewards_simulator: BackgroundServer) -> Iterator[str]:
+    """The simulator's URL; afterwards its faults and callback URL are reset."""
+    yield rewards_simulator.url
+    httpx.post(f"{rewards_simulator.url}/_simulator/reset")
+
+
 # ---- the application -----------------------------------------------------------------------
 
 
 @pytest.fixture
 def settings(
-    database: Database, key_pair: KeyPair, tmp_path: Path, payments_url: str, suppliers_url: str
+    database: Database,
+    key_pair: KeyPair,
+    tmp_path: Path,
+    payments_url: str,
+    suppliers_url: str,
+    rewards_url: str,
 ) -> Settings:
     return Settings(
         environment="test",
@@ -292,6 +329,10 @@ def settings(
         suppliers_api_key=SUPPLIERS_API_KEY,
         suppliers_timeout_seconds=1.0,
         supplier_webhook_secret=SUPPLIER_WEBHOOK_SECRET,
+        rewards_base_url=rewards_url,
+        rewards_api_key=REWARDS_API_KEY,
+        rewards_timeout_seconds=1.0,
+        rewards_webhook_secret=REWARDS_WEBHOOK_SECRET,
         relay_in_process=False,  # tests drive the relay themselves
     )
 

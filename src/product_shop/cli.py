@@ -11,7 +11,11 @@ import uvicorn
 
 from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
-from product_shop.core.signing import DEMO_SUPPLIER_WEBHOOK_SECRET, DEMO_WEBHOOK_SECRET
+from product_shop.core.signing import (
+    DEMO_REWARDS_WEBHOOK_SECRET,
+    DEMO_SUPPLIER_WEBHOOK_SECRET,
+    DEMO_WEBHOOK_SECRET,
+)
 from product_shop.logging import configure_logging, get_logger
 
 log = get_logger("product_shop.cli")
@@ -87,6 +91,38 @@ def _parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     suppliers.set_defaults(handler=_simulate_suppliers)
+    rewards = simulate_sub.add_parser("rewards", help="Rewards Manager (loyalty points)")
+    rewards.add_argument("--port", type=int, default=8103)
+    rewards.add_argument("--host", default="127.0.0.1")
+    rewards.add_argument(
+        "--callback-url",
+        default=None,
+        help="Where signed callbacks go, e.g. http://127.0.0.1:8000/v1/webhooks/rewards",
+    )
+    rewards.add_argument("--api-key", default="demo-rewards-api-key")
+    rewards.add_argument(
+        "--webhook-secret",
+        default=DEMO_REWARDS_WEBHOOK_SECRET,
+        help="Standard Webhooks secret (whsec_ + base64) shared with the API",
+    )
+    rewards.add_argument(
+        "--practice",
+        action="append",
+        default=[],
+        metavar="PRACTICE_ID[=MINOR_PER_POINT]",
+        help="A practice with rewards, its point worth this many minor units (default 1); "
+        "repeat for more. Every other practice has none",
+    )
+    rewards.add_argument(
+        "--balance",
+        type=int,
+        default=5000,
+        metavar="POINTS",
+        help="Points a patient first seen at a practice with rewards starts with "
+        "(default %(default)s)",
+    )
+    rewards.add_argument("--duplicate-rate", type=float, default=0.3)
+    rewards.set_defaults(handler=_simulate_rewards)
 
     users = sub.add_parser("demo-users", help="Print the demo users with fresh tokens")
     users.add_argument("--json", action="store_true", help="JSON list (the only format)")
@@ -167,6 +203,7 @@ def _demo(args: argparse.Namespace) -> int:
         demo_settings,
         prepare,
         start_payments_simulator,
+        start_rewards_simulator,
         start_suppliers_simulator,
     )
     from product_shop.web.app import create_app
@@ -176,7 +213,10 @@ def _demo(args: argparse.Namespace) -> int:
     data_dir = (args.data_dir or default_data_dir()).resolve()  # as demo-users resolves it
     simulator = start_payments_simulator(demo_settings(data_dir), base)
     suppliers = start_suppliers_simulator(demo_settings(data_dir), base)
-    context = prepare(data_dir, payments_url=simulator.url, suppliers_url=suppliers.url)
+    rewards = start_rewards_simulator(demo_settings(data_dir), base)
+    context = prepare(
+        data_dir, payments_url=simulator.url, suppliers_url=suppliers.url, rewards_url=rewards.url
+    )
     app = create_app(context=context)
     print(
         f"""
@@ -197,6 +237,9 @@ Buy something (Integrated Payments simulator at {simulator.url}):
   POST {base}/v1/checkouts  (Idempotency-Key header, {{"lines": [...], "delivery_address": ...}})
   POST <payment_url> {{"card_number": "4242424242424242"}}   (4000000000000002 is declined)
   POST {base}/v1/checkouts/<id>/complete   -> the order
+Redeem points (Harbour patients; Rewards Manager simulator at {rewards.url}):
+  GET  {base}/v1/me/rewards;  add "redeem_points": 500 to the checkout, then wait for
+  `awaiting_payment` (or the order, when the points cover it all)
 Drop-ship lines go to the supplier network simulator at {suppliers.url}
   (dispatched with tracking a few seconds after the order, delivered a little later).
 """,
@@ -252,6 +295,42 @@ def _simulate_suppliers(args: argparse.Namespace) -> int:
         return 2
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0
+
+
+def _simulate_rewards(args: argparse.Namespace) -> int:
+    from product_shop.simulators.rewards import RewardsSimulatorConfig, create_rewards_simulator
+
+    configure_logging("INFO", json=True)
+    try:
+        practices = dict(_practice_value(option) for option in args.practice)
+        config = RewardsSimulatorConfig(
+            api_key=args.api_key,
+            webhook_secret=args.webhook_secret,
+            callback_url=args.callback_url,
+            enabled_practices=practices,
+            default_balance_points=args.balance,
+            duplicate_callback_rate=args.duplicate_rate,
+            auto_confirm=True,
+        )
+        app = create_rewards_simulator(config)
+    except ValueError as exc:
+        print(f"product-shop simulate rewards: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+def _practice_value(option: str) -> tuple[str, int]:
+    """`PRACTICE_ID` or `PRACTICE_ID=MINOR_PER_POINT` (--practice)."""
+    practice_id, _, value = option.partition("=")
+    if not practice_id.strip():
+        raise ValueError(f"--practice {option!r}: give a practice id")
+    try:
+        return practice_id.strip(), int(value) if value else 1
+    except ValueError:
+        raise ValueError(
+            f"--practice {option!r}: the value per point is not a whole number"
+        ) from None
 
 
 def _demo_users(args: argparse.Namespace) -> int:

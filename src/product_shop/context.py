@@ -11,6 +11,7 @@ from product_shop.audit.log import AuditLog
 from product_shop.catalogue.service import CatalogueService
 from product_shop.checkout.cancellation import CheckoutCancellation
 from product_shop.checkout.complete import CheckoutCompletion
+from product_shop.checkout.redemption import PointsRedemptions
 from product_shop.checkout.service import CheckoutService
 from product_shop.config import Settings
 from product_shop.core.clock import Clock, SystemClock
@@ -31,7 +32,9 @@ from product_shop.fulfilment.start import FulfilmentStarter
 from product_shop.idempotency.store import IdempotencyStore
 from product_shop.integrations.payments import IntegratedPayments
 from product_shop.integrations.payments_http import HttpIntegratedPayments
-from product_shop.integrations.sinks import payments_sinks
+from product_shop.integrations.rewards import RewardsManager
+from product_shop.integrations.rewards_http import HttpRewardsManager
+from product_shop.integrations.sinks import payments_sinks, reversal_sink
 from product_shop.integrations.suppliers import SupplierNetwork
 from product_shop.integrations.suppliers_http import HttpSupplierNetwork
 from product_shop.jobs.refund_settlement import RefundSettlement
@@ -60,6 +63,8 @@ class AppContext:
     suppliers: SupplierNetwork
     fulfilment: FulfilmentService
     supplier_updates: SupplierUpdates
+    rewards: RewardsManager
+    redemptions: PointsRedemptions
     refunds: RefundService
     refund_settlement: RefundSettlement
     cancellations: CancellationRequests
@@ -68,7 +73,7 @@ class AppContext:
         """Release threads and network clients (the database is disposed by whoever created
         it)."""
         self.relay.close()
-        for client in (self.payments, self.suppliers):
+        for client in (self.payments, self.suppliers, self.rewards):
             close = getattr(client, "close", None)
             if callable(close):
                 close()
@@ -83,6 +88,7 @@ class AppContext:
         clock: Clock | None = None,
         payments: IntegratedPayments | None = None,
         suppliers: SupplierNetwork | None = None,
+        rewards: RewardsManager | None = None,
     ) -> AppContext:
         clock = clock or SystemClock()
         database = database or Database(settings.database_url, pool_size=settings.db_pool_size)
@@ -98,6 +104,11 @@ class AppContext:
             api_key=settings.suppliers_api_key.get_secret_value(),
             timeout_seconds=settings.suppliers_timeout_seconds,
         )
+        rewards = rewards or HttpRewardsManager(
+            settings.rewards_base_url,
+            api_key=settings.rewards_api_key.get_secret_value(),
+            timeout_seconds=settings.rewards_timeout_seconds,
+        )
         idempotency = IdempotencyStore(clock)
         lines = LineFulfilment(audit=audit, outbox=outbox, clock=clock)
         relay = OutboxRelay(
@@ -106,12 +117,22 @@ class AppContext:
                 **payments_sinks(payments),
                 ev.SHIPMENT_REQUESTED.name: shipment_sink(suppliers),
                 ev.SHIPMENT_CANCELLATION_REQUESTED.name: cancellation_sink(suppliers),
+                ev.REDEMPTION_REVERSAL_REQUESTED.name: reversal_sink(rewards),
             },
             clock,
             follow_ups={
                 ev.SHIPMENT_REQUESTED.name: ShipmentFollowUp(lines),
                 ev.SHIPMENT_CANCELLATION_REQUESTED.name: CancellationFollowUp(lines, audit, clock),
             },
+        )
+        completion = CheckoutCompletion(
+            payments=payments,
+            audit=audit,
+            outbox=outbox,
+            clock=clock,
+            fulfilment=FulfilmentStarter(
+                audit=audit, outbox=outbox, voucher_key=settings.voucher_key()
+            ),
         )
         refunds = RefundService(
             audit=audit,
@@ -144,14 +165,10 @@ class AppContext:
                 clock=clock,
                 ttl=timedelta(minutes=settings.checkout_ttl_minutes),
             ),
-            completion=CheckoutCompletion(
-                payments=payments,
-                audit=audit,
-                outbox=outbox,
-                clock=clock,
-                fulfilment=FulfilmentStarter(
-                    audit=audit, outbox=outbox, voucher_key=settings.voucher_key()
-                ),
+            completion=completion,
+            rewards=rewards,
+            redemptions=PointsRedemptions(
+                rewards=rewards, completion=completion, audit=audit, outbox=outbox, clock=clock
             ),
             orders=OrderService(audit=audit, clock=clock, voucher_key=settings.voucher_key()),
             relay=relay,

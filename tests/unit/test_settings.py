@@ -6,7 +6,11 @@ import pytest
 
 from product_shop.access.demo_idp import DEMO_KEY_HEADER, KeyPair
 from product_shop.config import ConfigurationError, Settings
-from product_shop.core.signing import DEMO_SUPPLIER_WEBHOOK_SECRET, DEMO_WEBHOOK_SECRET
+from product_shop.core.signing import (
+    DEMO_REWARDS_WEBHOOK_SECRET,
+    DEMO_SUPPLIER_WEBHOOK_SECRET,
+    DEMO_WEBHOOK_SECRET,
+)
 from product_shop.web.app import create_app
 
 PG = "postgresql+psycopg://shop@db.internal/shop"
@@ -21,6 +25,8 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "payments_api_key": "a-real-api-key-from-the-vault",
         "supplier_webhook_secret": "whsec_YW5vdGhlci1yZWFsLXNlY3JldC1mb3Itc3VwcGxpZXJz",
         "suppliers_api_key": "a-real-supplier-key-from-the-vault",
+        "rewards_webhook_secret": "whsec_YS1yZWFsLXJld2FyZHMtc2VjcmV0LWZyb20tdGhlLXZhdWx0",
+        "rewards_api_key": "a-real-rewards-key-from-the-vault",
         "voucher_secret": "a-real-voucher-key-from-the-vault-0123456789",
     }
     values.update(overrides)
@@ -42,6 +48,11 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
             "supplier_webhook_secret is a demo secret",
         ),
         ({"suppliers_api_key": "demo-suppliers-api-key"}, "suppliers_api_key is a demo secret"),
+        (
+            {"rewards_webhook_secret": DEMO_REWARDS_WEBHOOK_SECRET},
+            "rewards_webhook_secret is a demo secret",
+        ),
+        ({"rewards_api_key": "demo-rewards-api-key"}, "rewards_api_key is a demo secret"),
         (
             {"voucher_secret": "demo-voucher-key-0123456789abcdefghij"},
             "voucher_secret is a demo secret",

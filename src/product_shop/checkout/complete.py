@@ -129,7 +129,11 @@ class CheckoutCompletion:
             check_owner(owner, checkout.patient_id if checkout else None)
         assert checkout is not None
         target = intent_id or checkout.payment_intent_id
-        assert target is not None
+        if target is None:  # points not confirmed yet, or the payment for the rest not open
+            raise Conflict(
+                "No payment has been opened for this checkout yet.",
+                code=f"checkout_{checkout.status}",
+            )
         if checkout.status == CheckoutStatus.COMPLETED and target == checkout.payment_intent_id:
             return self._settled(session, checkout, message)
         if checkout.status not in (

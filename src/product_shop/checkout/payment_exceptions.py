@@ -19,6 +19,7 @@ from product_shop.audit.log import AuditLog
 from product_shop.checkout.cancellation import PRODUCT_UNAVAILABLE
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.repository import lock_checkout
+from product_shop.checkout.reversals import RedemptionReversals
 from product_shop.core.clock import Clock
 from product_shop.core.ids import new_id
 from product_shop.events import inbox
@@ -45,6 +46,7 @@ class PaymentExceptions:
         self._audit = audit
         self._outbox = outbox
         self._clock = clock
+        self._reversals = RedemptionReversals(audit=audit, outbox=outbox, clock=clock)
 
     def orphaned_capture(
         self,
@@ -141,6 +143,8 @@ class PaymentExceptions:
         ):
             return
         checkout.status = transition(CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED).value
+        # Points confirmed for this checkout go back to the patient (spec §5.4, rule 13).
+        self._reversals.after_failed_payment(session, checkout)
         checkout.failure_code = status.failure_code or "payment_failed"
         checkout.failure_reason = status.failure_message or "The payment did not go through."
         checkout.updated_at = now

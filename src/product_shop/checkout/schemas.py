@@ -44,6 +44,15 @@ class CheckoutIn(InputModel):
         default=None,
         description="Only Integrated Payments (DNA Payments) is permitted; any other is refused.",
     )
+    redeem_points: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        strict=True,
+        description="Rewards Manager points to redeem (spec §5.4). The checkout then awaits "
+        "Rewards Manager's confirmation (`awaiting_redemption`) before any payment opens; the "
+        "rest, if any, is paid through Integrated Payments.",
+    )
 
 
 class CheckoutLineOut(BaseModel):
@@ -68,11 +77,18 @@ class CheckoutFailure(BaseModel):
     retry_url: str
 
 
+class RedemptionOut(BaseModel):
+    points: int
+    amount_minor: int = Field(description="The points' money value, off the total")
+    redemption_ref: str | None = Field(description="Rewards Manager's reference, once given")
+
+
 class CheckoutOut(BaseModel):
     id: uuid.UUID
     status: CheckoutStatus
     total_minor: int
     amount_due_minor: int
+    redemption: RedemptionOut | None = None
     currency: str
     lines: list[CheckoutLineOut]
     delivery_address: DeliveryAddress | None

@@ -125,28 +125,43 @@ class CheckoutService:
         )
 
     def record_new(
-        self, session: Session, actor: Actor, checkout: NewCheckout, intent: PaymentIntent
+        self,
+        session: Session,
+        actor: Actor,
+        checkout: NewCheckout,
+        intent: PaymentIntent | None,
+        *,
+        points: tuple[int, int] | None = None,
     ) -> CheckoutOut:
-        """The checkout, its lines and its audit entry, added to the caller's unit of work."""
+        """The checkout, its lines and its audit entry, added to the caller's unit of work:
+        awaiting payment on `intent`, or, with `points` (points, their money value), awaiting
+        Rewards Manager's confirmation of the redemption, with no payment intent yet (spec
+        §5.4: no capture before the confirmation)."""
         now = self._clock.now()
+        redeemed_points, redeemed_minor = points or (None, 0)
         row: dict[str, Any] = {
             "checkout_id": checkout.checkout_id,
             "patient_id": checkout.patient_id,
             "practice_id": checkout.practice_id,
-            "status": transition(CheckoutStatus.OPEN, CheckoutStatus.AWAITING_PAYMENT).value,
+            "status": transition(
+                CheckoutStatus.OPEN,
+                CheckoutStatus.AWAITING_PAYMENT
+                if points is None
+                else CheckoutStatus.AWAITING_REDEMPTION,
+            ).value,
             "currency": checkout.currency,
             "total_minor": checkout.total_minor,
-            "amount_due_minor": checkout.total_minor,
+            "amount_due_minor": checkout.total_minor - redeemed_minor,
             "delivery_address": checkout.delivery_address,
             "patient_first_name": checkout.patient_first_name,
-            "payment_intent_id": intent.intent_id,
-            "payment_url": intent.payment_url,
-            "payment_attempts": 1,
+            "payment_intent_id": intent.intent_id if intent else None,
+            "payment_url": intent.payment_url if intent else None,
+            "payment_attempts": 1 if intent else 0,
             "failure_code": None,
             "failure_reason": None,
             "redemption_ref": None,
-            "redemption_points": None,
-            "redemption_amount_minor": 0,
+            "redemption_points": redeemed_points,
+            "redemption_amount_minor": redeemed_minor,
             "order_id": None,
             "created_at": now,
             "updated_at": now,
@@ -179,7 +194,8 @@ class CheckoutService:
                 "status": row["status"],
                 "total_minor": checkout.total_minor,
                 "currency": checkout.currency,
-                "intent_id": intent.intent_id,
+                "intent_id": intent.intent_id if intent else None,
+                "redeem_points": redeemed_points,
                 "lines": [
                     {
                         "product_id": str(line.product_id),
@@ -206,9 +222,20 @@ class CheckoutService:
         retry is idempotent). Availability is checked now; prices stay the checkout's."""
         checkout = load_owned(session, actor, checkout_id)
         lines = load_lines(session, checkout_id)
-        if checkout.status == CheckoutStatus.AWAITING_PAYMENT:
+        if checkout.status == CheckoutStatus.AWAITING_PAYMENT and checkout.payment_intent_id:
             return view(checkout, lines)
-        if checkout.status != CheckoutStatus.FAILED:
+        if checkout.redemption_points and checkout.status == CheckoutStatus.FAILED:
+            raise Conflict(
+                "The points redeemed for this checkout are being returned to you, so it cannot be "
+                "paid again; start a new checkout.",
+                code="redemption_reversed",
+            )
+        if checkout.status == CheckoutStatus.AWAITING_REDEMPTION:
+            raise Conflict(
+                "Rewards Manager has not confirmed the points yet; the payment opens once it has.",
+                code="checkout_awaiting_redemption",
+            )
+        if checkout.status not in (CheckoutStatus.FAILED, CheckoutStatus.AWAITING_PAYMENT):
             transition(CheckoutStatus(checkout.status), CheckoutStatus.AWAITING_PAYMENT)  # raises
         price_lines(
             session,
@@ -250,6 +277,11 @@ class CheckoutService:
                 code="payment_cancel_refused",
             ) from exc
 
+    def open_intent_for(self, checkout_id: uuid.UUID, amount: int, currency: str) -> PaymentIntent:
+        """The first payment intent of a checkout that awaited a points redemption: the rest of
+        its total (network; no transaction open; keyed as a first attempt)."""
+        return self._open_intent(checkout_id, amount, currency, attempt=1)
+
     def open_retry_intent(self, retry: Retry) -> PaymentIntent:
         return self._open_intent(
             retry.checkout_id, retry.amount_minor, retry.currency, attempt=retry.attempt
@@ -262,11 +294,18 @@ class CheckoutService:
         Returns the checkout and whether this intent is the one it names."""
         now = self._clock.now()
         checkout = lock_checkout(session, retry.checkout_id)
-        if checkout.version == retry.version and checkout.status == CheckoutStatus.FAILED:
+        if checkout.version == retry.version and (
+            checkout.status == CheckoutStatus.FAILED
+            or (
+                checkout.status == CheckoutStatus.AWAITING_PAYMENT
+                and not checkout.payment_intent_id
+            )
+        ):
             before = {"status": checkout.status, "failure_code": checkout.failure_code}
-            checkout.status = transition(
-                CheckoutStatus.FAILED, CheckoutStatus.AWAITING_PAYMENT
-            ).value
+            if checkout.status == CheckoutStatus.FAILED:
+                checkout.status = transition(
+                    CheckoutStatus.FAILED, CheckoutStatus.AWAITING_PAYMENT
+                ).value
             checkout.payment_intent_id = intent.intent_id
             checkout.payment_url = intent.payment_url
             checkout.payment_attempts = retry.attempt

@@ -13,6 +13,7 @@ from product_shop.checkout.schemas import (
     CheckoutOut,
     DeliveryAddress,
     PaymentLink,
+    RedemptionOut,
 )
 from product_shop.checkout.tables import Checkout, CheckoutLine
 from product_shop.db.fast import columns_of
@@ -36,6 +37,13 @@ def checkout_view(checkout: Mapping[str, Any], lines: Sequence[Mapping[str, Any]
         status=CheckoutStatus(checkout["status"]),
         total_minor=checkout["total_minor"],
         amount_due_minor=checkout["amount_due_minor"],
+        redemption=RedemptionOut(
+            points=checkout["redemption_points"],
+            amount_minor=checkout["redemption_amount_minor"],
+            redemption_ref=checkout["redemption_ref"],
+        )
+        if checkout.get("redemption_points")
+        else None,
         currency=checkout["currency"],
         lines=[
             CheckoutLineOut(

@@ -13,9 +13,10 @@ from product_shop.context import AppContext
 from product_shop.core.clock import utcnow
 from product_shop.db.engine import Database
 from product_shop.db.migrate import upgrade
-from product_shop.demo.data import USERS
+from product_shop.demo.data import HARBOUR, USERS
 from product_shop.demo.seed import is_seeded, seed
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
+from product_shop.simulators.rewards import RewardsSimulatorConfig, create_rewards_simulator
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
 
@@ -55,7 +56,11 @@ def missing_demo(data_dir: Path) -> list[str]:
 
 
 def demo_settings(
-    data_dir: Path, *, payments_url: str | None = None, suppliers_url: str | None = None
+    data_dir: Path,
+    *,
+    payments_url: str | None = None,
+    suppliers_url: str | None = None,
+    rewards_url: str | None = None,
 ) -> Settings:
     """SQLite in the data directory (unless PRODUCT_SHOP_DATABASE_URL says otherwise), the demo
     identity provider's public key, development mode; the simulators' URLs when given."""
@@ -71,6 +76,8 @@ def demo_settings(
         overrides["payments_base_url"] = payments_url
     if suppliers_url is not None:
         overrides["suppliers_base_url"] = suppliers_url
+    if rewards_url is not None:
+        overrides["rewards_base_url"] = rewards_url
     if "PRODUCT_SHOP_DATABASE_URL" not in os.environ:
         overrides["database_url"] = f"sqlite:///{data_dir / 'product_shop.sqlite3'}"
     return Settings(**overrides)
@@ -105,13 +112,34 @@ def start_suppliers_simulator(settings: Settings, api_url: str) -> BackgroundSer
     return serve_in_background(create_suppliers_simulator(config))
 
 
+def start_rewards_simulator(settings: Settings, api_url: str) -> BackgroundServer:
+    """Rewards Manager for the demo: Harbour Dental Care offers points (1 point = 1p; each
+    patient starts with 2,500), Meadowbank does not; signed confirmations to our webhook."""
+    config = RewardsSimulatorConfig(
+        api_key=settings.rewards_api_key.get_secret_value(),
+        webhook_secret=settings.rewards_webhook_secret.get_secret_value(),
+        callback_url=f"{api_url}/v1/webhooks/rewards",
+        enabled_practices={str(HARBOUR.practice_id): 1},
+        default_balance_points=2500,
+        confirm_delay_seconds=0.5,
+        duplicate_callback_rate=0.2,
+    )
+    return serve_in_background(create_rewards_simulator(config))
+
+
 def prepare(
-    data_dir: Path, *, payments_url: str | None = None, suppliers_url: str | None = None
+    data_dir: Path,
+    *,
+    payments_url: str | None = None,
+    suppliers_url: str | None = None,
+    rewards_url: str | None = None,
 ) -> AppContext:
     """Create the data directory and key, migrate, seed once. Returns the wired context."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_key_pair(data_dir)
-    settings = demo_settings(data_dir, payments_url=payments_url, suppliers_url=suppliers_url)
+    settings = demo_settings(
+        data_dir, payments_url=payments_url, suppliers_url=suppliers_url, rewards_url=rewards_url
+    )
     database = Database(settings.database_url)
     upgrade(database.engine)
     context = AppContext.build(settings, database=database)

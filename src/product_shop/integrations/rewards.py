@@ -8,17 +8,23 @@ it acts on a reversal request.
 Contract (Bearer API key on every route):
 - GET  /v1/accounts/{patient_id}?practice_id=... -> `{"patient_id", "practice_id", "enabled",
   "balance_points", "value_minor_per_point", "currency"}`; `enabled` false where the practice has
-  no rewards (the balance is then 0).
+  no rewards (the balance and `value_minor_per_point` are then 0).
 - POST /v1/redemptions (Idempotency-Key) `{"patient_id", "practice_id", "points",
   "amount_minor", "currency", "reference"}` (`reference`: our checkout id) -> 202
   `{"redemption_ref", "status": "pending", ...}`. Rewards Manager then deducts the points and
-  confirms by a signed callback; a repeated key answers the first redemption. Refusals (4xx
-  problem+json `code`): `rewards_disabled`, `insufficient_points`, `amount_mismatch` (the points
-  at the practice's value per point are not the amount).
+  confirms by a signed callback; a repeated key answers the first redemption (as it is now, so
+  possibly `confirmed`). The answer is the redemption as GET shows it (`redemption_ref`,
+  `status`, `reference`, `patient_id`, `practice_id`, `points`, `amount_minor`, `currency`,
+  `settlement_ref`, `points_reversed`, ...). Refusals (4xx problem+json `code`):
+  `rewards_disabled`, `insufficient_points`, `amount_mismatch` (the points at the practice's
+  value per point are not the amount, or the currency is not the account's),
+  `idempotency_key_reused` (the key came with another request).
 - POST /v1/redemptions/{redemption_ref}/reversals (Idempotency-Key) `{"points", "reason"}` ->
   202 `{"reversal_ref", "redemption_ref", "points", "status": "pending"}`; confirmed later by a
   signed `redemption.reversed` callback. A repeated key answers the first reversal; points are
-  never reinstated beyond what was redeemed.
+  never reinstated beyond what was redeemed: the answer's `points` are those reinstated, fewer
+  than asked (down to 0) when earlier reversals already gave back the rest. Unknown redemption:
+  404 `redemption_not_found`.
 - GET  /v1/redemptions/{redemption_ref} -> the redemption with `points_reversed`.
 - Signed callbacks (Standard Webhooks, its own secret) to Product Shop's
   `POST /v1/webhooks/rewards`: `{"id", "type", "created_at", "data"}` where `type` is

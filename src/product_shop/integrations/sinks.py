@@ -5,6 +5,7 @@ from __future__ import annotations
 from product_shop.events import types as ev
 from product_shop.events.relay import PendingEvent, PermanentDeliveryError, Sink
 from product_shop.integrations.payments import IntegratedPayments, PaymentRejected
+from product_shop.integrations.rewards import RewardsManager, RewardsRejected
 
 
 def payments_sinks(payments: IntegratedPayments) -> dict[str, Sink]:
@@ -34,3 +35,22 @@ def payments_sinks(payments: IntegratedPayments) -> dict[str, Sink]:
         ev.PAYMENT_ORDER_REFERENCE.name: order_reference,
         ev.CHECKOUT_CANCELLED.name: cancel_intent,
     }
+
+
+def reversal_sink(rewards: RewardsManager) -> Sink:
+    """Rewards Manager: reinstate a redemption's points (`rewards.redemption_reversal_requested`).
+    Keyed by the event id, so a redelivery (a crash after sending, a retry) reverses once."""
+
+    def reverse(event: PendingEvent) -> None:
+        data = event.data
+        try:
+            rewards.request_reversal(
+                data["redemption_ref"],
+                points=int(data["points"]),
+                reason=data["reason"],
+                idempotency_key=f"reversal:{event.event_id}",
+            )
+        except RewardsRejected as exc:
+            raise PermanentDeliveryError(f"{exc.code}: {exc.message}") from exc
+
+    return reverse

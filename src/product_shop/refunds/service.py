@@ -34,6 +34,7 @@ from product_shop.access.actor import Actor, Role
 from product_shop.access.policy import require_refunder
 from product_shop.audit.log import AuditActor, AuditLog
 from product_shop.catalogue.model import FulfilmentType
+from product_shop.checkout.tables import PointsRedemption
 from product_shop.core.clock import Clock
 from product_shop.core.errors import Conflict, NotFound, Unprocessable
 from product_shop.core.ids import new_id
@@ -556,15 +557,26 @@ class RefundService:
         )
         if order.redemption_ref is not None:
             # Points are reinstated by Rewards Manager on its own confirmation, never by us
-            # (spec §5.4, §15.2 rule 14).
+            # (spec §5.4, §15.2 rule 14): all of them with a full refund, else the refund's
+            # share of the money captured.
+            redemption = session.get(PointsRedemption, order.redemption_ref)
+            redeemed = redemption.points if redemption is not None else 0
+            points = (
+                redeemed
+                if order.refund_status == "full" or order.captured_minor == 0
+                else redeemed * refund.amount_minor // order.captured_minor
+            )
             self._outbox.emit(
                 session,
                 ev.REDEMPTION_REVERSAL_REQUESTED,
                 aggregate_id=order.order_id,
                 data={
                     **ids,
+                    "checkout_id": order.checkout_id,
                     "patient_id": order.patient_id,
                     "redemption_ref": order.redemption_ref,
+                    "points": points,
+                    "amount_minor": order.redeemed_minor,
                     "reason": "refund",
                     "refund_status": order.refund_status,
                     "requested_at": now,

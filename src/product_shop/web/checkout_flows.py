@@ -10,6 +10,7 @@ runs it again after a deadlock or serialization failure. The use cases themselve
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,12 +18,15 @@ from sqlalchemy.orm import Session
 from product_shop.access.actor import Actor
 from product_shop.checkout.complete import PAYMENTS_ACTOR, Pending
 from product_shop.checkout.outcomes import Outcome, Result, answer
+from product_shop.checkout.redemption import parse_confirmation
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
+from product_shop.checkout.service import NewCheckout
 from product_shop.context import AppContext
-from product_shop.core.errors import Conflict
+from product_shop.core.errors import Conflict, Unprocessable
 from product_shop.core.timing import timed
 from product_shop.db.engine import is_retryable
 from product_shop.idempotency.store import Claim
+from product_shop.integrations.rewards import RewardsRejected
 from product_shop.orders.queries import patient_view
 from product_shop.orders.schemas import PatientOrderOut
 
@@ -34,6 +38,8 @@ def create_checkout(
     checkout with the idempotent response (unit of work 2)."""
     with context.database.unit_of_work() as session:
         new = context.checkout.price(session, actor, body)
+    if body.redeem_points is not None:
+        return _create_with_points(context, actor, new, body.redeem_points, claim)
     intent = context.checkout.open_intent(new)
 
     def record(session: Session) -> CheckoutOut:
@@ -44,6 +50,68 @@ def create_checkout(
         return view
 
     return context.database.run(record)
+
+
+def _create_with_points(
+    context: AppContext, actor: Actor, new: NewCheckout, points: int, claim: Claim
+) -> CheckoutOut:
+    """A checkout that redeems points (spec §5.4): the points' value at the practice (Rewards
+    Manager); the checkout stored `awaiting_redemption`, no payment intent (unit of work); the
+    redemption asked of Rewards Manager; what it said, with the idempotent response (unit of
+    work). Rewards Manager's signed confirmation then opens the payment for the rest, or makes
+    the order when the points cover it all."""
+    redemptions = context.redemptions
+    planned = redemptions.plan(new, points)
+    context.database.run(
+        lambda session: context.checkout.record_new(
+            session, actor, new, None, points=(planned.points, planned.amount_minor)
+        )
+    )
+    try:
+        redemption = redemptions.request(new, planned)
+    except RewardsRejected as exc:
+        refusal = exc
+        context.database.run(lambda session: redemptions.refused(session, new.checkout_id, refusal))
+        raise Unprocessable(
+            f"Rewards Manager refused the redemption: {exc.message}", code=exc.code
+        ) from exc
+
+    def record(session: Session) -> CheckoutOut:
+        redemptions.record_requested(session, actor, new.checkout_id, planned, redemption)
+        session.flush()
+        view = context.checkout.get(session, actor, new.checkout_id)
+        context.idempotency.complete(
+            session, claim, 201, view.model_dump(mode="json"), f"/v1/checkouts/{view.id}"
+        )
+        return view
+
+    return context.database.run(record)
+
+
+def rewards_callback(
+    context: AppContext, message_id: str, event_type: str, data: dict[str, Any]
+) -> str:
+    """Process an authentic Rewards Manager callback once; what happened, for the
+    acknowledgement. A confirmation that leaves the rest to pay opens the payment intent
+    (Integrated Payments, nothing open) and stores it; if that fails, the callback is answered
+    503 and not recorded as seen, so Rewards Manager sends it again."""
+    redemptions = context.redemptions
+    if event_type == "redemption.reversed":
+        return context.database.run(lambda session: redemptions.reversed(session, message_id, data))
+    if event_type != "redemption.confirmed":
+        return "ignored"
+    confirmation = parse_confirmation(data)
+    step = context.database.run(
+        lambda session: redemptions.confirmed(session, message_id, confirmation)
+    )
+    if isinstance(step, str):
+        return step
+    intent = context.checkout.open_intent_for(step.checkout_id, step.amount_minor, step.currency)
+    return context.database.run(
+        lambda session: redemptions.intent_opened(
+            session, message_id, step.checkout_id, intent.intent_id, intent.payment_url
+        )
+    )
 
 
 def get_checkout(context: AppContext, actor: Actor, checkout_id: uuid.UUID) -> CheckoutOut:

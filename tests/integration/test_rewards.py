@@ -1,0 +1,392 @@
+"""Rewards Manager points redemption, atomic with payment capture (spec §5.4, §11.1, §11.2,
+§15.2 rules 13-14, §15.6), over HTTP against the Rewards Manager and payments simulators."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from product_shop.checkout.reversals import RedemptionReversals
+from product_shop.context import AppContext
+from product_shop.core.signing import sign
+from product_shop.db.engine import Database
+from product_shop.events.tables import OutboxEvent
+from product_shop.orders.tables import Order
+from product_shop.simulators.server import BackgroundServer
+from tests.conftest import REWARDS_WEBHOOK_SECRET, Person, World
+from tests.integration.checkout_support import ADDRESS, DECLINED, Shop, key, pay
+from tests.integration.fulfilment_support import wait_for
+from tests.integration.refund_support import refund
+
+
+@pytest.fixture
+def rewards(rewards_url: str, live_api: BackgroundServer, world: World) -> str:
+    """Rewards for practice A (1 point = 1p), none for practice B; callbacks to the API; the
+    patient starts with 8,000 points."""
+    httpx.post(
+        f"{rewards_url}/_simulator/config",
+        json={
+            "callback_url": f"{live_api.url}/v1/webhooks/rewards",
+            "enabled_practices": {str(world.practice_a): 1},
+            "auto_confirm": True,
+        },
+    ).raise_for_status()
+    httpx.put(
+        f"{rewards_url}/_simulator/accounts/{world.patient_a.actor.actor_id}",
+        json={"practice_id": str(world.practice_a), "balance_points": 8000},
+    ).raise_for_status()
+    return rewards_url
+
+
+@pytest.fixture
+def api(live_api: BackgroundServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_api.url, timeout=30) as client:
+        yield client
+
+
+def start(
+    api: httpx.Client, patient: Person, product: uuid.UUID, points: int | None, quantity: int = 1
+) -> httpx.Response:
+    body: dict[str, Any] = {
+        "lines": [{"product_id": str(product), "quantity": quantity}],
+        "delivery_address": ADDRESS,
+    }
+    if points is not None:
+        body["redeem_points"] = points
+    return api.post("/v1/checkouts", headers={**patient.headers, **key()}, json=body)
+
+
+def checkout_of(api: httpx.Client, patient: Person, checkout_id: str) -> dict[str, Any]:
+    response = api.get(f"/v1/checkouts/{checkout_id}", headers=patient.headers)
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def redemptions_at(rewards_url: str, checkout_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{rewards_url}/_simulator/redemptions", params={"reference": checkout_id})
+    found: list[dict[str, Any]] = response.json()["redemptions"]
+    return found
+
+
+def reversals_at(rewards_url: str, redemption_ref: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{rewards_url}/_simulator/reversals", params={"redemption_ref": redemption_ref}
+    )
+    found: list[dict[str, Any]] = response.json()["reversals"]
+    return found
+
+
+def orders_of(database: Database, checkout_id: str) -> list[Order]:
+    with Session(database.engine) as session:
+        return list(
+            session.scalars(select(Order).where(Order.checkout_id == uuid.UUID(checkout_id)))
+        )
+
+
+def reversal_events(database: Database) -> list[OutboxEvent]:
+    with Session(database.engine) as session:
+        return list(
+            session.scalars(
+                select(OutboxEvent).where(
+                    OutboxEvent.event_type.like("%redemption_reversal_requested%")
+                )
+            )
+        )
+
+
+# ---- partial and full cover ---------------------------------------------------------------------
+
+
+def test_partial_cover_waits_for_the_confirmation_then_captures_the_rest(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database, payments_url: str
+) -> None:
+    # when the patient redeems 1,000 points (worth 1,000) on a 5,999 toothbrush
+    created = start(api, world.patient_a, shop.toothbrush, 1000)
+
+    # then the checkout awaits Rewards Manager, with no payment page yet
+    assert created.status_code == 201, created.text
+    first = created.json()
+    assert first["status"] == "awaiting_redemption"
+    assert first["payment"] is None
+    assert (first["amount_due_minor"], first["redemption"]["amount_minor"]) == (4999, 1000)
+    # and once the signed confirmation arrived, the payment page is for the rest
+    ready = wait_for(
+        lambda: checkout_of(api, world.patient_a, first["id"]),
+        lambda c: c["status"] == "awaiting_payment" and c["payment"] is not None,
+    )
+    intent = httpx.get(f"{payments_url}/_simulator/intents/{ready['payment']['intent_id']}").json()
+    assert intent["amount_minor"] == 4999
+    assert pay(ready).status_code == 200
+    completed = api.post(f"/v1/checkouts/{first['id']}/complete", headers=world.patient_a.headers)
+    assert completed.status_code == 200, completed.text
+    order = completed.json()
+    (redemption,) = redemptions_at(rewards, first["id"])
+    assert order["redemption_ref"] == redemption["redemption_ref"]
+    assert (order["total_minor"], order["payment"]["captured_minor"]) == (5999, 4999)
+    assert order["payment"]["redeemed_minor"] == 1000
+    assert len(orders_of(database, first["id"])) == 1
+
+
+def test_full_cover_makes_the_order_on_the_settlement_with_no_charge(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+) -> None:
+    created = start(api, world.patient_a, shop.voucher, 6000)
+    assert created.status_code == 201, created.text
+    checkout_id = created.json()["id"]
+
+    done = wait_for(
+        lambda: checkout_of(api, world.patient_a, checkout_id), lambda c: c["order_id"] is not None
+    )
+
+    # then the order exists with the settlement reference, nothing captured and no intent
+    assert done["status"] == "completed"
+    assert done["payment"] is None
+    (redemption,) = redemptions_at(rewards, checkout_id)
+    (order,) = orders_of(database, checkout_id)
+    assert order.payment_ref is None
+    assert order.settlement_ref == redemption["settlement_ref"]
+    assert (order.captured_minor, order.redeemed_minor, order.total_minor) == (0, 6000, 6000)
+    assert order.redemption_ref == redemption["redemption_ref"]
+    shown = api.get(f"/v1/orders/{order.order_id}", headers=world.patient_a.headers).json()
+    assert shown["payment"]["payment_ref"] == redemption["settlement_ref"]
+    assert shown["payment"]["method"] == "points"
+
+
+# ---- atomicity (spec §15.6) ---------------------------------------------------------------------
+
+
+def test_a_declined_capture_after_the_confirmation_makes_no_order_and_one_reversal(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+) -> None:
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+    ready = wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["payment"] is not None,
+    )
+    # when the card is declined and the app completes (twice)
+    assert pay(ready, DECLINED).status_code in (200, 402)
+    for _ in range(2):
+        failed = api.post(
+            f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers
+        )
+        assert failed.status_code == 402, failed.text
+    context.relay.run_once()
+    context.relay.run_once()
+
+    # then no order, exactly one reversal request, delivered once to Rewards Manager
+    assert orders_of(database, created["id"]) == []
+    assert len(reversal_events(database)) == 1
+    (redemption,) = redemptions_at(rewards, created["id"])
+    reversals = reversals_at(rewards, redemption["redemption_ref"])
+    assert [r["points"] for r in reversals] == [1000]
+    # and the checkout cannot be paid again: the points are on their way back
+    retry = api.post(f"/v1/checkouts/{created['id']}/retry", headers=world.patient_a.headers)
+    assert retry.status_code == 409
+    assert retry.json()["code"] == "redemption_reversed"
+
+
+def test_a_crash_between_the_failed_capture_and_the_reversal_still_reverses_once(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+    ready = wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["payment"] is not None,
+    )
+    pay(ready, DECLINED)
+    # given the unit of work dies after the failure is recorded, before the reversal is written
+    original = RedemptionReversals.after_failed_payment
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(RedemptionReversals, "after_failed_payment", crash)
+    crashed = api.post(f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers)
+    assert crashed.status_code == 500
+    assert checkout_of(api, world.patient_a, created["id"])["status"] == "awaiting_payment"
+    assert reversal_events(database) == []
+
+    # when the service is back and the completion comes again (the app, or the webhook)
+    monkeypatch.setattr(RedemptionReversals, "after_failed_payment", original)
+    again = api.post(f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers)
+    assert again.status_code == 402
+    for _ in range(3):
+        context.relay.run_once()
+
+    # then exactly one reversal request reached Rewards Manager
+    (redemption,) = redemptions_at(rewards, created["id"])
+    assert len(reversals_at(rewards, redemption["redemption_ref"])) == 1
+    assert orders_of(database, created["id"]) == []
+
+
+def test_a_confirmation_that_never_arrives_leaves_no_order_and_no_charge(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+) -> None:
+    httpx.post(f"{rewards}/_simulator/config", json={"auto_confirm": False}).raise_for_status()
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+
+    complete = api.post(f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers)
+    retry = api.post(f"/v1/checkouts/{created['id']}/retry", headers=world.patient_a.headers)
+
+    assert complete.status_code == 409
+    assert retry.status_code == 409
+    assert retry.json()["code"] == "checkout_awaiting_redemption"
+    now = checkout_of(api, world.patient_a, created["id"])
+    assert (now["status"], now["payment"]) == ("awaiting_redemption", None)
+    assert orders_of(database, created["id"]) == []
+
+
+def test_a_duplicated_confirmation_changes_nothing_the_second_time(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+) -> None:
+    httpx.post(f"{rewards}/_simulator/config", json={"auto_confirm": False}).raise_for_status()
+    created = start(api, world.patient_a, shop.voucher, 6000).json()
+    (redemption,) = redemptions_at(rewards, created["id"])
+
+    confirmed = httpx.post(
+        f"{rewards}/_simulator/redemptions/{redemption['redemption_ref']}/confirm",
+        json={"copies": 2},
+        timeout=30,
+    )
+
+    assert confirmed.status_code == 200, confirmed.text
+    assert len(orders_of(database, created["id"])) == 1
+    with Session(database.engine) as session:
+        created_events = session.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.event_type.like("%order.created%"))
+        )
+    assert created_events == 1
+
+
+def test_a_forged_confirmation_is_401_and_changes_nothing(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+) -> None:
+    httpx.post(f"{rewards}/_simulator/config", json={"auto_confirm": False}).raise_for_status()
+    created = start(api, world.patient_a, shop.voucher, 6000).json()
+    (redemption,) = redemptions_at(rewards, created["id"])
+    body = json.dumps(
+        {
+            "id": "evt_forged",
+            "type": "redemption.confirmed",
+            "data": {
+                "redemption_ref": redemption["redemption_ref"],
+                "reference": created["id"],
+                "points": 6000,
+                "amount_minor": 6000,
+                "currency": "GBP",
+                "settlement_ref": "RM-ST-FORGED",
+            },
+        }
+    ).encode()
+    wrong = "whsec_" + "Zm9yZ2VkLXNlY3JldC1mb3JnZWQtc2VjcmV0LTMy"
+    headers = sign(wrong, "evt_forged", int(time.time()), body).as_dict()
+
+    response = api.post(
+        "/v1/webhooks/rewards",
+        content=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_signature"
+    assert orders_of(database, created["id"]) == []
+    assert checkout_of(api, world.patient_a, created["id"])["status"] == "awaiting_redemption"
+    # the same body signed with the real secret is accepted
+    genuine = api.post(
+        "/v1/webhooks/rewards",
+        content=body,
+        headers={
+            **sign(REWARDS_WEBHOOK_SECRET, "evt_forged", int(time.time()), body).as_dict(),
+            "Content-Type": "application/json",
+        },
+    )
+    assert genuine.status_code == 200
+    assert genuine.json()["status"] == "order_created"
+    assert len(orders_of(database, created["id"])) == 1
+
+
+# ---- refusals and the balance ------------------------------------------------------------------
+
+
+def test_redemption_is_refused_where_rewards_are_off_or_the_points_exceed_the_order(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, make_product: Any, offer: Any
+) -> None:
+    too_many = start(api, world.patient_a, shop.toothbrush, 6000)
+    assert too_many.status_code == 422
+    assert too_many.json()["code"] == "points_exceed_order"
+    short = start(api, world.patient_a, shop.kit, 8001, quantity=1)
+    assert short.status_code == 422
+    assert short.json()["code"] == "insufficient_points"
+    # practice B has no rewards
+    product = make_product(name="Floss", fulfilment_type="Drop-Ship", cost_price_minor=100)
+    offer(world.admin_b, product, 500)
+    off = start(api, world.patient_b, product, 10)
+    assert off.status_code == 422
+    assert off.json()["code"] == "rewards_disabled"
+
+
+def test_the_patient_sees_their_points_and_what_they_are_worth(
+    api: httpx.Client, rewards: str, world: World
+) -> None:
+    response = api.get("/v1/me/rewards", headers=world.patient_a.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["enabled"] is True
+    assert body["value_minor"] == body["balance_points"] * body["value_minor_per_point"]
+    off = api.get("/v1/me/rewards", headers=world.patient_b.headers).json()
+    assert (off["enabled"], off["balance_points"]) == (False, 0)
+    assert api.get("/v1/me/rewards", headers=world.admin_a.headers).status_code == 403
+
+
+def test_refunding_an_order_paid_partly_with_points_asks_rewards_manager_for_them_back(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    with_mfa: Any,
+) -> None:
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+    ready = wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["payment"] is not None,
+    )
+    pay(ready)
+    order = api.post(
+        f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers
+    ).json()
+
+    # when staff refund the whole order (the 4,999 captured)
+    refunded = refund(
+        api, with_mfa(world.finance_a), order["order_id"], {"reason_code": "customer_request"}
+    )
+    assert refunded.status_code == 201, refunded.text
+    assert refunded.json()["amount_minor"] == 4999
+    for _ in range(2):
+        context.relay.run_once()
+
+    # then Rewards Manager is asked to reinstate the 1,000 points, once; we changed no balance
+    (redemption,) = redemptions_at(rewards, created["id"])
+    assert [r["points"] for r in reversals_at(rewards, redemption["redemption_ref"])] == [1000]
