@@ -381,8 +381,10 @@ def _relay(args: argparse.Namespace) -> int:
             try:
                 delivered = context.relay.run_once()
                 if time.monotonic() >= next_settlement:
-                    # Refunds left pending by an unanswered call: settled beside the relay.
+                    # Refunds left pending by an unanswered call, and unpaid checkouts past
+                    # their time: handled beside the relay.
                     context.refund_settlement.run_once()
+                    context.checkout_expiry.run_once()
                     next_settlement = time.monotonic() + settle_every
             except Exception:  # the database away for a moment: log it, go on
                 log.exception("relay_run_failed")

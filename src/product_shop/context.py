@@ -11,6 +11,7 @@ from product_shop.audit.log import AuditLog
 from product_shop.catalogue.service import CatalogueService
 from product_shop.checkout.cancellation import CheckoutCancellation
 from product_shop.checkout.complete import CheckoutCompletion
+from product_shop.checkout.expiry import CheckoutExpiry
 from product_shop.checkout.redemption import PointsRedemptions
 from product_shop.checkout.service import CheckoutService
 from product_shop.config import Settings
@@ -37,6 +38,7 @@ from product_shop.integrations.rewards_http import HttpRewardsManager
 from product_shop.integrations.sinks import payments_sinks, reversal_sink
 from product_shop.integrations.suppliers import SupplierNetwork
 from product_shop.integrations.suppliers_http import HttpSupplierNetwork
+from product_shop.jobs.checkout_expiry import CheckoutExpiryJob
 from product_shop.jobs.refund_settlement import RefundSettlement
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.service import OrderService
@@ -67,6 +69,7 @@ class AppContext:
     redemptions: PointsRedemptions
     refunds: RefundService
     refund_settlement: RefundSettlement
+    checkout_expiry: CheckoutExpiryJob
     cancellations: CancellationRequests
 
     def close(self) -> None:
@@ -176,6 +179,12 @@ class AppContext:
             fulfilment=FulfilmentService(lines=lines, outbox=outbox, audit=audit, clock=clock),
             supplier_updates=SupplierUpdates(lines=lines, audit=audit, clock=clock),
             refunds=refunds,
+            checkout_expiry=CheckoutExpiryJob(
+                database=database,
+                payments=payments,
+                expiry=CheckoutExpiry(audit=audit, outbox=outbox, clock=clock),
+                clock=clock,
+            ),
             refund_settlement=RefundSettlement(
                 database=database,
                 payments=payments,

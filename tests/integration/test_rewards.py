@@ -7,14 +7,16 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from product_shop.checkout.reversals import RedemptionReversals
+from product_shop.checkout.tables import Checkout
 from product_shop.context import AppContext
 from product_shop.core.signing import sign
 from product_shop.db.engine import Database
@@ -390,3 +392,75 @@ def test_refunding_an_order_paid_partly_with_points_asks_rewards_manager_for_the
     # then Rewards Manager is asked to reinstate the 1,000 points, once; we changed no balance
     (redemption,) = redemptions_at(rewards, created["id"])
     assert [r["points"] for r in reversals_at(rewards, redemption["redemption_ref"])] == [1000]
+
+
+# ---- expiry ------------------------------------------------------------------------------------
+
+
+def _expire_now(database: Database, checkout_id: str) -> None:
+    with Session(database.engine) as session, session.begin():
+        session.execute(
+            update(Checkout)
+            .where(Checkout.checkout_id == uuid.UUID(checkout_id))
+            .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+
+
+def test_a_checkout_that_expires_after_the_confirmation_gives_the_points_back_once(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+    payments_url: str,
+) -> None:
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+    ready = wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["payment"] is not None,
+    )
+    # when the patient never pays and the checkout's time passes
+    _expire_now(database, created["id"])
+    assert context.checkout_expiry.run_once() == 1
+    assert context.checkout_expiry.run_once() == 0
+    for _ in range(2):
+        context.relay.run_once()
+
+    # then it expired with its payment page closed, no order, and the points asked back once
+    assert checkout_of(api, world.patient_a, created["id"])["status"] == "expired"
+    intent = httpx.get(f"{payments_url}/_simulator/intents/{ready['payment']['intent_id']}")
+    assert intent.json()["status"] == "cancelled"
+    assert orders_of(database, created["id"]) == []
+    (redemption,) = redemptions_at(rewards, created["id"])
+    assert [r["points"] for r in reversals_at(rewards, redemption["redemption_ref"])] == [1000]
+
+
+def test_a_confirmation_arriving_after_the_expiry_is_reversed_not_paid(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+) -> None:
+    httpx.post(f"{rewards}/_simulator/config", json={"auto_confirm": False}).raise_for_status()
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+    _expire_now(database, created["id"])
+    assert context.checkout_expiry.run_once() == 1
+    (redemption,) = redemptions_at(rewards, created["id"])
+
+    # when Rewards Manager's confirmation comes late
+    httpx.post(
+        f"{rewards}/_simulator/redemptions/{redemption['redemption_ref']}/confirm",
+        json={"copies": 1},
+        timeout=30,
+    ).raise_for_status()
+    for _ in range(2):
+        context.relay.run_once()
+
+    # then no payment opens and the points are asked back, once
+    after = checkout_of(api, world.patient_a, created["id"])
+    assert (after["status"], after["payment"]) == ("expired", None)
+    assert [r["points"] for r in reversals_at(rewards, redemption["redemption_ref"])] == [1000]
+    assert orders_of(database, created["id"]) == []

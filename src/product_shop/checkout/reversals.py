@@ -47,6 +47,14 @@ class RedemptionReversals:
         if found is not None:
             self.request(session, checkout, found, "capture_failed")
 
+    def after_expiry(self, session: Session, checkout: Checkout) -> None:
+        """The checkout expired unpaid: points confirmed for it go back (once)."""
+        if checkout.redemption_ref is None:
+            return
+        found = session.get(PointsRedemption, checkout.redemption_ref, with_for_update=True)
+        if found is not None:
+            self.request(session, checkout, found, "checkout_expired")
+
     def request(
         self, session: Session, checkout: Checkout, found: PointsRedemption, reason: str
     ) -> bool:

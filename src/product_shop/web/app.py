@@ -74,7 +74,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The embedded default runs the outbox relay, and the settling of refunds whose outcome is
     unknown, in the background of the API process."""
     context: AppContext = app.state.context
-    relay = settlement = None
+    relay = settlement = expiry = None
     if context.settings.relay_in_process:
         relay = RelayThread(context.relay, context.settings.relay_interval_seconds)
         relay.start()
@@ -84,10 +84,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             max(1.0, context.settings.refund_reconcile_after_seconds),
         )
         settlement.start()
+        expiry = PeriodicThread("checkout-expiry", context.checkout_expiry.run_once, 60.0)
+        expiry.start()
     try:
         yield
     finally:
-        for thread in (relay, settlement):
+        for thread in (relay, settlement, expiry):
             if thread is not None:
                 thread.stop()
 
