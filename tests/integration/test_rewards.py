@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from product_shop.audit.tables import AuditEntry
 from product_shop.checkout.reversals import RedemptionReversals
-from product_shop.checkout.tables import Checkout
+from product_shop.checkout.tables import Checkout, PointsRedemption
 from product_shop.context import AppContext
 from product_shop.core.signing import sign
 from product_shop.db.engine import Database
@@ -91,6 +92,17 @@ def orders_of(database: Database, checkout_id: str) -> list[Order]:
     with Session(database.engine) as session:
         return list(
             session.scalars(select(Order).where(Order.checkout_id == uuid.UUID(checkout_id)))
+        )
+
+
+def checkout_audit(database: Database, checkout_id: str) -> list[str]:
+    with Session(database.engine) as session:
+        return list(
+            session.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.stream_type == "checkout", AuditEntry.stream_id == checkout_id)
+                .order_by(AuditEntry.stream_seq)
+            )
         )
 
 
@@ -199,6 +211,22 @@ def test_a_declined_capture_after_the_confirmation_makes_no_order_and_one_revers
     retry = api.post(f"/v1/checkouts/{created['id']}/retry", headers=world.patient_a.headers)
     assert retry.status_code == 409
     assert retry.json()["code"] == "redemption_reversed"
+    # and Rewards Manager's signed RedemptionReversed is recorded, starting nothing new
+    wait_for(
+        lambda: {"actions": checkout_audit(database, created["id"])},
+        lambda found: "redemption.reversed" in found["actions"],
+    )
+    assert [a for a in checkout_audit(database, created["id"]) if a.startswith("redemption.")] == [
+        "redemption.requested",
+        "redemption.confirmed",
+        "redemption.reversal_requested",
+        "redemption.reversed",
+    ]
+    with Session(database.engine) as session:
+        stored = session.get(PointsRedemption, redemption["redemption_ref"])
+        assert stored is not None
+        assert stored.status == "reversed"
+    assert len(reversal_events(database)) == 1
 
 
 def test_a_crash_between_the_failed_capture_and_the_reversal_still_reverses_once(
