@@ -55,7 +55,15 @@ def _sqlite_row_locks(state: ORMExecuteState) -> None:
     lock = getattr(state.statement, "_for_update_arg", None)
     if lock is None or lock.skip_locked:
         return
-    connection = state.session.connection()
+    take_write_lock(state.session)
+
+
+def take_write_lock(session: Session) -> None:
+    """On SQLite, start the session's transaction holding the database's write lock (`BEGIN
+    IMMEDIATE`), unless it has started already; nothing on PostgreSQL (its row locks do this).
+    The relay calls it before recording what its deliveries mean, so that those writes never
+    meet a snapshot gone stale while it waited for other modules."""
+    connection = session.connection()
     if connection.dialect.name != "sqlite":
         return
     raw = connection.connection.dbapi_connection

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
+from product_shop.db.session import take_write_lock
 from product_shop.events.tables import OutboxEvent
 from product_shop.logging import get_logger
 
@@ -212,6 +213,7 @@ class OutboxRelay:
         run first: one that fails turns its delivery into a failure to retry. Returns how many
         were delivered and how many parked."""
         now = self._clock.now()
+        take_write_lock(session)  # SQLite: the claim read took no lock; the writes start here
         failures = [
             self._follow_up(session, event, outcome, now)
             for event, outcome in zip(events, sent, strict=True)
