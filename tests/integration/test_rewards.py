@@ -88,6 +88,16 @@ def reversals_at(rewards_url: str, redemption_ref: str) -> list[dict[str, Any]]:
     return found
 
 
+def intents_at(payments_url: str, checkout_id: str) -> list[dict[str, Any]]:
+    """Every payment intent Integrated Payments opened for the checkout."""
+    response = httpx.get(
+        f"{payments_url}/_simulator/intents", params={"merchant_reference": checkout_id}
+    )
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()["intents"]
+    return found
+
+
 def orders_of(database: Database, checkout_id: str) -> list[Order]:
     with Session(database.engine) as session:
         return list(
@@ -148,10 +158,18 @@ def test_partial_cover_waits_for_the_confirmation_then_captures_the_rest(
     assert (order["total_minor"], order["payment"]["captured_minor"]) == (5999, 4999)
     assert order["payment"]["redeemed_minor"] == 1000
     assert len(orders_of(database, first["id"])) == 1
+    assert [
+        (i["amount_minor"], i["capture_count"]) for i in intents_at(payments_url, first["id"])
+    ] == [(4999, 1)]
 
 
 def test_full_cover_makes_the_order_on_the_settlement_with_no_charge(
-    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+    api: httpx.Client,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+    payments_url: str,
 ) -> None:
     created = start(api, world.patient_a, shop.voucher, 6000)
     assert created.status_code == 201, created.text
@@ -170,6 +188,7 @@ def test_full_cover_makes_the_order_on_the_settlement_with_no_charge(
     assert order.settlement_ref == redemption["settlement_ref"]
     assert (order.captured_minor, order.redeemed_minor, order.total_minor) == (0, 6000, 6000)
     assert order.redemption_ref == redemption["redemption_ref"]
+    assert intents_at(payments_url, checkout_id) == []  # no payment intent, no charge
     shown = api.get(f"/v1/orders/{order.order_id}", headers=world.patient_a.headers).json()
     assert shown["payment"]["payment_ref"] == redemption["settlement_ref"]
     assert shown["payment"]["method"] == "points"
@@ -270,7 +289,12 @@ def test_a_crash_between_the_failed_capture_and_the_reversal_still_reverses_once
 
 
 def test_a_confirmation_that_never_arrives_leaves_no_order_and_no_charge(
-    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+    api: httpx.Client,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+    payments_url: str,
 ) -> None:
     httpx.post(f"{rewards}/_simulator/config", json={"auto_confirm": False}).raise_for_status()
     created = start(api, world.patient_a, shop.toothbrush, 1000).json()
@@ -284,6 +308,7 @@ def test_a_confirmation_that_never_arrives_leaves_no_order_and_no_charge(
     now = checkout_of(api, world.patient_a, created["id"])
     assert (now["status"], now["payment"]) == ("awaiting_redemption", None)
     assert orders_of(database, created["id"]) == []
+    assert intents_at(payments_url, created["id"]) == []
 
 
 def test_a_duplicated_confirmation_changes_nothing_the_second_time(

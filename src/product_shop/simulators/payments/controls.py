@@ -103,3 +103,15 @@ def list_refunds(transaction_ref: str, state: Sim) -> JSONResponse:
     with state.lock:
         found = [r for r in state.refunds.values() if r["transaction_ref"] == transaction_ref]
     return JSONResponse({"refunds": found})
+
+
+@router.get("/intents")
+def list_intents(merchant_reference: str, state: Sim) -> JSONResponse:
+    """Test control: every intent opened under a merchant reference (a checkout id)."""
+    with state.lock:
+        found = [
+            {**intent.public(), "capture_count": intent.capture_count}
+            for intent in state.intents.values()
+            if intent.merchant_reference == merchant_reference
+        ]
+    return JSONResponse({"intents": found})
