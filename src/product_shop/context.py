@@ -158,7 +158,7 @@ class AppContext:
                 outbox=outbox,
                 clock=clock,
                 references=ActiveOrderReferences(),
-                open_checkouts=CheckoutCancellation(audit=audit, outbox=outbox),
+                open_checkouts=CheckoutCancellation(audit=audit, outbox=outbox, clock=clock),
             ),
             payments=payments,
             idempotency=idempotency,

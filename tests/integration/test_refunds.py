@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from product_shop.audit.tables import AuditEntry
+from product_shop.checkout.tables import PointsRedemption
 from product_shop.context import AppContext
 from product_shop.db.engine import Database
 from product_shop.events.tables import OutboxEvent
@@ -369,29 +370,62 @@ def test_a_refund_of_an_order_paid_partly_with_points_asks_rewards_manager_to_re
     database: Database,
     with_mfa: Callable[..., dict[str, str]],
 ) -> None:
-    # given an order whose redemption reference is set (the rewards issue fills this in)
-    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    # given an order that redeemed 1,000 points (its redemption confirmed by Rewards Manager)
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 2)])  # 11,998 captured
     with Session(database.engine) as session, session.begin():
+        session.add(
+            PointsRedemption(
+                redemption_ref="RM-REDEEM-1",
+                checkout_id=uuid.UUID(order["checkout_id"]),
+                patient_id=uuid.UUID(order["patient_id"]),
+                practice_id=world.practice_a,
+                points=1000,
+                amount_minor=1000,
+                currency="GBP",
+                status="confirmed",
+                settlement_ref="RM-ST-1",
+                requested_at=datetime.now(UTC),
+            )
+        )
+        session.flush()
         session.execute(
             update(Order)
             .where(Order.order_id == uuid.UUID(order["order_id"]))
             .values(redemption_ref="RM-REDEEM-1")
         )
-    # when staff refund it
-    response = refund(
-        client, with_mfa(world.finance_a), order["order_id"], {"reason_code": "customer_request"}
-    )
-    assert response.status_code == 201, response.text
-    # then Rewards Manager is asked to reinstate the points; we change no balance ourselves
+    staff = with_mfa(world.finance_a)
+    # when staff refund a quarter of the money, then a penny twice (the first crosses a whole
+    # point, the second does not), then the rest
+    for body in (
+        {"reason_code": "customer_request", "amount_minor": 2999},
+        {"reason_code": "customer_request", "amount_minor": 1},
+        {"reason_code": "customer_request", "amount_minor": 1},
+        {"reason_code": "customer_request"},
+    ):
+        response = refund(client, staff, order["order_id"], body)
+        assert response.status_code == 201, response.text
+    # then Rewards Manager is asked for each refund's share of the points (none when it adds no
+    # whole point), in all exactly the 1,000 redeemed; we change no balance ourselves
     with Session(database.engine) as session:
-        (reversal,) = session.scalars(
-            select(OutboxEvent).where(
-                OutboxEvent.event_type.like("%redemption_reversal_requested%")
+        reversals = list(
+            session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.event_type.like("%redemption_reversal_requested%"))
+                .order_by(OutboxEvent.position)
             )
         )
-    assert reversal.data["redemption_ref"] == "RM-REDEEM-1"
-    assert reversal.data["reason"] == "refund"
-    jsonschema.validate(reversal.data, BY_NAME[reversal.event_type].schema())
+    assert [r.data["points"] for r in reversals] == [249, 1, 750]
+    for reversal in reversals:
+        assert reversal.data["redemption_ref"] == "RM-REDEEM-1"
+        assert reversal.data["reason"] == "refund"
+        jsonschema.validate(reversal.data, BY_NAME[reversal.event_type].schema())
+    trail = read_order(client, world.admin_a, order["order_id"])["audit_trail"]
+    asked = [e for e in trail if e["action"] == "redemption.reversal_requested"]
+    assert [(e["after"]["points"], e["actor_name"]) for e in asked] == [
+        (249, "Fin Ance"),
+        (1, "Fin Ance"),
+        (750, "Fin Ance"),
+    ]
 
 
 # ---- never over-refund, under concurrency (invariant 6) ------------------------------------------

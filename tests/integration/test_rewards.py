@@ -517,3 +517,147 @@ def test_a_confirmation_arriving_after_the_expiry_is_reversed_not_paid(
     assert (after["status"], after["payment"]) == ("expired", None)
     assert [r["points"] for r in reversals_at(rewards, redemption["redemption_ref"])] == [1000]
     assert orders_of(database, created["id"]) == []
+
+
+# ---- what the review found ----------------------------------------------------------------------
+
+
+def test_a_payment_after_the_points_were_returned_makes_no_order_at_the_discount(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+) -> None:
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+    ready = wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["payment"] is not None,
+    )
+    pay(ready, DECLINED)
+    declined = api.post(f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers)
+    assert declined.status_code == 402
+    # when the patient pays on the same page with another card after the points went back
+    assert pay(ready).status_code == 200
+    late = api.post(f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers)
+
+    # then no order: the capture is a payment exception for a staff refund
+    assert late.status_code == 409, late.text
+    assert late.json()["code"] == "redemption_reversed"
+    assert orders_of(database, created["id"]) == []
+    listed = api.get("/v1/payment-exceptions", headers=world.finance_a.headers).json()["items"]
+    assert [
+        (e["reason"], e["amount_minor"]) for e in listed if e["checkout_id"] == created["id"]
+    ] == [("redemption_reversed", 4999)]
+    assert len(reversal_events(database)) == 1
+
+
+def test_a_points_checkout_stopped_because_a_product_went_gives_the_points_back(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+    offer: Any,
+) -> None:
+    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
+    wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["payment"] is not None,
+    )
+    # when the practice hides the product before the patient pays
+    offer(world.admin_a, shop.toothbrush, 5999, visible=False)
+    for _ in range(2):
+        context.relay.run_once()
+
+    # then the checkout failed and the points were asked back, once
+    assert checkout_of(api, world.patient_a, created["id"])["status"] == "failed"
+    (redemption,) = redemptions_at(rewards, created["id"])
+    assert [r["points"] for r in reversals_at(rewards, redemption["redemption_ref"])] == [1000]
+
+
+def test_a_refund_whose_answer_was_lost_is_replayed_not_made_twice(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    payments_url: str,
+    with_mfa: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.integration.fulfilment_support import place_order
+
+    order = place_order(api, world.patient_a, [(shop.toothbrush, 1)])  # type: ignore[arg-type]
+    headers = {**with_mfa(world.finance_a), "Idempotency-Key": str(uuid.uuid4())}
+    body = {"reason_code": "customer_request"}
+    # given the request dies after the refund was reserved, before Integrated Payments is called
+    settlement = type(context.refund_settlement)
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(settlement, "send", dies)
+    first = api.post(f"/v1/orders/{order['order_id']}/refunds", headers=headers, json=body)
+    assert first.status_code == 500
+    monkeypatch.undo()
+
+    # when the client sends it again with the same key
+    again = api.post(f"/v1/orders/{order['order_id']}/refunds", headers=headers, json=body)
+
+    # then it is the same refund, still pending, settled once by the job
+    assert again.status_code == 202, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    context.refund_settlement._settle_after = timedelta(0)
+    assert context.refund_settlement.run_once() == 1
+    payment_ref = order["payment"]["payment_ref"]
+    made = httpx.get(
+        f"{payments_url}/_simulator/refunds", params={"transaction_ref": payment_ref}
+    ).json()["refunds"]
+    assert [(r["amount_minor"], r["merchant_reference"]) for r in made] == [
+        (5999, again.json()["refund_id"])
+    ]
+
+
+def test_hostile_but_signed_rewards_callbacks_never_500(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+) -> None:
+    httpx.post(f"{rewards}/_simulator/config", json={"auto_confirm": False}).raise_for_status()
+    created = start(api, world.patient_a, shop.voucher, 6000).json()
+    (redemption,) = redemptions_at(rewards, created["id"])
+
+    def send(event_id: str, event_type: str, data: dict[str, Any]) -> httpx.Response:
+        body = json.dumps({"id": event_id, "type": event_type, "data": data}).encode()
+        signed = sign(REWARDS_WEBHOOK_SECRET, event_id, int(time.time()), body).as_dict()
+        return api.post(
+            "/v1/webhooks/rewards",
+            content=body,
+            headers={**signed, "Content-Type": "application/json"},
+        )
+
+    # a reversal of a redemption never confirmed is recorded, not applied
+    reversed_early = send(
+        "evt_rev", "redemption.reversed", {"redemption_ref": redemption["redemption_ref"]}
+    )
+    assert reversed_early.status_code == 200, reversed_early.text
+    # numbers beyond reason are a 400, not a crash
+    huge = (
+        b'{"id": "evt_big", "type": "redemption.confirmed", "data": {"redemption_ref": "x", '
+        b'"reference": "y", "points": 1e999, "amount_minor": 1, "currency": "GBP", '
+        b'"settlement_ref": "z"}}'
+    )
+    signed = sign(REWARDS_WEBHOOK_SECRET, "evt_big", int(time.time()), huge).as_dict()
+    crash = api.post(
+        "/v1/webhooks/rewards", content=huge, headers={**signed, "Content-Type": "application/json"}
+    )
+    assert crash.status_code == 400
+    assert crash.json()["code"] == "malformed_webhook"
+    # and the redemption still confirms normally afterwards
+    httpx.post(
+        f"{rewards}/_simulator/redemptions/{redemption['redemption_ref']}/confirm",
+        json={"copies": 1},
+        timeout=30,
+    ).raise_for_status()
+    assert len(orders_of(database, created["id"])) == 1

@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 from product_shop.access.actor import Actor
 from product_shop.audit.log import AuditLog
 from product_shop.checkout.model import CheckoutStatus, transition
+from product_shop.checkout.reversals import RedemptionReversals
 from product_shop.checkout.tables import Checkout, CheckoutLine
+from product_shop.core.clock import Clock, SystemClock
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 
@@ -38,9 +40,12 @@ _BATCH = 200
 class CheckoutCancellation:
     """Implements the catalogue's `OpenCheckouts` port."""
 
-    def __init__(self, *, audit: AuditLog, outbox: Outbox) -> None:
+    def __init__(self, *, audit: AuditLog, outbox: Outbox, clock: Clock | None = None) -> None:
         self._audit = audit
         self._outbox = outbox
+        self._reversals = RedemptionReversals(
+            audit=audit, outbox=outbox, clock=clock or SystemClock()
+        )
 
     def product_unpurchasable(
         self,
@@ -104,6 +109,8 @@ class CheckoutCancellation:
         )
         checkout.updated_at = at
         checkout.version += 1
+        # Points confirmed for it go back to the patient (spec §5.4), once.
+        self._reversals.after_failure(session, checkout, "checkout_not_payable")
         self._audit.record(
             session,
             stream_type="checkout",

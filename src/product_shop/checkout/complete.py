@@ -41,7 +41,7 @@ from product_shop.checkout.repository import (
     read_checkout,
     read_for_completion,
 )
-from product_shop.checkout.tables import Checkout, PaymentCapture
+from product_shop.checkout.tables import Checkout, PaymentCapture, PointsRedemption
 from product_shop.core.clock import Clock
 from product_shop.core.errors import BadGateway, Conflict, ServiceUnavailable
 from product_shop.core.ids import new_id
@@ -282,6 +282,15 @@ class CheckoutCompletion:
                     session, checkout_id, status, actor, message, reason=PRODUCT_UNAVAILABLE
                 )
             return Outcome(Result.PRODUCT_UNAVAILABLE)
+        if status is not None and checkout.redemption_ref is not None:
+            redemption = session.get(PointsRedemption, checkout.redemption_ref)
+            if redemption is not None and redemption.status != "confirmed":
+                # The points went back after an earlier failure: this capture cannot make the
+                # order at the discount; staff refund it (spec §5.4).
+                self._exceptions.orphaned_capture(
+                    session, checkout_id, status, actor, message, reason="redemption_reversed"
+                )
+                return Outcome(Result.POINTS_RETURNED)
         now = self._clock.now()
         if message is not None:
             inbox.record(session, INBOX_SOURCE, message, "payment", now)

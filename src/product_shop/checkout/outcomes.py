@@ -29,12 +29,18 @@ class ProductNoLongerAvailable(Conflict):
     title = "A product can no longer be bought"
 
 
+class PointsReturned(Conflict):
+    code = "redemption_reversed"
+    title = "The points were returned"
+
+
 class Result(StrEnum):
     ORDER = "order_created"
     PAYMENT_FAILED = "payment_failed"
     NOT_CAPTURED = "not_captured"
     PAYMENT_MISMATCH = "payment_mismatch"
     PRODUCT_UNAVAILABLE = "payment_exception"
+    POINTS_RETURNED = "points_returned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,12 @@ def answer(outcome: Outcome) -> OrderOut:
         raise ProductNoLongerAvailable(
             "A product in this checkout can no longer be bought, so no order was "
             "created. The practice has been asked to refund your payment."
+        )
+    if outcome.result is Result.POINTS_RETURNED:
+        raise PointsReturned(
+            "The points redeemed for this checkout were returned after its payment failed, so "
+            "no order was created. The practice has been asked to refund this payment; start a "
+            "new checkout."
         )
     raise Conflict(
         "The payment has not been made yet: complete it on the payment page first.",

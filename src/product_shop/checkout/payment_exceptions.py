@@ -77,6 +77,7 @@ class PaymentExceptions:
             checkout.failure_code, checkout.failure_reason = _FAILS_CHECKOUT[reason]
             checkout.updated_at = now
             checkout.version += 1
+            self._reversals.after_failure(session, checkout, "checkout_not_payable")
         exception_id = new_id()
         assert status.transaction_ref is not None  # only a captured payment is orphaned
         session.add(

@@ -202,7 +202,9 @@ class PointsRedemptions:
             inbox.record(session, INBOX_SOURCE, message_id, "redemption.confirmed", now)
             return "ignored"
         found = session.get(PointsRedemption, confirmation.redemption_ref, with_for_update=True)
-        if found is None and checkout.redemption_ref not in (None, confirmation.redemption_ref):
+        if (found is not None and found.checkout_id != checkout.checkout_id) or (
+            found is None and checkout.redemption_ref not in (None, confirmation.redemption_ref)
+        ):
             # Not the redemption this checkout asked for: nothing of ours to confirm.
             inbox.record(session, INBOX_SOURCE, message_id, "redemption.confirmed", now)
             return "ignored"
@@ -315,10 +317,15 @@ class PointsRedemptions:
             return "duplicate"
         now = self._clock.now()
         inbox.record(session, INBOX_SOURCE, message_id, "redemption.reversed", now)
-        found = session.get(PointsRedemption, str(data.get("redemption_ref")), with_for_update=True)
+        found = session.get(
+            PointsRedemption, str(data.get("redemption_ref"))[:64], with_for_update=True
+        )
         if found is None:
             return "ignored"
-        found.status, found.reversed_at = "reversed", now
+        # The checkout first: the lock order of every writer of its audit stream.
+        session.get(Checkout, found.checkout_id, with_for_update=True)
+        if found.status in ("confirmed", "reversal_requested"):
+            found.status, found.reversed_at = "reversed", now
         self._audit.record(
             session,
             stream_type="checkout",
@@ -328,8 +335,9 @@ class PointsRedemptions:
             practice_id=found.practice_id,
             after={
                 "redemption_ref": found.redemption_ref,
-                "reversal_ref": data.get("reversal_ref"),
-                "points": data.get("points"),
+                "reversal_ref": str(data.get("reversal_ref"))[:64],
+                "points": data.get("points") if isinstance(data.get("points"), int) else None,
+                "status": found.status,
             },
             at=now,
         )
@@ -397,11 +405,11 @@ def parse_confirmation(data: Any) -> Confirmation:
             currency=str(data["currency"]),
             settlement_ref=str(data["settlement_ref"])[:64],
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise BadRequest(
             "The webhook body is not a redemption confirmation.", code="malformed_webhook"
         ) from exc
-    if confirmation.points <= 0 or confirmation.amount_minor <= 0:
+    if not (0 < confirmation.points <= 10**9 and 0 < confirmation.amount_minor <= 10**11):
         raise BadRequest(
             "The webhook body is not a redemption confirmation.", code="malformed_webhook"
         )

@@ -41,11 +41,16 @@ class RedemptionReversals:
 
     def after_failed_payment(self, session: Session, checkout: Checkout) -> None:
         """The checkout's capture failed: points confirmed for it go back (once)."""
+        self.after_failure(session, checkout, "capture_failed")
+
+    def after_failure(self, session: Session, checkout: Checkout, reason: str) -> None:
+        """The checkout failed for good (a failed capture, a product no longer purchasable, a
+        wrong amount): points confirmed for it go back (once)."""
         if checkout.redemption_ref is None:
             return
         found = session.get(PointsRedemption, checkout.redemption_ref, with_for_update=True)
         if found is not None:
-            self.request(session, checkout, found, "capture_failed")
+            self.request(session, checkout, found, reason)
 
     def after_expiry(self, session: Session, checkout: Checkout) -> None:
         """The checkout expired unpaid: points confirmed for it go back (once)."""

@@ -137,12 +137,16 @@ class FulfilmentService:
         A code of another practice is unknown here (404); a used or refunded (void) one is 409.
         The audit entry keeps the last four characters only."""
         require(actor, Action.MANAGE_FULFILMENT)
-        found = session.scalar(
-            select(Voucher).where(Voucher.code_hash == code_hash(body.code)).with_for_update()
+        found = session.scalar(select(Voucher).where(Voucher.code_hash == code_hash(body.code)))
+        # The order first, then the voucher: the lock order of every writer of an order (its
+        # audit stream is appended to below).
+        order = (
+            session.get(Order, found.order_id, with_for_update=True) if found is not None else None
         )
-        order = session.get(Order, found.order_id) if found is not None else None
         if found is None or order is None or order.practice_id != actor.practice_id:
             raise NotFound("No such voucher at this practice.", code="voucher_not_found")
+        found = session.get(Voucher, found.voucher_id, with_for_update=True, populate_existing=True)
+        assert found is not None
         if found.voided_at is not None:
             raise Conflict("This voucher was refunded and is void.", code="voucher_void")
         if found.redeemed_at is not None:

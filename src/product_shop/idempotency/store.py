@@ -145,14 +145,15 @@ class IdempotencyStore:
     ) -> None:
         """Store the response in the caller's transaction, alongside the effect it describes.
         If the claim was lost (taken over after it went stale), the caller's whole transaction
-        fails, so the effect is not made twice."""
+        fails, so the effect is not made twice. The claim's holder may store a later answer
+        over its own earlier one (a refund stored as pending when reserved, then as made)."""
         kept = session.execute(
             update(IdempotencyKey)
             .where(
                 IdempotencyKey.scope == claim.scope,
                 IdempotencyKey.key == claim.key,
                 IdempotencyKey.claim_token == claim.token,
-                IdempotencyKey.status == "in_flight",
+                IdempotencyKey.status.in_(("in_flight", "completed")),
             )
             .values(
                 status="completed",
@@ -171,15 +172,18 @@ class IdempotencyStore:
             )
 
     @staticmethod
-    def release(session: Session, claim: Claim) -> None:
+    def release(session: Session, claim: Claim, *, answered: bool = False) -> None:
         """Free the key of a request that failed, so the client may retry with it (a claim
-        taken over by another request is left alone)."""
+        taken over by another request is left alone). A key that already holds an answer is
+        kept (its effect was made), unless `answered`: the holder says the answer stored on the
+        way is void (the effect it described was refused in the end)."""
+        statuses = ("in_flight", "completed") if answered else ("in_flight",)
         session.execute(
             delete(IdempotencyKey).where(
                 IdempotencyKey.scope == claim.scope,
                 IdempotencyKey.key == claim.key,
                 IdempotencyKey.claim_token == claim.token,
-                IdempotencyKey.status == "in_flight",
+                IdempotencyKey.status.in_(statuses),
             )
         )
 

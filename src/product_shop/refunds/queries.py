@@ -34,6 +34,8 @@ EXCEPTION_REASONS = {
     "duplicate_capture": "A second payment for a checkout that already has its order.",
     "amount_mismatch": "The amount captured did not match the checkout.",
     "product_unavailable": "A product could no longer be bought when the payment arrived.",
+    "redemption_reversed": "A payment after the checkout's points were returned (its earlier "
+    "payment had failed).",
 }
 CSV_COLUMNS = (
     "refund_id",

@@ -556,33 +556,63 @@ class RefundService:
             at=now,
         )
         if order.redemption_ref is not None:
-            # Points are reinstated by Rewards Manager on its own confirmation, never by us
-            # (spec §5.4, §15.2 rule 14): all of them with a full refund, else the refund's
-            # share of the money captured.
-            redemption = session.get(PointsRedemption, order.redemption_ref)
-            redeemed = redemption.points if redemption is not None else 0
-            points = (
-                redeemed
-                if order.refund_status == "full" or order.captured_minor == 0
-                else redeemed * refund.amount_minor // order.captured_minor
-            )
-            self._outbox.emit(
-                session,
-                ev.REDEMPTION_REVERSAL_REQUESTED,
-                aggregate_id=order.order_id,
-                data={
-                    **ids,
-                    "checkout_id": order.checkout_id,
-                    "patient_id": order.patient_id,
-                    "redemption_ref": order.redemption_ref,
-                    "points": points,
-                    "amount_minor": order.redeemed_minor,
-                    "reason": "refund",
-                    "refund_status": order.refund_status,
-                    "requested_at": now,
-                },
-                at=now,
-            )
+            self._points_back(session, refund, order, now)
+
+    def _points_back(self, session: Session, refund: Refund, order: Order, now: datetime) -> None:
+        """Ask Rewards Manager to reinstate the refund's share of the points (spec §5.4, §15.2
+        rule 14): all that is left with a full refund, else in proportion to the money refunded
+        (counted over every refund so far, so small refunds add up). Never done by us."""
+        redemption = session.get(PointsRedemption, order.redemption_ref, with_for_update=True)
+        if redemption is None or order.captured_minor <= 0:
+            return
+        target = (
+            redemption.points
+            if order.refund_status == "full"
+            else redemption.points * order.refunded_minor // order.captured_minor
+        )
+        before = (
+            redemption.points * (order.refunded_minor - refund.amount_minor) // order.captured_minor
+        )
+        points = max(0, target - before)
+        if points == 0:
+            return
+        amount = redemption.amount_minor * points // redemption.points
+        data = {
+            "order_id": order.order_id,
+            "refund_id": refund.refund_id,
+            "practice_id": order.practice_id,
+            "checkout_id": order.checkout_id,
+            "patient_id": order.patient_id,
+            "redemption_ref": order.redemption_ref,
+            "points": points,
+            "amount_minor": amount,
+            "reason": "refund",
+            "refund_status": order.refund_status,
+            "requested_at": now,
+        }
+        self._outbox.emit(
+            session,
+            ev.REDEMPTION_REVERSAL_REQUESTED,
+            aggregate_id=order.order_id,
+            data=data,
+            at=now,
+        )
+        self._audit.record(
+            session,
+            stream_type="order",
+            stream_id=order.order_id,
+            action="redemption.reversal_requested",
+            actor=staff_of(refund),
+            practice_id=order.practice_id,
+            after={
+                "redemption_ref": order.redemption_ref,
+                "refund_id": str(refund.refund_id),
+                "points": points,
+                "amount_minor": amount,
+                "reason": "refund",
+            },
+            at=now,
+        )
 
     def _exception_refunded_event(
         self, session: Session, refund: Refund, found: PaymentException, now: datetime

@@ -62,16 +62,27 @@ def _create_with_points(
     the order when the points cover it all."""
     redemptions = context.redemptions
     planned = redemptions.plan(new, points)
-    context.database.run(
-        lambda session: context.checkout.record_new(
+    location = f"/v1/checkouts/{new.checkout_id}"
+
+    def stored(session: Session) -> None:
+        # The key answers with this checkout from the moment it exists: a replay never starts a
+        # second checkout (or a second redemption), whatever happens after.
+        view = context.checkout.record_new(
             session, actor, new, None, points=(planned.points, planned.amount_minor)
         )
-    )
+        context.idempotency.complete(session, claim, 201, view.model_dump(mode="json"), location)
+
+    context.database.run(stored)
     try:
         redemption = redemptions.request(new, planned)
     except RewardsRejected as exc:
         refusal = exc
-        context.database.run(lambda session: redemptions.refused(session, new.checkout_id, refusal))
+
+        def refused(session: Session) -> None:
+            redemptions.refused(session, new.checkout_id, refusal)
+            context.idempotency.release(session, claim, answered=True)
+
+        context.database.run(refused)
         raise Unprocessable(
             f"Rewards Manager refused the redemption: {exc.message}", code=exc.code
         ) from exc
@@ -80,9 +91,7 @@ def _create_with_points(
         redemptions.record_requested(session, actor, new.checkout_id, planned, redemption)
         session.flush()
         view = context.checkout.get(session, actor, new.checkout_id)
-        context.idempotency.complete(
-            session, claim, 201, view.model_dump(mode="json"), f"/v1/checkouts/{view.id}"
-        )
+        context.idempotency.complete(session, claim, 201, view.model_dump(mode="json"), location)
         return view
 
     return context.database.run(record)

@@ -93,22 +93,36 @@ def _make_refund(
     record with the idempotent response (`jobs/refund_settlement.py`); a refund still pending
     stores its 202 answer in a unit of work of its own."""
     codes = context.refunds.reasons.codes()  # before anything is locked: it may call out
-    pending = context.database.run(lambda session: reserve(session, codes))
-    location = f"/v1/refunds/{pending.refund_id}"
+
+    def reserved(session: Session) -> PendingRefund:
+        # The key answers "pending" from the moment the refund exists: whatever happens after,
+        # a replay finds this refund (settled by the job), never makes a second one.
+        pending = reserve(session, codes)
+        session.flush()
+        document = queries.refund_document(session, pending.refund_id)
+        context.idempotency.complete(
+            session, claim, 202, document.model_dump(mode="json"), _location(pending)
+        )
+        return pending
+
+    pending = context.database.run(reserved)
+    location = _location(pending)
 
     def store(session: Session, document: RefundOut) -> None:
         context.idempotency.complete(
             session, claim, 201, document.model_dump(mode="json"), location
         )
 
-    refund = _refund_answer(context.refund_settlement.send(pending, on_record=store))
-    if refund.status == "pending":
+    settled = context.refund_settlement.send(pending, on_record=store)
+    if settled.rejected is not None:  # nothing was refunded: the key is free to try again
         context.database.run(
-            lambda session: context.idempotency.complete(
-                session, claim, 202, refund.model_dump(mode="json"), location
-            )
+            lambda session: context.idempotency.release(session, claim, answered=True)
         )
-    return refund, location
+    return _refund_answer(settled), location
+
+
+def _location(pending: PendingRefund) -> str:
+    return f"/v1/refunds/{pending.refund_id}"
 
 
 def _status_of(model: Any) -> int:
