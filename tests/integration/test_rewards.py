@@ -661,3 +661,50 @@ def test_hostile_but_signed_rewards_callbacks_never_500(
         timeout=30,
     ).raise_for_status()
     assert len(orders_of(database, created["id"])) == 1
+
+
+def test_an_order_paid_wholly_with_points_is_refunded_by_asking_for_the_points_back(
+    api: httpx.Client,
+    context: AppContext,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    database: Database,
+    payments_url: str,
+    with_mfa: Any,
+) -> None:
+    created = start(api, world.patient_a, shop.voucher, 6000).json()
+    done = wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["order_id"] is not None,
+    )
+    order_id = done["order_id"]
+    staff = with_mfa(world.finance_a)
+    # a part of it cannot be refunded: there is no money, only the points
+    part = refund(api, staff, order_id, {"reason_code": "customer_request", "amount_minor": 100})
+    assert part.status_code == 422
+    assert part.json()["code"] == "points_refund_whole"
+
+    # when named staff with MFA refund it
+    made = refund(api, staff, order_id, {"reason_code": "customer_request"})
+
+    # then it is a points refund: no money, Integrated Payments not called, the order Refunded
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert (body["kind"], body["amount_minor"], body["points"]) == ("points", 0, 6000)
+    assert body["initiated_by_name"] == "Fin Ance"
+    assert intents_at(payments_url, created["id"]) == []
+    after = api.get(f"/v1/orders/{order_id}", headers=world.admin_a.headers).json()
+    assert (after["status"], after["refund_status"]) == ("Refunded", "full")
+    assert "refund.succeeded" in [e["action"] for e in after["audit_trail"]]
+    # and Rewards Manager is asked, once, to reinstate all the points
+    for _ in range(2):
+        context.relay.run_once()
+    (redemption,) = redemptions_at(rewards, created["id"])
+    assert [r["points"] for r in reversals_at(rewards, redemption["redemption_ref"])] == [6000]
+    again = refund(api, staff, order_id, {"reason_code": "customer_request"})
+    assert again.status_code == 409
+    assert again.json()["code"] == "nothing_to_refund"
+    # without MFA nothing happens
+    no_mfa = refund(api, world.finance_a.headers, order_id, {"reason_code": "customer_request"})
+    assert no_mfa.status_code == 403

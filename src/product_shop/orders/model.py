@@ -113,7 +113,13 @@ def fulfilment_status(line_states: Iterable[LineState]) -> OrderStatus:
     return min(stages, key=_RANK.__getitem__)
 
 
-def refund_status(captured_minor: int, refunded_minor: int) -> RefundStatus:
+def refund_status(
+    captured_minor: int, refunded_minor: int, *, points_returned: bool = False
+) -> RefundStatus:
+    """None, partial or full by the money refunded of the money captured; an order paid wholly
+    with points is fully refunded once its points were asked back (`points_returned`)."""
+    if points_returned:
+        return RefundStatus.FULL
     if refunded_minor <= 0:
         return RefundStatus.NONE
     return RefundStatus.FULL if refunded_minor >= captured_minor else RefundStatus.PARTIAL

@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, UTCDateTime
@@ -80,6 +81,8 @@ class Order(Base):
     # The money value of the points redeemed, and Rewards Manager's settlement reference when
     # points paid the whole order (then nothing is captured).
     redeemed_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # An order paid wholly with points was refunded by asking Rewards Manager for them back.
+    points_returned: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
     settlement_ref: Mapped[str | None] = mapped_column(
         ForeignKey("points_redemptions.settlement_ref"), unique=True
     )

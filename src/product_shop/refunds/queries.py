@@ -76,6 +76,7 @@ def refund_out(refund: Refund, lines: Iterable[RefundLine] = ()) -> RefundOut:
         status=refund.status,
         kind=refund.kind,
         amount_minor=refund.amount_minor,
+        points=refund.points,
         currency=refund.currency,
         reason_code=refund.reason_code,
         note=refund.note,

@@ -13,7 +13,7 @@ from product_shop.core.text import InputModel
 ReasonCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 RefundStatusOut = Literal["pending", "succeeded", "failed"]
-RefundKind = Literal["amount", "lines", "balance"]
+RefundKind = Literal["amount", "lines", "balance", "points"]
 
 
 class RefundLineIn(InputModel):
@@ -71,6 +71,9 @@ class PatientRefundOut(BaseModel):
     refund_id: uuid.UUID
     status: RefundStatusOut
     amount_minor: int
+    points: int | None = Field(
+        default=None, description="Points Rewards Manager was asked to reinstate (points refund)"
+    )
     currency: str
     payment_method: str
     initiated_at: datetime

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from product_shop.db.base import Base, JSONDoc, UTCDateTime
 
 REFUND_STATES = "'pending', 'succeeded', 'failed'"
-REFUND_KINDS = "'amount', 'lines', 'balance'"
+REFUND_KINDS = "'amount', 'lines', 'balance', 'points'"
 
 
 class PaymentException(Base):
@@ -55,14 +55,18 @@ class Refund(Base):
 
     __tablename__ = "refunds"
     __table_args__ = (
-        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        # Money, or (an order paid wholly with points) the points Rewards Manager reinstates.
+        CheckConstraint(
+            "amount_minor > 0 OR (kind = 'points' AND amount_minor = 0 AND points > 0)",
+            name="amount_or_points",
+        ),
         CheckConstraint(f"status IN ({REFUND_STATES})", name="status"),
         CheckConstraint(f"kind IN ({REFUND_KINDS})", name="kind"),
         CheckConstraint("(order_id IS NULL) <> (payment_exception_id IS NULL)", name="one_subject"),
         CheckConstraint(
-            "status <> 'succeeded' OR (provider_refund_ref IS NOT NULL AND completed_at IS NOT "
-            "NULL)",
-            name="succeeded_has_reference",
+            "status <> 'succeeded' OR (completed_at IS NOT NULL AND "
+            "(provider_refund_ref IS NOT NULL OR kind = 'points'))",
+            name="succeeded_recorded",
         ),
         Index("ix_refunds_practice_initiated", "practice_id", "initiated_at"),
         Index("ix_refunds_order", "order_id"),
@@ -80,6 +84,8 @@ class Refund(Base):
     payment_ref: Mapped[str] = mapped_column(String(64))
     payment_method: Mapped[str] = mapped_column(String(24))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
+    # Points Rewards Manager is asked to reinstate by this refund (a points refund's only effect).
+    points: Mapped[int | None] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     reason_code: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)

@@ -94,19 +94,26 @@ def _make_refund(
     stores its 202 answer in a unit of work of its own."""
     codes = context.refunds.reasons.codes()  # before anything is locked: it may call out
 
-    def reserved(session: Session) -> PendingRefund:
+    def reserved(session: Session) -> tuple[PendingRefund, RefundOut]:
         # The key answers "pending" from the moment the refund exists: whatever happens after,
-        # a replay finds this refund (settled by the job), never makes a second one.
+        # a replay finds this refund (settled by the job), never makes a second one. A points
+        # refund is made here already (201).
         pending = reserve(session, codes)
         session.flush()
         document = queries.refund_document(session, pending.refund_id)
         context.idempotency.complete(
-            session, claim, 202, document.model_dump(mode="json"), _location(pending)
+            session,
+            claim,
+            201 if pending.settled else 202,
+            document.model_dump(mode="json"),
+            _location(pending),
         )
-        return pending
+        return pending, document
 
-    pending = context.database.run(reserved)
+    pending, document = context.database.run(reserved)
     location = _location(pending)
+    if pending.settled:
+        return document, location
 
     def store(session: Session, document: RefundOut) -> None:
         context.idempotency.complete(
