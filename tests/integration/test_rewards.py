@@ -74,6 +74,18 @@ def checkout_of(api: httpx.Client, patient: Person, checkout_id: str) -> dict[st
     return document
 
 
+def confirmed(
+    api: httpx.Client, patient: Person, product: uuid.UUID, points: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkout redeeming `points`, as first answered and once Rewards Manager's confirmation
+    opened the payment for the rest."""
+    created: dict[str, Any] = start(api, patient, product, points).json()
+    ready = wait_for(
+        lambda: checkout_of(api, patient, created["id"]), lambda c: c["payment"] is not None
+    )
+    return created, ready
+
+
 def redemptions_at(rewards_url: str, checkout_id: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{rewards_url}/_simulator/redemptions", params={"reference": checkout_id})
     found: list[dict[str, Any]] = response.json()["redemptions"]
@@ -205,11 +217,7 @@ def test_a_declined_capture_after_the_confirmation_makes_no_order_and_one_revers
     shop: Shop,
     database: Database,
 ) -> None:
-    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
-    ready = wait_for(
-        lambda: checkout_of(api, world.patient_a, created["id"]),
-        lambda c: c["payment"] is not None,
-    )
+    created, ready = confirmed(api, world.patient_a, shop.toothbrush, 1000)
     # when the card is declined and the app completes (twice)
     assert pay(ready, DECLINED).status_code in (200, 402)
     for _ in range(2):
@@ -257,11 +265,7 @@ def test_a_crash_between_the_failed_capture_and_the_reversal_still_reverses_once
     database: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
-    ready = wait_for(
-        lambda: checkout_of(api, world.patient_a, created["id"]),
-        lambda c: c["payment"] is not None,
-    )
+    created, ready = confirmed(api, world.patient_a, shop.toothbrush, 1000)
     pay(ready, DECLINED)
     # given the unit of work dies after the failure is recorded, before the reversal is written
     original = RedemptionReversals.after_failed_payment
@@ -423,11 +427,7 @@ def test_refunding_an_order_paid_partly_with_points_asks_rewards_manager_for_the
     shop: Shop,
     with_mfa: Any,
 ) -> None:
-    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
-    ready = wait_for(
-        lambda: checkout_of(api, world.patient_a, created["id"]),
-        lambda c: c["payment"] is not None,
-    )
+    created, ready = confirmed(api, world.patient_a, shop.toothbrush, 1000)
     pay(ready)
     order = api.post(
         f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers
@@ -468,11 +468,7 @@ def test_a_checkout_that_expires_after_the_confirmation_gives_the_points_back_on
     database: Database,
     payments_url: str,
 ) -> None:
-    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
-    ready = wait_for(
-        lambda: checkout_of(api, world.patient_a, created["id"]),
-        lambda c: c["payment"] is not None,
-    )
+    created, ready = confirmed(api, world.patient_a, shop.toothbrush, 1000)
     # when the patient never pays and the checkout's time passes
     _expire_now(database, created["id"])
     assert context.checkout_expiry.run_once() == 1
@@ -530,11 +526,7 @@ def test_a_payment_after_the_points_were_returned_makes_no_order_at_the_discount
     shop: Shop,
     database: Database,
 ) -> None:
-    created = start(api, world.patient_a, shop.toothbrush, 1000).json()
-    ready = wait_for(
-        lambda: checkout_of(api, world.patient_a, created["id"]),
-        lambda c: c["payment"] is not None,
-    )
+    created, ready = confirmed(api, world.patient_a, shop.toothbrush, 1000)
     pay(ready, DECLINED)
     declined = api.post(f"/v1/checkouts/{created['id']}/complete", headers=world.patient_a.headers)
     assert declined.status_code == 402
