@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
-from product_shop.simulators.payments.state import Fault, State
+from product_shop.simulators.faults import Fault, after, before, problem, unauthorised
+from product_shop.simulators.payments.state import State
+
+__all__ = [
+    "Fault",
+    "Sim",
+    "after",
+    "before",
+    "intent_not_found",
+    "problem",
+    "simulator",
+    "unauthorised",
+]
 
 
 async def simulator(request: Request) -> State:
@@ -20,41 +31,5 @@ async def simulator(request: Request) -> State:
 Sim = Annotated[State, Depends(simulator)]
 
 
-def problem(status: int, code: str, detail: str) -> JSONResponse:
-    body = {
-        "type": "about:blank",
-        "title": code.replace("_", " "),
-        "status": status,
-        "code": code,
-        "detail": detail,
-    }
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
-
-
-def unauthorised() -> JSONResponse:
-    return problem(401, "unauthorised", "Bad API key.")
-
-
 def intent_not_found() -> JSONResponse:
     return problem(404, "intent_not_found", "No such payment intent.")
-
-
-# The gateway's own routes are coroutines (cheap under load: no thread hand-off); their
-# simulated delays sleep without blocking other requests.
-async def before(state: State, operation: str) -> tuple[JSONResponse | None, Fault | None]:
-    """Apply the fault queued for `operation` before it runs: sleep ("delay"), answer with the
-    fault's status ("error", returned first), or hand back a fault to apply after ("delay_after",
-    returned second: the operation takes effect, its answer comes late)."""
-    found = state.take_fault(operation)
-    if found is None:
-        return None, None
-    if found.mode == "delay":
-        await asyncio.sleep(found.seconds)
-    if found.mode == "error":
-        return problem(found.status, "simulated_failure", "Simulated failure."), None
-    return None, found if found.mode == "delay_after" else None
-
-
-async def after(found: Fault | None) -> None:
-    if found is not None:
-        await asyncio.sleep(found.seconds)

@@ -10,7 +10,10 @@ import random
 import secrets
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from product_shop.simulators.faults import Fault as Fault  # re-exported: its old home
+from product_shop.simulators.faults import FaultQueue
 
 # What the hosted page takes besides a card.
 WALLETS = frozenset({"apple_pay", "google_pay"})
@@ -26,14 +29,6 @@ class SimulatorConfig:
     duplicate_callback_rate: float = 0.3
     callback_delay_seconds: float = 0.05
     slow_seconds: float = 3.0
-
-
-@dataclass
-class Fault:
-    mode: Literal["delay", "error", "delay_after"]
-    seconds: float = 0.0
-    status: int = 503
-    times: int = 1
 
 
 @dataclass
@@ -75,7 +70,7 @@ class Intent:
 
 
 @dataclass
-class State:
+class State(FaultQueue):
     config: SimulatorConfig
     intents: dict[str, Intent] = field(default_factory=dict)
     by_transaction: dict[str, str] = field(default_factory=dict)
@@ -87,17 +82,6 @@ class State:
 
     def authorised(self, authorization: str | None) -> bool:
         return authorization == f"Bearer {self.config.api_key}"
-
-    def take_fault(self, operation: str) -> Fault | None:
-        """The fault queued for `operation`, counting one use of it (gone after its last)."""
-        with self.lock:
-            found = self.faults.get(operation)
-            if found is None:
-                return None
-            found.times -= 1
-            if found.times <= 0:
-                del self.faults[operation]
-            return found
 
     def idempotent(self, key: str | None, body: dict[str, Any]) -> tuple[str | None, str | None]:
         """(the body's digest, what the key already produced): the stored result's id,

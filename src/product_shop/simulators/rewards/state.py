@@ -12,9 +12,11 @@ import secrets
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from product_shop.core.signing import DEMO_REWARDS_WEBHOOK_SECRET
+from product_shop.simulators.faults import Fault as Fault  # re-exported: its old home
+from product_shop.simulators.faults import FaultQueue
 
 CURRENCY = "GBP"
 
@@ -42,14 +44,6 @@ class RewardsSimulatorConfig:
     callback_attempts: int = 4
     callback_timeout_seconds: float = 5.0
     seed: int | None = None  # duplicate callbacks; None: different every run
-
-
-@dataclass
-class Fault:
-    mode: Literal["delay", "error", "delay_after"]
-    seconds: float = 0.0
-    status: int = 503
-    times: int = 1
 
 
 @dataclass
@@ -117,7 +111,7 @@ class ReversalRecord:
 
 
 @dataclass
-class State:
+class State(FaultQueue):
     config: RewardsSimulatorConfig
     # (patient_id, practice_id) -> balance in points; made the first time a patient is seen.
     accounts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -138,17 +132,6 @@ class State:
 
     def authorised(self, authorization: str | None) -> bool:
         return authorization == f"Bearer {self.config.api_key}"
-
-    def take_fault(self, operation: str) -> Fault | None:
-        """The fault queued for `operation`, counting one use of it (gone after its last)."""
-        with self.lock:
-            found = self.faults.get(operation)
-            if found is None:
-                return None
-            found.times -= 1
-            if found.times <= 0:
-                del self.faults[operation]
-            return found
 
     def idempotent(self, key: str, operation: str, body: dict[str, Any]) -> tuple[str, str | None]:
         """(the request's digest, what the key already produced): the stored redemption's or

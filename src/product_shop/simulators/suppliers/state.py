@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from product_shop.core.signing import DEMO_SUPPLIER_WEBHOOK_SECRET
+from product_shop.simulators.faults import Fault as Fault  # re-exported: its old home
+from product_shop.simulators.faults import FaultQueue
 
 # The order a shipment moves in; `exception` can interrupt any step before `delivered`, and a
 # cancellation any before `dispatched` (also an `exception` raised before dispatch).
@@ -54,14 +56,6 @@ class SupplierSimulatorConfig:
     callback_attempts: int = 4
     callback_timeout_seconds: float = 5.0
     seed: int | None = None  # carriers and tracking numbers; None: different every run
-
-
-@dataclass
-class Fault:
-    mode: Literal["delay", "error", "delay_after"]
-    seconds: float = 0.0
-    status: int = 503
-    times: int = 1
 
 
 @dataclass
@@ -123,7 +117,7 @@ class Callback:
 
 
 @dataclass
-class State:
+class State(FaultQueue):
     config: SupplierSimulatorConfig
     shipments: dict[str, ShipmentRecord] = field(default_factory=dict)
     idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (hash, id)
@@ -147,17 +141,6 @@ class State:
 
     def authorised(self, authorization: str | None) -> bool:
         return authorization == f"Bearer {self.config.api_key}"
-
-    def take_fault(self, operation: str) -> Fault | None:
-        """The fault queued for `operation`, counting one use of it (gone after its last)."""
-        with self.lock:
-            found = self.faults.get(operation)
-            if found is None:
-                return None
-            found.times -= 1
-            if found.times <= 0:
-                del self.faults[operation]
-            return found
 
     def take_refusal(self, reference: str) -> str | None:
         """The code of the first refusal queued for this line item (or any), counting its use."""
