@@ -25,45 +25,38 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor, Role
 from product_shop.access.policy import require_refunder
-from product_shop.audit.log import AuditActor, AuditLog
-from product_shop.catalogue.model import FulfilmentType
+from product_shop.audit.log import AuditLog
 from product_shop.checkout.tables import PointsRedemption
 from product_shop.core.clock import Clock
 from product_shop.core.errors import Conflict, NotFound, Unprocessable
 from product_shop.core.ids import new_id
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
-from product_shop.fulfilment.lines import Change, LineFulfilment
-from product_shop.fulfilment.shipments import shipment_reference
+from product_shop.fulfilment.lines import LineFulfilment
 from product_shop.integrations.payments import RefundResult
-from product_shop.orders.model import LineState, OrderStatus, order_status
+from product_shop.orders.model import OrderStatus, order_status
 from product_shop.orders.model import refund_status as refund_status_of
-from product_shop.orders.tables import Order, OrderLine, Voucher
+from product_shop.orders.tables import Order, OrderLine
+from product_shop.refunds.holds import (
+    hold,
+    hold_units,
+    leave_pending,
+    settle_hold,
+    settle_units,
+)
 from product_shop.refunds.model import LineHolding, RefundPlan, plan_refund, refundable
+from product_shop.refunds.notices import RefundNotices, staff_of
 from product_shop.refunds.reasons import RefundReasons, check_reason
 from product_shop.refunds.schemas import ExceptionRefundIn, RefundIn
+from product_shop.refunds.stops import RefundedLines
 from product_shop.refunds.tables import CancellationRequest, PaymentException, Refund, RefundLine
-
-# Drop-ship states whose parcel has not left: the supplier network is asked to cancel it.
-_STOPPABLE_SHIPMENT = frozenset(
-    {LineState.PENDING, LineState.SENT_TO_SUPPLIER, LineState.EXCEPTION}
-)
-# In-clinic states before collection: the collection task is withdrawn.
-_STOPPABLE_COLLECTION = frozenset(
-    {
-        LineState.PENDING,
-        LineState.PREPARING,
-        LineState.READY_FOR_COLLECTION,
-        LineState.EXCEPTION,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +104,8 @@ class RefundService:
         self._clock = clock
         self._lines = lines
         self._reasons = reasons
+        self._stops = RefundedLines(lines=lines, audit=audit, outbox=outbox)
+        self._notices = RefundNotices(audit=audit, outbox=outbox)
         self._roles = frozenset(roles)
         self._mfa_max_age = mfa_max_age
 
@@ -188,10 +183,10 @@ class RefundService:
             note=body.note,
         )
         session.add(refund)
-        _hold(session, Order, Order.order_id == order.order_id, plan.amount_minor)
+        hold(session, Order, Order.order_id == order.order_id, plan.amount_minor)
         session.flush()  # the refund row exists before its lines refer to it
         for planned in plan.lines:
-            _hold_units(session, planned.line_item_id, planned.quantity)
+            hold_units(session, planned.line_item_id, planned.quantity)
             session.add(
                 RefundLine(
                     refund_id=refund.refund_id,
@@ -265,8 +260,8 @@ class RefundService:
                     amount_minor=0,
                 )
             )
-            _hold_units(session, line.line_item_id, left)
-            _settle_units(session, line, left, refunded=True)
+            hold_units(session, line.line_item_id, left)
+            settle_units(session, line, left, refunded=True)
             line.updated_at = now
             refunded_lines.append((line, left))
         before = {"status": order.status, "refund_status": order.refund_status}
@@ -363,7 +358,7 @@ class RefundService:
             at=now,
         )
         for line, quantity in refunded_lines:
-            self._stop(session, order, line, quantity, actor, now)
+            self._stops.stop(session, order, line, quantity, actor, now)
         for request in session.scalars(
             select(CancellationRequest).where(
                 CancellationRequest.order_id == order.order_id,
@@ -421,7 +416,7 @@ class RefundService:
             note=body.note,
         )
         session.add(refund)
-        _hold(
+        hold(
             session,
             PaymentException,
             PaymentException.exception_id == found.exception_id,
@@ -475,7 +470,7 @@ class RefundService:
         a refund already recorded is returned as it is)."""
         refund, subject = self._lock(session, refund_id)
         now = self._clock.now()
-        if not _leave_pending(
+        if not leave_pending(
             session, refund, "succeeded", now, provider_refund_ref=result.refund_ref
         ):
             if refund.status == "succeeded":
@@ -497,7 +492,7 @@ class RefundService:
         if refund.note:
             outcome["note"] = refund.note
         if isinstance(subject, PaymentException):
-            _settle_hold(
+            settle_hold(
                 session,
                 PaymentException,
                 PaymentException.exception_id == subject.exception_id,
@@ -514,7 +509,7 @@ class RefundService:
                 after={**outcome, "payment_exception_id": str(subject.exception_id)},
                 at=now,
             )
-            self._exception_refunded_event(session, refund, subject, now)
+            self._notices.exception_refunded(session, refund, subject, now)
         else:
             entry = self._order_refunded(session, refund, subject, outcome, now)
         session.flush()
@@ -526,16 +521,16 @@ class RefundService:
         the attempt stays on record (audited) with the reason."""
         refund, subject = self._lock(session, refund_id)
         now = self._clock.now()
-        if not _leave_pending(
+        if not leave_pending(
             session, refund, "failed", now, failure_code=code[:64], failure_message=message
         ):
             return refund
         if isinstance(subject, Order):
-            _settle_hold(session, Order, Order.order_id == subject.order_id, refund.amount_minor)
+            settle_hold(session, Order, Order.order_id == subject.order_id, refund.amount_minor)
             for line, quantity in self._refund_lines(session, refund):
-                _settle_units(session, line, quantity)
+                settle_units(session, line, quantity)
         else:
-            _settle_hold(
+            settle_hold(
                 session,
                 PaymentException,
                 PaymentException.exception_id == subject.exception_id,
@@ -624,7 +619,7 @@ class RefundService:
             "refund_status": order.refund_status,
             "refunded_minor": order.refunded_minor,
         }
-        _settle_hold(
+        settle_hold(
             session, Order, Order.order_id == order.order_id, refund.amount_minor, refunded=True
         )
         session.refresh(order, ["refunded_minor", "refund_pending_minor"])
@@ -635,7 +630,7 @@ class RefundService:
         order.version += 1
         refunded_lines = []
         for line, quantity in self._refund_lines(session, refund):
-            _settle_units(session, line, quantity, refunded=True)
+            settle_units(session, line, quantity, refunded=True)
             line.updated_at = now
             refunded_lines.append((line, quantity))
         entry = self._audit.record(
@@ -659,10 +654,10 @@ class RefundService:
             },
             at=now,
         )
-        self._order_refund_events(session, refund, order, refunded_lines, now)
+        self._notices.order_refunded(session, refund, order, refunded_lines, now)
         staff = actor_of(refund)
         for line, quantity in refunded_lines:
-            self._stop(session, order, line, quantity, staff, now)
+            self._stops.stop(session, order, line, quantity, staff, now)
         for request in session.scalars(
             select(CancellationRequest).where(
                 CancellationRequest.order_id == order.order_id,
@@ -672,347 +667,6 @@ class RefundService:
             request.status, request.resolved_at = "refunded", now
             request.refund_id = refund.refund_id
         return entry
-
-    def _order_refund_events(
-        self,
-        session: Session,
-        refund: Refund,
-        order: Order,
-        lines: list[tuple[OrderLine, int]],
-        now: datetime,
-    ) -> None:
-        ids = {
-            "order_id": order.order_id,
-            "refund_id": refund.refund_id,
-            "practice_id": order.practice_id,
-        }
-        money = {"amount_minor": refund.amount_minor, "currency": refund.currency}
-        self._outbox.emit(
-            session,
-            ev.REFUND_ISSUED,
-            aggregate_id=order.order_id,
-            data={
-                **ids,
-                "patient_id": order.patient_id,
-                **money,
-                "payment_method": refund.payment_method,
-                "refund_status": order.refund_status,
-                "lines": [
-                    {"product_name": line.product_name, "quantity": quantity}
-                    for line, quantity in lines
-                ],
-                "notification": "refund_issued",
-                "occurred_at": now,
-            },
-            at=now,
-        )
-        self._outbox.emit(
-            session,
-            ev.REVENUE_REFUND,
-            aggregate_id=order.order_id,
-            data={
-                "order_id": order.order_id,
-                "practice_id": order.practice_id,
-                "refund_id": refund.refund_id,
-                "amount": refund.amount_minor,
-                "currency": refund.currency,
-                "event_type": "refund",
-                "timestamp": now,
-            },
-            at=now,
-        )
-        self._outbox.emit(
-            session,
-            ev.FINANCE_REFUND_RECORDED,
-            aggregate_id=order.order_id,
-            data={
-                **ids,
-                **money,
-                "payment_ref": refund.payment_ref,
-                "payment_method": refund.payment_method,
-                "provider_refund_ref": refund.provider_refund_ref,
-                "reason_code": refund.reason_code,
-                "initiated_by": refund.initiated_by,
-                "refunded_minor": order.refunded_minor,
-                "captured_minor": order.captured_minor,
-                "refund_status": order.refund_status,
-                "refunded_at": now,
-            },
-            at=now,
-        )
-        if order.redemption_ref is not None:
-            self._points_back(session, refund, order, now)
-
-    def _points_back(self, session: Session, refund: Refund, order: Order, now: datetime) -> None:
-        """Ask Rewards Manager to reinstate the refund's share of the points (spec §5.4, §15.2
-        rule 14): all that is left with a full refund, else in proportion to the money refunded
-        (counted over every refund so far, so small refunds add up). Never done by us."""
-        redemption = session.get(PointsRedemption, order.redemption_ref, with_for_update=True)
-        if redemption is None or order.captured_minor <= 0:
-            return
-        target = (
-            redemption.points
-            if order.refund_status == "full"
-            else redemption.points * order.refunded_minor // order.captured_minor
-        )
-        before = (
-            redemption.points * (order.refunded_minor - refund.amount_minor) // order.captured_minor
-        )
-        points = max(0, target - before)
-        if points == 0:
-            return
-        amount = redemption.amount_minor * points // redemption.points
-        data = {
-            "order_id": order.order_id,
-            "refund_id": refund.refund_id,
-            "practice_id": order.practice_id,
-            "checkout_id": order.checkout_id,
-            "patient_id": order.patient_id,
-            "redemption_ref": order.redemption_ref,
-            "points": points,
-            "amount_minor": amount,
-            "reason": "refund",
-            "refund_status": order.refund_status,
-            "requested_at": now,
-        }
-        self._outbox.emit(
-            session,
-            ev.REDEMPTION_REVERSAL_REQUESTED,
-            aggregate_id=order.order_id,
-            data=data,
-            at=now,
-        )
-        self._audit.record(
-            session,
-            stream_type="order",
-            stream_id=order.order_id,
-            action="redemption.reversal_requested",
-            actor=staff_of(refund),
-            practice_id=order.practice_id,
-            after={
-                "redemption_ref": order.redemption_ref,
-                "refund_id": str(refund.refund_id),
-                "points": points,
-                "amount_minor": amount,
-                "reason": "refund",
-            },
-            at=now,
-        )
-
-    def _exception_refunded_event(
-        self, session: Session, refund: Refund, found: PaymentException, now: datetime
-    ) -> None:
-        self._outbox.emit(
-            session,
-            ev.PAYMENT_EXCEPTION_REFUNDED,
-            aggregate_id=found.checkout_id,
-            data={
-                "payment_exception_id": found.exception_id,
-                "refund_id": refund.refund_id,
-                "checkout_id": found.checkout_id,
-                "patient_id": found.patient_id,
-                "practice_id": found.practice_id,
-                "amount_minor": refund.amount_minor,
-                "currency": refund.currency,
-                "payment_ref": refund.payment_ref,
-                "payment_method": refund.payment_method,
-                "provider_refund_ref": refund.provider_refund_ref,
-                "reason_code": refund.reason_code,
-                "initiated_by": refund.initiated_by,
-                "notification": "refund_issued",
-                "refunded_at": now,
-            },
-            at=now,
-        )
-
-    # ---- stopping refunded lines ------------------------------------------------------------
-
-    def _stop(
-        self,
-        session: Session,
-        order: Order,
-        line: OrderLine,
-        quantity: int,
-        staff: Actor,
-        now: datetime,
-    ) -> None:
-        """A refunded line stops where it can: an in-clinic line not collected is cancelled (its
-        collection task withdrawn), a drop-ship parcel not dispatched is cancelled at the supplier
-        network, refunded vouchers not used are voided. A parcel on its way, or goods handed over,
-        cannot be stopped: the line keeps its state and shows the units refunded."""
-        state = LineState(line.fulfilment_status)
-        kind = FulfilmentType(line.fulfilment_type)
-        if kind is FulfilmentType.DIGITAL:
-            self._void_vouchers(session, line, quantity, now)
-        if line.refunded_quantity < line.quantity:
-            return  # part of the line refunded: the rest still goes to the patient
-        if kind is FulfilmentType.IN_CLINIC and state in _STOPPABLE_COLLECTION:
-            self._lines.apply(
-                session,
-                order,
-                line,
-                Change(LineState.CANCELLED, note="Refunded: the collection is withdrawn."),
-                staff,
-            )
-            self._lines.staff_task(session, order, line, "collection_withdrawn", now)
-        elif (
-            kind is FulfilmentType.DROP_SHIP
-            and state in _STOPPABLE_SHIPMENT
-            and line.dispatched_at is None
-            and line.cancellation is None
-        ):
-            line.cancellation = "requested"
-            self._audit.record(
-                session,
-                stream_type="order",
-                stream_id=order.order_id,
-                action="fulfilment.cancellation_requested",
-                actor=staff.audit_actor(),
-                practice_id=order.practice_id,
-                after={
-                    "line_item_id": str(line.line_item_id),
-                    "product_name": line.product_name,
-                    "status": line.fulfilment_status,
-                },
-                at=now,
-            )
-            self._outbox.emit(
-                session,
-                ev.SHIPMENT_CANCELLATION_REQUESTED,
-                aggregate_id=line.line_item_id,
-                data={
-                    "order_id": order.order_id,
-                    "line_item_id": line.line_item_id,
-                    "practice_id": order.practice_id,
-                    "attempt": line.shipment_attempt,
-                    "reference": shipment_reference(line.line_item_id, line.shipment_attempt),
-                    "shipment_id": line.fulfilment_ref,
-                },
-                at=now,
-            )
-        elif kind is FulfilmentType.DIGITAL and state in (LineState.PENDING, LineState.EXCEPTION):
-            self._lines.apply(
-                session,
-                order,
-                line,
-                Change(LineState.CANCELLED, note="Refunded before the vouchers were issued."),
-                staff,
-            )
-
-    def _void_vouchers(
-        self, session: Session, line: OrderLine, quantity: int, now: datetime
-    ) -> None:
-        """Void `quantity` of the line's vouchers that are neither used nor void yet."""
-        vouchers = session.scalars(
-            select(Voucher)
-            .where(
-                Voucher.line_item_id == line.line_item_id,
-                Voucher.redeemed_at.is_(None),
-                Voucher.voided_at.is_(None),
-            )
-            .order_by(Voucher.unit_no.desc())
-            .limit(quantity)
-            .with_for_update()
-        )
-        for voucher in vouchers:
-            voucher.voided_at = now
-
-
-# ---- the held amounts, moved by single conditional statements ----------------------------------
-# Each hold and release is one UPDATE computed by the database from the row as it is, guarded by
-# a condition: concurrent refunds cannot lose one another's amounts (SQLite reads before its
-# write lock is taken), and the constraints `refund_within_capture` / `refund_quantity_range`
-# refuse any total above the capture whatever the code does.
-
-
-def _execute(session: Session, statement: Any) -> CursorResult[Any]:
-    return cast(CursorResult[Any], session.execute(statement))
-
-
-def _hold(session: Session, table: Any, where: Any, amount: int) -> None:
-    """Hold `amount` of what is left to refund, or 422 when another refund took it first."""
-    limit = Order.captured_minor if table is Order else PaymentException.amount_minor
-    held = _execute(
-        session,
-        update(table)
-        .where(where, table.refunded_minor + table.refund_pending_minor + amount <= limit)
-        .values(refund_pending_minor=table.refund_pending_minor + amount)
-        .execution_options(synchronize_session=False),
-    )
-    if held.rowcount != 1:
-        raise Unprocessable(
-            "Another refund of this payment was made meanwhile; not enough is left for this one.",
-            code="refund_exceeds_balance",
-        )
-
-
-def _hold_units(session: Session, line_item_id: uuid.UUID, quantity: int) -> None:
-    line = OrderLine
-    held = _execute(
-        session,
-        update(line)
-        .where(
-            line.line_item_id == line_item_id,
-            line.refunded_quantity + line.refund_pending_quantity + quantity <= line.quantity,
-        )
-        .values(refund_pending_quantity=line.refund_pending_quantity + quantity)
-        .execution_options(synchronize_session=False),
-    )
-    if held.rowcount != 1:
-        raise Unprocessable(
-            "Another refund of this line was made meanwhile; not enough units are left.",
-            code="refund_exceeds_quantity",
-        )
-
-
-def _settle_hold(
-    session: Session, table: Any, where: Any, amount: int, *, refunded: bool = False
-) -> None:
-    """Release a hold; with `refunded`, move it to the refunded total."""
-    values = {"refund_pending_minor": table.refund_pending_minor - amount}
-    if refunded:
-        values["refunded_minor"] = table.refunded_minor + amount
-    session.execute(
-        update(table).where(where).values(values).execution_options(synchronize_session=False)
-    )
-
-
-def _settle_units(
-    session: Session, line: OrderLine, quantity: int, *, refunded: bool = False
-) -> None:
-    table = OrderLine
-    values = {"refund_pending_quantity": table.refund_pending_quantity - quantity}
-    if refunded:
-        values["refunded_quantity"] = table.refunded_quantity + quantity
-    session.execute(
-        update(table)
-        .where(table.line_item_id == line.line_item_id)
-        .values(values)
-        .execution_options(synchronize_session=False)
-    )
-    session.refresh(line, ["refunded_quantity", "refund_pending_quantity"])
-
-
-def _leave_pending(
-    session: Session, refund: Refund, status: str, now: datetime, **values: Any
-) -> bool:
-    """Move the refund out of `pending`, exactly once (False: someone else settled it)."""
-    moved = _execute(
-        session,
-        update(Refund)
-        .where(Refund.refund_id == refund.refund_id, Refund.status == "pending")
-        .values(status=status, completed_at=now, **values)
-        .execution_options(synchronize_session=False),
-    )
-    session.refresh(refund)
-    return moved.rowcount == 1
-
-
-def staff_of(refund: Refund) -> AuditActor:
-    """The named staff member a refund is attributed to, for every audit entry about it."""
-    return AuditActor(
-        actor_id=refund.initiated_by, role=refund.initiated_by_role, name=refund.initiated_by_name
-    )
 
 
 def actor_of(refund: Refund) -> Actor:
