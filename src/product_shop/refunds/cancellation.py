@@ -244,3 +244,16 @@ def request_out(request: CancellationRequest) -> CancellationRequestOut:
         lines=lines,
         message=NEXT_STEPS + ("" if covered_all else SOME_NOT_COVERED),
     )
+
+
+def resolve_open_requests(
+    session: Session, order_id: uuid.UUID, refund_id: uuid.UUID, now: datetime
+) -> None:
+    """A refund of the order resolves the patient's open cancellation requests."""
+    for request in session.scalars(
+        select(CancellationRequest).where(
+            CancellationRequest.order_id == order_id, CancellationRequest.status == "open"
+        )
+    ):
+        request.status, request.resolved_at = "refunded", now
+        request.refund_id = refund_id
