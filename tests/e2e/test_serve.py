@@ -168,13 +168,14 @@ def test_a_killed_worker_is_replaced_while_the_port_keeps_answering(
             return _children(server.pid) - workers
 
         [new] = _until(replacement, 5, "a new worker")
-        [exited] = _events(log, "worker_exited")
+        # The supervisor logs as it goes: wait for the line rather than read it at once.
+        [exited] = _until(lambda: _events(log, "worker_exited"), 5, "the exit logged")
         assert (exited["pid"], exited["exit_code"], exited["restart_in_seconds"]) == (
             victim,
             -signal.SIGKILL,
             0.5,
         )
-        [restarted] = _events(log, "worker_restarted")
+        [restarted] = _until(lambda: _events(log, "worker_restarted"), 5, "the restart logged")
         assert (restarted["pid"], restarted["worker"]) == (new, exited["worker"])
         # A worker listens once its app has started; then it serves on its own.
         _until(lambda: _listens(new, port), START_TIMEOUT, "the new worker listening")

@@ -31,9 +31,10 @@ from product_shop.integrations.payments import (
     RefundResult,
 )
 from product_shop.logging import get_logger
+from product_shop.refunds.pending import PendingRefund, due_for_settling
 from product_shop.refunds.queries import refund_document
 from product_shop.refunds.schemas import RefundOut
-from product_shop.refunds.service import PendingRefund, RefundService
+from product_shop.refunds.service import RefundService
 
 log = get_logger(__name__)
 
@@ -99,7 +100,7 @@ class RefundSettlement:
     def run_once(self) -> int:
         """Settle every refund left pending for longer than `settle_after`; how many settled."""
         with self._database.reading() as session:
-            due = self._refunds.due_for_settling(session, self._clock.now() - self._settle_after)
+            due = due_for_settling(session, self._clock.now() - self._settle_after)
         settled = 0
         for pending in due:
             outcome = self.settle(pending)

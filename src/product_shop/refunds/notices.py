@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from product_shop.access.actor import Actor, Role
 from product_shop.audit.log import AuditActor, AuditLog
 from product_shop.checkout.tables import PointsRedemption
 from product_shop.events import types as ev
@@ -179,4 +180,15 @@ def staff_of(refund: Refund) -> AuditActor:
     """The named staff member a refund is attributed to, for every audit entry about it."""
     return AuditActor(
         actor_id=refund.initiated_by, role=refund.initiated_by_role, name=refund.initiated_by_name
+    )
+
+
+def actor_of(refund: Refund) -> Actor:
+    return Actor(
+        actor_id=refund.initiated_by,
+        name=refund.initiated_by_name,
+        role=Role(refund.initiated_by_role),
+        practice_id=refund.practice_id,
+        mfa=True,
+        auth_time=refund.mfa_at,
     )

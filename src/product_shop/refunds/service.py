@@ -13,7 +13,8 @@ work (docs/architecture.md, "Who owns a transaction"):
    partial or full, refunded and refundable amounts), the audit entry naming the staff member, the
    events (Communication Hub, Financial Insights, Finance, Rewards Manager where points were
    used), and stops refunded lines where they can. `failed` releases the hold and says why. An
-   unknown outcome leaves the refund `pending` until its status is read (`RefundFlow.settle`).
+   unknown outcome leaves the refund `pending` until its status is read
+   (`jobs/refund_settlement.py`).
 
 No code path refunds without a staff actor: every refund row names the staff member who asked,
 and the reservation refuses anyone else.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,40 +52,13 @@ from product_shop.refunds.holds import (
     settle_units,
 )
 from product_shop.refunds.model import LineHolding, RefundPlan, plan_refund, refundable
-from product_shop.refunds.notices import RefundNotices, staff_of
+from product_shop.refunds.notices import RefundNotices, actor_of, staff_of
+from product_shop.refunds.pending import PendingRefund, pending_of
 from product_shop.refunds.points import PointsRefunds
 from product_shop.refunds.reasons import RefundReasons, check_reason
 from product_shop.refunds.schemas import ExceptionRefundIn, RefundIn
 from product_shop.refunds.stops import RefundedLines
 from product_shop.refunds.tables import PaymentException, Refund, RefundLine
-
-
-@dataclass(frozen=True, slots=True)
-class PendingRefund:
-    """What the call to Integrated Payments needs (a reserved refund)."""
-
-    refund_id: uuid.UUID
-    transaction_ref: str
-    amount_minor: int
-    currency: str
-    reason_code: str
-    initiated_by: str
-    settled: bool = False  # a points refund: made and recorded already, nothing to send
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"refund:{self.refund_id}"
-
-
-def pending_of(refund: Refund) -> PendingRefund:
-    return PendingRefund(
-        refund_id=refund.refund_id,
-        transaction_ref=refund.payment_ref,
-        amount_minor=refund.amount_minor,
-        currency=refund.currency,
-        reason_code=refund.reason_code,
-        initiated_by=refund.initiated_by,
-    )
 
 
 class RefundService:
@@ -383,16 +357,6 @@ class RefundService:
         refund.audit_entry_id, refund.audit_entry_hash = entry.entry_id, entry.entry_hash
         return refund
 
-    def due_for_settling(self, session: Session, older_than: datetime) -> list[PendingRefund]:
-        """Refunds still `pending` (their outcome unknown) since before `older_than`."""
-        rows = session.scalars(
-            select(Refund)
-            .where(Refund.status == "pending", Refund.initiated_at < older_than)
-            .order_by(Refund.initiated_at)
-            .limit(100)
-        )
-        return [pending_of(refund) for refund in rows]
-
     def _lock(
         self, session: Session, refund_id: uuid.UUID
     ) -> tuple[Refund, Order | PaymentException]:
@@ -480,14 +444,3 @@ class RefundService:
             self._stops.stop(session, order, line, quantity, staff, now)
         resolve_open_requests(session, order.order_id, refund.refund_id, now)
         return entry
-
-
-def actor_of(refund: Refund) -> Actor:
-    return Actor(
-        actor_id=refund.initiated_by,
-        name=refund.initiated_by_name,
-        role=Role(refund.initiated_by_role),
-        practice_id=refund.practice_id,
-        mfa=True,
-        auth_time=refund.mfa_at,
-    )

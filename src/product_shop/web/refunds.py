@@ -9,6 +9,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -19,6 +20,7 @@ from product_shop.core.errors import Unprocessable
 from product_shop.idempotency.store import Claim
 from product_shop.jobs.refund_settlement import Settled
 from product_shop.refunds import queries
+from product_shop.refunds.pending import PendingRefund
 from product_shop.refunds.schemas import (
     CancellationIn,
     CancellationRequestOut,
@@ -32,7 +34,6 @@ from product_shop.refunds.schemas import (
     RefundReasonList,
     RefundReasonOut,
 )
-from product_shop.refunds.service import PendingRefund
 from product_shop.web.deps import ActorDep, ContextDep, SessionDep, permitted
 from product_shop.web.idempotency import (
     IDEMPOTENT_CREATE,
@@ -81,6 +82,26 @@ def _refund_answer(settled: Settled) -> RefundOut:
             refund_id=str(settled.refund.refund_id),
         )
     return settled.refund
+
+
+def _refund_request(
+    context: AppContext,
+    actor: Actor,
+    idempotency_key: str | None,
+    operation: str,
+    body: BaseModel,
+    reserve: Callable[[Session, frozenset[str]], PendingRefund],
+) -> Response:
+    """A refund request under its Idempotency-Key (201 made, 202 pending, or the replay)."""
+    return run_idempotent(
+        context,
+        actor,
+        idempotency_key,
+        operation,
+        body,
+        lambda claim: _make_refund(context, claim, reserve),
+        status_of=_status_of,
+    )
 
 
 def _make_refund(
@@ -178,23 +199,15 @@ def refund_order(
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    def create(claim: Claim) -> tuple[RefundOut, str]:
-        return _make_refund(
-            context,
-            claim,
-            lambda session, codes: context.refunds.reserve_order_refund(
-                session, actor, order_id, body, codes
-            ),
-        )
-
-    return run_idempotent(
+    return _refund_request(
         context,
         actor,
         idempotency_key,
         f"POST /v1/orders/{order_id}/refunds",
         body,
-        create,
-        status_of=_status_of,
+        lambda session, codes: context.refunds.reserve_order_refund(
+            session, actor, order_id, body, codes
+        ),
     )
 
 
@@ -325,23 +338,15 @@ def refund_payment_exception(
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    def create(claim: Claim) -> tuple[RefundOut, str]:
-        return _make_refund(
-            context,
-            claim,
-            lambda session, codes: context.refunds.reserve_exception_refund(
-                session, actor, exception_id, body, codes
-            ),
-        )
-
-    return run_idempotent(
+    return _refund_request(
         context,
         actor,
         idempotency_key,
         f"POST /v1/payment-exceptions/{exception_id}/refund",
         body,
-        create,
-        status_of=_status_of,
+        lambda session, codes: context.refunds.reserve_exception_refund(
+            session, actor, exception_id, body, codes
+        ),
     )
 
 
