@@ -25,12 +25,14 @@ from sqlalchemy.engine import make_url
 
 from product_shop.access.actor import Actor, Role
 from product_shop.access.demo_idp import KeyPair, generate_key_pair, issue_token
-from product_shop.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
+from product_shop.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, EventSinkSettings, Settings
 from product_shop.context import AppContext
 from product_shop.db.engine import Database, make_engine
 from product_shop.db.migrate import upgrade
 from product_shop.db.models import metadata
+from product_shop.events.routing import FEED_DESTINATIONS
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
+from product_shop.simulators.receivers import ReceiversSimulatorConfig, create_receivers_simulator
 from product_shop.simulators.rewards import RewardsSimulatorConfig, create_rewards_simulator
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
@@ -304,6 +306,27 @@ def rewards_url(rewards_simulator: BackgroundServer) -> Iterator[str]:
     httpx.post(f"{rewards_simulator.url}/_simulator/reset")
 
 
+# ---- the modules that receive our events, over real HTTP -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def receivers_simulator() -> Iterator[BackgroundServer]:
+    """Communication Hub, Finance, Financial Insights, Hygiene Subscriptions and the module
+    owners' endpoint, each checking our signatures with its (demo) secret."""
+    server = serve_in_background(create_receivers_simulator(ReceiversSimulatorConfig()))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receivers_url(receivers_simulator: BackgroundServer) -> Iterator[str]:
+    """The simulator's URL; afterwards what it received and its faults are cleared."""
+    yield receivers_simulator.url
+    httpx.delete(f"{receivers_simulator.url}/_simulator/received")
+    for destination in FEED_DESTINATIONS:
+        httpx.delete(f"{receivers_simulator.url}/_simulator/{destination.value}/faults")
+
+
 # ---- the application -----------------------------------------------------------------------
 
 
@@ -334,6 +357,8 @@ def settings(
         rewards_timeout_seconds=1.0,
         rewards_webhook_secret=REWARDS_WEBHOOK_SECRET,
         relay_in_process=False,  # tests drive the relay themselves
+        # The event feeds wait in the outbox unless a test starts the receivers (`receivers`).
+        event_sinks={d.value: EventSinkSettings(kind="off") for d in FEED_DESTINATIONS},
     )
 
 
@@ -358,6 +383,7 @@ class World:
     practice_a: uuid.UUID
     practice_b: uuid.UUID
     catalogue_admin: Person
+    operator: Person
     admin_a: Person
     admin_b: Person
     clinician_a: Person
@@ -376,6 +402,7 @@ def world(person: Callable[..., Person]) -> World:
         practice_a=a,
         practice_b=b,
         catalogue_admin=person("catalogue_admin", name="Cat Admin"),
+        operator=person("platform_operator", name="Ops Person"),
         admin_a=person("practice_admin", a, "Alice Admin"),
         admin_b=person("practice_admin", b, "Bob Admin"),
         clinician_a=person("clinician", a, "Dr Clare"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from product_shop import cli_events
 from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
 from product_shop.core.signing import (
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", help="Serve a simulator of another Primoro module")
     simulate_sub = simulate.add_subparsers(required=True, metavar="MODULE")
+    cli_events.add_receivers_simulator(simulate_sub)
     payments = simulate_sub.add_parser("payments", help="Integrated Payments (DNA Payments)")
     payments.add_argument("--port", type=int, default=8101)
     payments.add_argument("--host", default="127.0.0.1")
@@ -158,13 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    relay = sub.add_parser("relay", help="Deliver outbox events (its own process at scale)")
-    relay.add_argument("--once", action="store_true", help="Deliver what is due, then exit")
-    relay.add_argument("--interval", type=float, default=1.0)
-    relay.add_argument(
-        "--redeliver-parked", action="store_true", help="Queue parked events again, then exit"
-    )
-    relay.set_defaults(handler=_relay)
+    cli_events.add_commands(sub)
 
     refunds = sub.add_parser("refunds", help="Refunds whose outcome is not known yet")
     refunds_sub = refunds.add_subparsers(required=True, metavar="ACTION")
@@ -203,6 +199,7 @@ def _demo(args: argparse.Namespace) -> int:
         demo_settings,
         prepare,
         start_payments_simulator,
+        start_receivers_simulator,
         start_rewards_simulator,
         start_suppliers_simulator,
     )
@@ -214,8 +211,13 @@ def _demo(args: argparse.Namespace) -> int:
     simulator = start_payments_simulator(demo_settings(data_dir), base)
     suppliers = start_suppliers_simulator(demo_settings(data_dir), base)
     rewards = start_rewards_simulator(demo_settings(data_dir), base)
+    receivers = start_receivers_simulator(demo_settings(data_dir))
     context = prepare(
-        data_dir, payments_url=simulator.url, suppliers_url=suppliers.url, rewards_url=rewards.url
+        data_dir,
+        payments_url=simulator.url,
+        suppliers_url=suppliers.url,
+        rewards_url=rewards.url,
+        receivers_url=receivers.url,
     )
     app = create_app(context=context)
     print(
@@ -242,6 +244,11 @@ Redeem points (Harbour patients; Rewards Manager simulator at {rewards.url}):
   `awaiting_payment` (or the order, when the points cover it all)
 Drop-ship lines go to the supplier network simulator at {suppliers.url}
   (dispatched with tracking a few seconds after the order, delivered a little later).
+What the other modules received (signed webhooks; receivers simulator at {receivers.url}):
+  GET {receivers.url}/_simulator/communication_hub/received?order_id=<order id>
+  GET {receivers.url}/_simulator/received   (counts per module)
+  .venv/bin/product-shop events status   (backlog per destination; as platform_operator:
+  GET {base}/v1/event-deliveries)
 """,
         flush=True,
     )
@@ -250,6 +257,8 @@ Drop-ship lines go to the supplier network simulator at {suppliers.url}
     finally:
         simulator.stop()
         suppliers.stop()
+        rewards.stop()
+        receivers.stop()
         context.close()
     return 0
 
@@ -357,42 +366,6 @@ def _at_least_one(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return number
-
-
-def _relay(args: argparse.Namespace) -> int:
-    import time
-
-    from product_shop.context import AppContext
-
-    settings = Settings()
-    settings.check()
-    configure_logging(settings.log_level, json=settings.log_json)
-    context = AppContext.build(settings)
-    try:
-        if args.redeliver_parked:
-            print(f"queued {context.relay.redeliver_parked()} parked events again")
-            return 0
-        if args.once:
-            print(f"delivered {context.relay.run_once()} events")
-            return 0
-        settle_every = max(1.0, settings.refund_reconcile_after_seconds)
-        next_settlement = time.monotonic() + settle_every
-        while True:
-            try:
-                delivered = context.relay.run_once()
-                if time.monotonic() >= next_settlement:
-                    # Refunds left pending by an unanswered call, and unpaid checkouts past
-                    # their time: handled beside the relay.
-                    context.refund_settlement.run_once()
-                    context.checkout_expiry.run_once()
-                    next_settlement = time.monotonic() + settle_every
-            except Exception:  # the database away for a moment: log it, go on
-                log.exception("relay_run_failed")
-                delivered = 0
-            if not delivered:  # a busy outbox is drained without pauses
-                time.sleep(args.interval)
-    finally:
-        context.close()
 
 
 def _refunds_settle(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from product_shop.core.signing import (
@@ -18,7 +18,9 @@ from product_shop.core.signing import (
     DEMO_WEBHOOK_SECRET,
     SECRET_FORMAT,
     decode_secret,
+    demo_destination_secret,
 )
+from product_shop.events.routing import FEED_DESTINATIONS, Routing, RoutingError
 
 DEMO_SECRET_PREFIX = "demo-"  # noqa: S105 (a marker to refuse, not a secret)
 # Marker line the demo identity provider writes into its public key file.
@@ -31,6 +33,23 @@ ALLOWED_JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "ES256", 
 
 class ConfigurationError(RuntimeError):
     """The service cannot start safely with these settings."""
+
+
+class EventSinkSettings(BaseModel):
+    """How one receiving module gets its events (settings `event_sinks`, by destination key).
+
+    `webhook`: POST to `url` (default: the receivers simulator, `receivers_base_url`/<key>),
+    signed with `secret` (default: the destination's demo secret, refused in production).
+    `nats`: publish to the JetStream stream (`nats_url`, `nats_stream`). `off`: its deliveries
+    are queued and wait, never dropped, until a sink is configured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["webhook", "nats", "off"] = "webhook"
+    url: str | None = None
+    secret: SecretStr | None = None
+    connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
 
 class Settings(BaseSettings):
@@ -81,6 +100,27 @@ class Settings(BaseSettings):
     # `product-shop relay` as its own process instead.
     relay_in_process: bool = True
     relay_interval_seconds: float = 1.0
+
+    # Event delivery (spec §11.2, §12; docs/events.md). Where each receiving module's events go,
+    # by destination key (communication_hub, finance, financial_insights, hygiene_subscriptions,
+    # module_owners), e.g. PRODUCT_SHOP_EVENT_SINKS='{"finance": {"kind": "nats"}}'; a missing
+    # key is a webhook to the receivers simulator with the demo secret.
+    event_sinks: dict[str, EventSinkSettings] = Field(default_factory=dict)
+    receivers_base_url: str = "http://127.0.0.1:8104"
+    # Re-routing: event type (e.g. "order.created.v1") -> destination keys replacing the spec's.
+    event_routes: dict[str, list[str]] = Field(default_factory=dict)
+    # The JetStream sink: one stream, a subject per event type under the prefix.
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = "PRODUCT_SHOP_EVENTS"
+    nats_subject_prefix: str = "primoro.productshop"
+    # Retries: exponential from the base, each wait at most the cap, with jitter; a delivery
+    # still failing after the horizon (about three days, as Stripe) is parked for
+    # `product-shop events redeliver`. The lease is how long a claimed delivery is the
+    # claiming relay's before another may send it (longer than a sink's timeouts).
+    delivery_retry_base_seconds: float = Field(default=30.0, gt=0)
+    delivery_retry_cap_seconds: float = Field(default=6 * 3600.0, gt=0)
+    delivery_retry_horizon_seconds: float = Field(default=3 * 86_400.0, gt=0)
+    delivery_lease_seconds: float = Field(default=60.0, ge=5)
     # How long an unpaid checkout stays open.
     checkout_ttl_minutes: int = 24 * 60
 
@@ -103,6 +143,16 @@ class Settings(BaseSettings):
 
     def voucher_key(self) -> bytes:
         return self.voucher_secret.get_secret_value().encode()
+
+    def event_sink(self, destination: str) -> EventSinkSettings:
+        """`event_sinks[destination]` with its defaults filled in."""
+        configured = self.event_sinks.get(destination) or EventSinkSettings()
+        return configured.model_copy(
+            update={
+                "url": configured.url or f"{self.receivers_base_url.rstrip('/')}/{destination}",
+                "secret": configured.secret or SecretStr(demo_destination_secret(destination)),
+            }
+        )
 
     def public_key_pem(self) -> str | None:
         if self.jwt_public_key:
@@ -147,6 +197,7 @@ class Settings(BaseSettings):
                 "rewards_webhook_secret (PRODUCT_SHOP_REWARDS_WEBHOOK_SECRET) must be "
                 f"{SECRET_FORMAT}"
             ) from exc
+        demo_event_sinks = self._check_event_delivery()
         if len(self.voucher_secret.get_secret_value()) < 32:
             raise ConfigurationError(
                 "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"
@@ -170,6 +221,7 @@ class Settings(BaseSettings):
             problems.append("rewards_api_key is a demo secret")
         if self.voucher_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("voucher_secret is a demo secret")
+        problems.extend(f"event_sinks.{key} has a demo secret" for key in demo_event_sinks)
         if not (self.jwt_jwks_url or self.public_key_pem()):
             problems.append("no JWT verification key: set jwt_jwks_url or jwt_public_key")
         pem = self.public_key_pem()
@@ -181,3 +233,33 @@ class Settings(BaseSettings):
             problems.append("production needs PostgreSQL (database_url)")
         if problems:
             raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
+
+    def _check_event_delivery(self) -> list[str]:
+        """Refuse unknown destinations, routes and malformed secrets; return the webhook
+        destinations signing with a demo secret."""
+        feeds = {d.value for d in FEED_DESTINATIONS}
+        unknown = sorted(set(self.event_sinks) - feeds)
+        if unknown:
+            raise ConfigurationError(
+                f"event_sinks names unknown destinations {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(feeds))}"
+            )
+        try:
+            Routing(overrides=self.event_routes)
+        except RoutingError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        demo: list[str] = []
+        for key in sorted(feeds):
+            sink = self.event_sink(key)
+            if sink.kind != "webhook":
+                continue
+            assert sink.secret is not None  # filled in by event_sink
+            try:
+                secret = decode_secret(sink.secret.get_secret_value())
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"event_sinks.{key}.secret must be {SECRET_FORMAT}"
+                ) from exc
+            if secret.startswith(DEMO_SECRET_PREFIX.encode()):
+                demo.append(key)
+        return demo

@@ -18,8 +18,10 @@ from product_shop.config import Settings
 from product_shop.core.clock import Clock, SystemClock
 from product_shop.db.engine import Database
 from product_shop.events import types as ev
+from product_shop.events.delivery import RetryPolicy, by_event_type
 from product_shop.events.outbox import Outbox
 from product_shop.events.relay import OutboxRelay
+from product_shop.events.routing import Destination, Routing
 from product_shop.fulfilment.lines import LineFulfilment
 from product_shop.fulfilment.service import FulfilmentService
 from product_shop.fulfilment.shipments import (
@@ -35,7 +37,7 @@ from product_shop.integrations.payments import IntegratedPayments
 from product_shop.integrations.payments_http import HttpIntegratedPayments
 from product_shop.integrations.rewards import RewardsManager
 from product_shop.integrations.rewards_http import HttpRewardsManager
-from product_shop.integrations.sinks import payments_sinks, reversal_sink
+from product_shop.integrations.sinks import FeedSinks, payments_sinks, reversal_sink
 from product_shop.integrations.suppliers import SupplierNetwork
 from product_shop.integrations.suppliers_http import HttpSupplierNetwork
 from product_shop.jobs.checkout_expiry import CheckoutExpiryJob
@@ -71,12 +73,13 @@ class AppContext:
     refund_settlement: RefundSettlement
     checkout_expiry: CheckoutExpiryJob
     cancellations: CancellationRequests
+    feeds: FeedSinks
 
     def close(self) -> None:
         """Release threads and network clients (the database is disposed by whoever created
         it)."""
         self.relay.close()
-        for client in (self.payments, self.suppliers, self.rewards):
+        for client in (self.payments, self.suppliers, self.rewards, self.feeds):
             close = getattr(client, "close", None)
             if callable(close):
                 close()
@@ -114,18 +117,36 @@ class AppContext:
         )
         idempotency = IdempotencyStore(clock)
         lines = LineFulfilment(audit=audit, outbox=outbox, clock=clock)
+        feeds = FeedSinks(settings, clock)
         relay = OutboxRelay(
             database,
             {
-                **payments_sinks(payments),
-                ev.SHIPMENT_REQUESTED.name: shipment_sink(suppliers),
-                ev.SHIPMENT_CANCELLATION_REQUESTED.name: cancellation_sink(suppliers),
-                ev.REDEMPTION_REVERSAL_REQUESTED.name: reversal_sink(rewards),
+                Destination.INTEGRATED_PAYMENTS: by_event_type(payments_sinks(payments)),
+                Destination.SUPPLIER_NETWORK: by_event_type(
+                    {
+                        ev.SHIPMENT_REQUESTED.name: shipment_sink(suppliers),
+                        ev.SHIPMENT_CANCELLATION_REQUESTED.name: cancellation_sink(suppliers),
+                    }
+                ),
+                Destination.REWARDS_MANAGER: by_event_type(
+                    {ev.REDEMPTION_REVERSAL_REQUESTED.name: reversal_sink(rewards)}
+                ),
+                **feeds.sinks,
             },
             clock,
+            routing=Routing(overrides=settings.event_routes),
+            policy=RetryPolicy(
+                base=timedelta(seconds=settings.delivery_retry_base_seconds),
+                cap=timedelta(seconds=settings.delivery_retry_cap_seconds),
+                horizon=timedelta(seconds=settings.delivery_retry_horizon_seconds),
+            ),
+            lease=timedelta(seconds=settings.delivery_lease_seconds),
             follow_ups={
-                ev.SHIPMENT_REQUESTED.name: ShipmentFollowUp(lines),
-                ev.SHIPMENT_CANCELLATION_REQUESTED.name: CancellationFollowUp(lines, audit, clock),
+                (Destination.SUPPLIER_NETWORK, ev.SHIPMENT_REQUESTED.name): ShipmentFollowUp(lines),
+                (
+                    Destination.SUPPLIER_NETWORK,
+                    ev.SHIPMENT_CANCELLATION_REQUESTED.name,
+                ): CancellationFollowUp(lines, audit, clock),
             },
         )
         completion = CheckoutCompletion(
@@ -175,6 +196,7 @@ class AppContext:
             ),
             orders=OrderService(audit=audit, clock=clock, voucher_key=settings.voucher_key()),
             relay=relay,
+            feeds=feeds,
             suppliers=suppliers,
             fulfilment=FulfilmentService(lines=lines, outbox=outbox, audit=audit, clock=clock),
             supplier_updates=SupplierUpdates(lines=lines, audit=audit, clock=clock),

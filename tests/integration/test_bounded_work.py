@@ -31,7 +31,7 @@ from product_shop.core.clock import FrozenClock
 from product_shop.db.base import Base
 from product_shop.db.engine import Database
 from product_shop.events.relay import REDELIVER_BATCH, OutboxRelay
-from product_shop.events.tables import OutboxEvent
+from product_shop.events.tables import EventDelivery, OutboxEvent
 from product_shop.events.types import PRODUCT_DEPRECATED
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.tables import Order, OrderLine
@@ -449,9 +449,10 @@ def test_a_batch_of_active_orders_is_read_a_batch_at_a_time(
 # ---- 10(c): parked events are re-queued in bounded batches ------------------------------------
 
 
-def _event_rows(count: int, status: str) -> list[dict[str, Any]]:
+def _event_rows(count: int) -> list[dict[str, Any]]:
     return [
         {
+            "position": n + 1,
             "event_id": uuid.uuid4(),
             "event_type": "com.primoro.productshop.test.v1",
             "source": "/primoro/product-shop",
@@ -460,69 +461,83 @@ def _event_rows(count: int, status: str) -> list[dict[str, Any]]:
             "aggregate_id": f"agg-{n % 97}",
             "occurred_at": NOW,
             "data": {"n": n},
-            "status": status,
-            "attempts": 8 if status == "parked" else 1,
+            "status": "routed",
+            "attempts": 0,
             "next_attempt_at": NOW,
-            "delivered_at": NOW if status == "delivered" else None,
-            "last_error": "gone" if status == "parked" else None,
+            "delivered_at": NOW,
+            "last_error": None,
         }
         for n in range(count)
     ]
 
 
-def test_20000_parked_events_are_requeued_in_bounded_batches(
+def _delivery_rows(statuses: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_position": n + 1,
+            "destination": "finance",
+            "event_type": "com.primoro.productshop.test.v1",
+            "aggregate_type": "test",
+            "aggregate_id": f"agg-{n % 97}",
+            "status": status,
+            "attempts": 20 if status == "parked" else 1,
+            "claims": 1,
+            "queued_at": NOW,
+            "next_attempt_at": NOW,
+            "delivered_at": NOW if status == "delivered" else None,
+            "parked_at": NOW if status == "parked" else None,
+            "last_error": "gone" if status == "parked" else None,
+        }
+        for n, status in enumerate(statuses)
+    ]
+
+
+def test_20000_parked_deliveries_are_requeued_in_bounded_batches(
     database: Database, timed: None
 ) -> None:
-    parked = _event_rows(ROWS, "parked")
-    others = _event_rows(1000, "delivered") + _event_rows(1000, "pending")
-    # Interleave: parked events, then a delivered and a pending one, every 20 positions.
-    rows: list[dict[str, Any]] = []
-    for n, row in enumerate(parked):
-        rows.append(row)
+    # Parked deliveries, with a delivered and a pending one every 20 positions.
+    statuses: list[str] = []
+    for n in range(ROWS):
+        statuses.append("parked")
         if n % 20 == 19:
-            rows.extend(others[(n // 20) * 2 : (n // 20) * 2 + 2])
-    _bulk(database, OutboxEvent, rows)
+            statuses.extend(["delivered", "pending"])
+    _bulk(database, OutboxEvent, _event_rows(len(statuses)))
+    _bulk(database, EventDelivery, _delivery_rows(statuses))
     updates: list[int] = []
 
     def count_update(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE OUTBOX_EVENTS"):
+        if statement.lstrip().upper().startswith("UPDATE EVENT_DELIVERIES"):
             updates.append(cursor.rowcount)
 
     clock = FrozenClock(NOW + timedelta(days=1))
     relay = OutboxRelay(database, {}, clock)
     event.listen(database.engine, "after_cursor_execute", count_update)
     try:
-        queued = relay.redeliver_parked()
+        queued = relay.redeliver()
     finally:
         event.remove(database.engine, "after_cursor_execute", count_update)
 
     assert queued == ROWS
     assert updates == [REDELIVER_BATCH] * (ROWS // REDELIVER_BATCH)  # one bounded UPDATE a batch
     with database.engine.connect() as connection:
-        by_status = Counter(
-            (status, attempts)
-            for status, attempts in connection.execute(
-                select(OutboxEvent.status, OutboxEvent.attempts)
-            )
-        )
+        by_status = Counter(connection.execute(select(EventDelivery.status)).scalars())
         requeued_at = set(
             connection.execute(
-                select(OutboxEvent.next_attempt_at).where(OutboxEvent.attempts == 0)
+                select(EventDelivery.next_attempt_at).where(EventDelivery.attempts == 20)
             ).scalars()
         )
-    assert by_status == Counter(
-        {("pending", 0): ROWS, ("delivered", 1): 1000, ("pending", 1): 1000}
-    )
+    assert by_status == Counter({"pending": ROWS + 1000, "delivered": 1000})
     assert requeued_at == {clock.now()}
-    assert relay.redeliver_parked() == 0
+    assert relay.redeliver() == 0
 
 
-def test_redelivering_parked_events_counts_a_short_last_batch(database: Database) -> None:
-    _bulk(database, OutboxEvent, _event_rows(7, "parked") + _event_rows(3, "pending"))
+def test_redelivering_parked_deliveries_counts_a_short_last_batch(database: Database) -> None:
+    _bulk(database, OutboxEvent, _event_rows(10))
+    _bulk(database, EventDelivery, _delivery_rows(["parked"] * 7 + ["pending"] * 3))
     relay = OutboxRelay(database, {}, FrozenClock(NOW))
 
-    assert relay.redeliver_parked(batch=3) == 7
+    assert relay.redeliver(batch=3) == 7
     with database.engine.connect() as connection:
-        connection.execute(update(OutboxEvent).values(status="parked"))
+        connection.execute(update(EventDelivery).values(status="parked", parked_at=NOW))
         connection.commit()
-    assert relay.redeliver_parked(batch=5) == 10
+    assert relay.redeliver(batch=5) == 10

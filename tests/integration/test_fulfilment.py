@@ -12,14 +12,13 @@ import httpx
 import jsonschema
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from product_shop.audit.tables import AuditEntry
 from product_shop.context import AppContext
 from product_shop.core.signing import sign
 from product_shop.db.engine import Database
-from product_shop.events.relay import RETRY_SCHEDULE
 from product_shop.events.tables import OutboxEvent
 from product_shop.events.types import BY_NAME
 from product_shop.logging import configure_logging
@@ -27,6 +26,7 @@ from product_shop.orders.tables import OrderLine
 from product_shop.simulators.server import BackgroundServer
 from tests.conftest import SUPPLIER_WEBHOOK_SECRET, World
 from tests.integration.checkout_support import ADDRESS, Shop
+from tests.integration.delivery_support import delivery_of, past_the_horizon
 from tests.integration.fulfilment_support import (
     advance,
     events_of,
@@ -304,21 +304,12 @@ def test_when_the_supplier_is_down_the_order_stands_and_after_the_retries_the_li
 
     context.relay.run_once()
     (request,) = events_of(database, "fulfilment.shipment_requested")
-    assert (request.status, request.attempts) == ("pending", 1)  # retried later, not lost
+    shipment = delivery_of(database, request.event_id)
+    assert (shipment.status, shipment.attempts) == ("pending", 1)  # retried later, not lost
     line = line_named(read_order(client, world.admin_a, order["order_id"]), BRUSH)
     assert line["fulfilment_status"] == "pending"
 
-    # The retry horizon passes (the relay's schedule is minutes to hours).
-    with Session(database.engine) as session:
-        session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.event_id == request.event_id)
-            .values(
-                attempts=len(RETRY_SCHEDULE),
-                next_attempt_at=request.next_attempt_at.replace(year=2000),
-            )
-        )
-        session.commit()
+    past_the_horizon(database, request.event_id)  # the relay tries for about three days
     context.relay.run_once()
 
     line = line_named(read_order(client, world.admin_a, order["order_id"]), BRUSH)
@@ -326,8 +317,7 @@ def test_when_the_supplier_is_down_the_order_stands_and_after_the_retries_the_li
         "exception",
         "supplier_unavailable",
     )
-    (parked,) = events_of(database, "fulfilment.shipment_requested")
-    assert parked.status == "parked"
+    assert delivery_of(database, request.event_id).status == "parked"
     queue = client.get("/v1/fulfilment/exceptions", headers=world.admin_a.headers).json()
     assert [i["line_item_id"] for i in queue["items"]] == [line["line_item_id"]]
 
@@ -552,7 +542,7 @@ def _apply(context: AppContext, event_id: str, update_: Any) -> str:
 def test_the_relays_late_acceptance_never_undoes_a_supplier_exception(
     client: TestClient, context: AppContext, world: World, shop: Shop, database: Database
 ) -> None:
-    from product_shop.events.relay import PendingEvent
+    from product_shop.events.delivery import PendingEvent
     from product_shop.fulfilment.shipments import ShipmentFollowUp
     from product_shop.integrations.suppliers import Shipment, ShipmentStatus
 
@@ -569,6 +559,8 @@ def test_the_relays_late_acceptance_never_undoes_a_supplier_exception(
     )
     (request,) = events_of(database, "fulfilment.shipment_requested")
     event = PendingEvent(
+        0,
+        "supplier_network",
         request.position,
         request.event_id,
         request.event_type,

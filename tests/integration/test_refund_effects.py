@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from product_shop.audit.tables import AuditEntry
 from product_shop.context import AppContext
 from product_shop.db.engine import Database
-from product_shop.events.relay import PendingEvent
+from product_shop.events.delivery import PendingEvent
 from product_shop.events.tables import OutboxEvent
 from product_shop.events.types import BY_NAME
 from product_shop.fulfilment.lines import LineFulfilment
@@ -33,6 +33,7 @@ from product_shop.refunds.tables import CancellationRequest, Refund
 from product_shop.simulators.server import BackgroundServer
 from tests.conftest import Person, World
 from tests.integration.checkout_support import Shop, key, paid_checkout, simulator_intent
+from tests.integration.delivery_support import delivery_of
 from tests.integration.fulfilment_support import (
     advance,
     events_of,
@@ -382,8 +383,8 @@ def test_a_refund_before_dispatch_cancels_the_shipment_at_the_supplier(
         line_named(done, BRUSH)["refunded_quantity"],
     ) == ("cancelled", None, 1)
     assert (done["status"], done["fulfilment_status"]) == ("Refunded", "Completed")
-    (delivered,) = events_of(database, "fulfilment.shipment_cancellation_requested")
-    assert delivered.status == "delivered"
+    (cancellation,) = events_of(database, "fulfilment.shipment_cancellation_requested")
+    assert delivery_of(database, cancellation.event_id).status == "delivered"
     assert notifications(database, brush) == ["sent_to_supplier", "cancelled"]
 
     # when the supplier's callbacks arrive after all (accepted, then cancelled)
@@ -451,8 +452,8 @@ def test_a_supplier_that_dispatches_before_the_cancellation_arrives_refuses_it(
     assert staff_tasks(database, brush) == ["cancellation_refused"]
     (task,) = events_for(database, "fulfilment.staff_task", brush)
     valid(task)
-    (parked,) = events_of(database, "fulfilment.shipment_cancellation_requested")
-    assert parked.status == "parked"
+    (cancellation,) = events_of(database, "fulfilment.shipment_cancellation_requested")
+    assert delivery_of(database, cancellation.event_id).status == "parked"
     assert "cancelled" not in notifications(database, brush)
 
 
@@ -523,6 +524,8 @@ class ReadThenLetOtherRun(LineFulfilment):
 
 def pending_event(row: OutboxEvent) -> PendingEvent:
     return PendingEvent(
+        0,
+        "supplier_network",
         row.position,
         row.event_id,
         row.event_type,

@@ -70,6 +70,7 @@ UNIT_OF_WORK_OWNERS = (
     "web/",
     "db/",
     "cli.py",
+    "cli_events.py",
     "events/relay.py",
     "jobs/",
     "demo/",

@@ -28,6 +28,16 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "rewards_webhook_secret": "whsec_YS1yZWFsLXJld2FyZHMtc2VjcmV0LWZyb20tdGhlLXZhdWx0",
         "rewards_api_key": "a-real-rewards-key-from-the-vault",
         "voucher_secret": "a-real-voucher-key-from-the-vault-0123456789",
+        "event_sinks": {
+            "communication_hub": {
+                "url": "https://hub.internal/events",
+                "secret": "whsec_Y29tbXVuaWNhdGlvbi1odWItcmVhbC1zZWNyZXQtMDE=",
+            },
+            "finance": {"kind": "nats"},
+            "financial_insights": {"kind": "nats"},
+            "hygiene_subscriptions": {"kind": "nats"},
+            "module_owners": {"kind": "off"},
+        },
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -58,6 +68,7 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
             "voucher_secret is a demo secret",
         ),
         ({"jwt_public_key": None}, "no JWT verification key"),
+        ({"event_sinks": {}}, "event_sinks.communication_hub has a demo secret"),
         ({"database_url": "sqlite:///var/shop.sqlite3"}, "PostgreSQL"),
     ],
 )
@@ -139,3 +150,31 @@ def test_concurrent_first_use_of_a_data_dir_yields_one_demo_key(tmp_path: Path) 
         pairs = list(pool.map(lambda _: ensure_key_pair(tmp_path), range(6)))
     assert len({p.private_pem for p in pairs}) == 1
     assert public_key_file(tmp_path).read_text() == DEMO_KEY_HEADER + pairs[0].public_pem
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"event_sinks": {"accounts": {"kind": "off"}}}, "unknown destinations accounts"),
+        ({"event_routes": {"order.created.v1": ["nowhere"]}}, "unknown destination"),
+        ({"event_routes": {"order.exploded.v1": ["finance"]}}, "unknown event type"),
+        (
+            {"event_sinks": {"finance": {"secret": "whsec_c2hvcnQ="}}},
+            "event_sinks.finance.secret must be",
+        ),
+    ],
+)
+def test_event_delivery_settings_that_name_nothing_real_are_refused_anywhere(
+    overrides: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=reason):
+        Settings(environment="development", **overrides).check()  # type: ignore[arg-type]
+
+
+def test_a_webhook_destination_defaults_to_the_receivers_simulator_with_its_demo_secret() -> None:
+    from product_shop.core.signing import demo_destination_secret
+
+    sink = Settings(receivers_base_url="http://127.0.0.1:9999/").event_sink("finance")
+    assert (sink.kind, sink.url) == ("webhook", "http://127.0.0.1:9999/finance")
+    assert sink.secret is not None
+    assert sink.secret.get_secret_value() == demo_destination_secret("finance")

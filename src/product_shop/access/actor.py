@@ -17,6 +17,8 @@ class Role(StrEnum):
     FINANCE = "finance"
     STAFF = "staff"
     CATALOGUE_ADMIN = "catalogue_admin"
+    # Primoro's platform operations team: event delivery, not patients' or practices' data.
+    OPERATOR = "platform_operator"
     SERVICE = "service"
 
 

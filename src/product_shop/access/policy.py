@@ -24,6 +24,7 @@ class Action(StrEnum):
     VIEW_REFUNDS = "refunds.view"
     REQUEST_CANCELLATION = "orders.request_cancellation"
     VIEW_CANCELLATION_REQUESTS = "orders.view_cancellation_requests"
+    MANAGE_EVENT_DELIVERY = "events.manage_delivery"
 
 
 _P, _C, _PA, _F, _S, _CA = (
@@ -58,6 +59,9 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.SET_PMS_INVOICE_REF: frozenset({_PA, _F}),
     # In-clinic collection, tracking by hand, the exception queue: the practice's care team.
     Action.MANAGE_FULFILMENT: frozenset({_PA, _C, _S}),
+    # Event delivery to the other modules spans every practice: Primoro's operations team only
+    # (the backlog per destination, parked deliveries queued again).
+    Action.MANAGE_EVENT_DELIVERY: frozenset({Role.OPERATOR}),
 }
 
 

@@ -49,6 +49,17 @@ DEMO_WEBHOOK_SECRET = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # no
 # b"demo-supplier-webhook-secret-not-for-prod"); production refuses it too.
 DEMO_REWARDS_WEBHOOK_SECRET = "whsec_ZGVtby1yZXdhcmRzLXdlYmhvb2stc2VjcmV0LW5vdC1mb3ItcHJvZA=="  # noqa: S105
 DEMO_SUPPLIER_WEBHOOK_SECRET = "whsec_ZGVtby1zdXBwbGllci13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # noqa: S105
+
+
+def demo_destination_secret(destination: str) -> str:
+    """The demo secret our event webhooks to `destination` are signed with (and the receivers
+    simulator checks), one per destination; it decodes to `demo-...`, so production refuses it."""
+    return (
+        SECRET_PREFIX
+        + base64.b64encode(f"demo-{destination}-receiver-secret-not-for-prod".encode()).decode()
+    )
+
+
 SECRET_FORMAT = (
     f"a Standard Webhooks secret: '{SECRET_PREFIX}' followed by the base64 of at least "
     f"{MIN_SECRET_BYTES} random bytes"

@@ -91,6 +91,7 @@ def _users() -> tuple[DemoUser, ...]:
             "primoro-catalogue", "Naomi Clarke (Primoro catalogue team)", "catalogue_admin", None
         ),
         DemoUser("hygiene-subscriptions", "Hygiene Subscriptions module", "service", None),
+        DemoUser("primoro-operations", "Ravi Shah (Primoro operations)", "platform_operator", None),
     ]
     for practice in PRACTICES:
         for role, name in _STAFF[practice]:

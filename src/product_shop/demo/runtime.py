@@ -15,7 +15,12 @@ from product_shop.db.engine import Database
 from product_shop.db.migrate import upgrade
 from product_shop.demo.data import HARBOUR, USERS
 from product_shop.demo.seed import is_seeded, seed
+from product_shop.events.routing import FEED_DESTINATIONS
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
+from product_shop.simulators.receivers import (
+    ReceiversSimulatorConfig,
+    create_receivers_simulator,
+)
 from product_shop.simulators.rewards import RewardsSimulatorConfig, create_rewards_simulator
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
@@ -61,6 +66,7 @@ def demo_settings(
     payments_url: str | None = None,
     suppliers_url: str | None = None,
     rewards_url: str | None = None,
+    receivers_url: str | None = None,
 ) -> Settings:
     """SQLite in the data directory (unless PRODUCT_SHOP_DATABASE_URL says otherwise), the demo
     identity provider's public key, development mode; the simulators' URLs when given."""
@@ -78,6 +84,8 @@ def demo_settings(
         overrides["suppliers_base_url"] = suppliers_url
     if rewards_url is not None:
         overrides["rewards_base_url"] = rewards_url
+    if receivers_url is not None:
+        overrides["receivers_base_url"] = receivers_url
     if "PRODUCT_SHOP_DATABASE_URL" not in os.environ:
         overrides["database_url"] = f"sqlite:///{data_dir / 'product_shop.sqlite3'}"
     return Settings(**overrides)
@@ -127,18 +135,36 @@ def start_rewards_simulator(settings: Settings, api_url: str) -> BackgroundServe
     return serve_in_background(create_rewards_simulator(config))
 
 
+def start_receivers_simulator(settings: Settings) -> BackgroundServer:
+    """The modules that receive our events (Communication Hub, Finance, Financial Insights,
+    Hygiene Subscriptions, module owners), each checking our signatures with its secret."""
+    secrets = {}
+    for destination in FEED_DESTINATIONS:
+        sink = settings.event_sink(destination.value)
+        assert sink.secret is not None  # filled in by event_sink
+        secrets[destination.value] = sink.secret.get_secret_value()
+    return serve_in_background(
+        create_receivers_simulator(ReceiversSimulatorConfig(secrets=secrets))
+    )
+
+
 def prepare(
     data_dir: Path,
     *,
     payments_url: str | None = None,
     suppliers_url: str | None = None,
     rewards_url: str | None = None,
+    receivers_url: str | None = None,
 ) -> AppContext:
     """Create the data directory and key, migrate, seed once. Returns the wired context."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_key_pair(data_dir)
     settings = demo_settings(
-        data_dir, payments_url=payments_url, suppliers_url=suppliers_url, rewards_url=rewards_url
+        data_dir,
+        payments_url=payments_url,
+        suppliers_url=suppliers_url,
+        rewards_url=rewards_url,
+        receivers_url=receivers_url,
     )
     database = Database(settings.database_url)
     upgrade(database.engine)

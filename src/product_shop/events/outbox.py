@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -64,8 +64,24 @@ class Outbox:
         }
 
 
-def to_cloudevent(row: OutboxEvent) -> dict[str, Any]:
-    """The structured-mode CloudEvents 1.0 JSON document for an outbox row."""
+class _EventFields(Protocol):
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+def to_cloudevent(row: _EventFields) -> dict[str, Any]:
+    """The structured-mode CloudEvents 1.0 JSON document for an outbox row or a claimed
+    delivery (`events.delivery.PendingEvent`): what every sink sends."""
     return {
         "specversion": "1.0",
         "id": str(row.event_id),
@@ -76,3 +92,8 @@ def to_cloudevent(row: OutboxEvent) -> dict[str, Any]:
         "datacontenttype": "application/json",
         "data": row.data,
     }
+
+
+def cloudevent_bytes(row: _EventFields) -> bytes:
+    """`to_cloudevent` as compact UTF-8 JSON (`application/cloudevents+json`)."""
+    return json.dumps(to_cloudevent(row), separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,24 +1,36 @@
-"""The outbox relay: delivers committed events, at least once, in order per aggregate.
+"""The outbox relay: delivers committed events to every destination, at least once, in order per
+aggregate and destination, with every attempt recorded.
 
-Each run claims due rows of each sink's type (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several
-relays share the work), skips any event whose aggregate still has an earlier pending event (a
-parked event has been given up on and holds nothing back; redelivered by command, it arrives
-after its aggregate's later events), hands the batch to the sinks (several at a time: one
-event per aggregate), and records the
-outcome: delivered; or retried later on a growing schedule; or parked after the last try
-(re-deliverable by command). Only event types with a registered sink are claimed; the
-others wait in the outbox for theirs.
+Two steps, each its own unit of work, and no transaction open while another module is called:
+
+1. **Route.** Events the services committed (`outbox_events`, status `pending`) get one
+   delivery row per destination the routing names (`events/routing.py`), and become `routed`.
+   One relay routes at a time (PostgreSQL: a transaction-level advisory lock, tried, never
+   waited for), in outbox order.
+2. **Deliver**, per destination: claim due deliveries, at most one per aggregate, and only where
+   no earlier event of that aggregate is still on its way to this destination. A claim is a
+   lease: it moves `next_attempt_at` past the lease time and counts the claim, then commits, so
+   other relays pass the row by and a relay that dies gives it back when the lease runs out.
+   The sink calls go out several at a time. Each outcome is recorded in a unit of work of its
+   own, only while the lease is still ours: delivered (with the destination's follow-up), or
+   tried again on the retry policy's schedule, or parked (the policy's horizon passed, or the
+   sink said trying again cannot help). Every try is a `delivery_attempts` row.
+
+A destination is delivered by its own loop (`RelayThread`), so a slow or hung receiver holds
+back only its own deliveries. A relay that dies after a sink call and before recording it leaves
+the lease to run out: the event goes again (at least once), and receivers deduplicate by event
+id (the webhook id, the JetStream message id, the Idempotency-Key other modules' APIs take).
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import (
     CursorResult,
@@ -27,6 +39,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
+    func,
+    insert,
     literal_column,
     select,
     text,
@@ -37,77 +51,66 @@ from sqlalchemy.orm import Session
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
 from product_shop.db.session import take_write_lock
-from product_shop.events.tables import OutboxEvent
+from product_shop.events.delivery import (
+    DeliveryFailed,
+    FollowUp,
+    PendingEvent,
+    PermanentDeliveryError,
+    RetryPolicy,
+    Sink,
+)
+from product_shop.events.routing import Routing
+from product_shop.events.tables import DeliveryAttempt, EventDelivery, OutboxEvent
 from product_shop.logging import get_logger
 
 log = get_logger("product_shop.relay")
 
-# Minutes to hours, then parked.
-RETRY_SCHEDULE = (
-    timedelta(seconds=30),
-    timedelta(minutes=2),
-    timedelta(minutes=10),
-    timedelta(minutes=30),
-    timedelta(hours=1),
-    timedelta(hours=3),
-    timedelta(hours=6),
-)
-
-
-MAX_ROUNDS = 10
-# Parked events queued again per transaction by `redeliver_parked`.
+# Rounds of one `run_once`: a delivery may unblock the next event of its aggregate.
+MAX_ROUNDS = 50
+# Events routed per unit of work.
+ROUTE_BATCH = 500
+# Parked deliveries queued again per unit of work by `redeliver`.
 REDELIVER_BATCH = 1000
+# PostgreSQL advisory lock key of the routing step (one router at a time keeps outbox order).
+_ROUTING_LOCK = 0x5052_4F44_5348_4F50  # "PRODSHOP"
+_ROUTING_LOCK_KEY = _ROUTING_LOCK - (1 << 64) if _ROUTING_LOCK >= 1 << 63 else _ROUTING_LOCK
 
-
-class PermanentDeliveryError(Exception):
-    """The sink refused the event for good: park it without further tries."""
+_EVENTS = cast(Table, OutboxEvent.__table__)
+_DELIVERIES = cast(Table, EventDelivery.__table__)
+_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
 
 
 @dataclass(frozen=True, slots=True)
-class PendingEvent:
-    """A claimed outbox event, as a sink sees it."""
+class Round:
+    """What one delivery round of one destination did."""
 
-    position: int
-    event_id: uuid.UUID
-    event_type: str
-    source: str
-    subject: str
-    aggregate_type: str
-    aggregate_id: str
-    occurred_at: datetime
-    data: dict[str, Any]
-    attempts: int  # earlier tries
+    claimed: int = 0
+    delivered: int = 0
+    parked: int = 0
+
+    @property
+    def progressed(self) -> bool:
+        # A delivery, or an event given up on, may let the next of its aggregate go.
+        return bool(self.delivered or self.parked)
 
 
-# A sink delivers one event to another module; what it returns goes to the follow-up.
-Sink = Callable[[PendingEvent], object]
-
-
-class FollowUp(Protocol):
-    """What the relay's unit of work records after an event of one type went out or was parked
-    for good (e.g. a shipment accepted by the supplier network: its line moves on). It runs
-    inside a SAVEPOINT of the relay's transaction: if it fails, the event is tried again later."""
-
-    def delivered(self, session: Session, event: PendingEvent, result: object) -> None: ...
-
-    def parked(self, session: Session, event: PendingEvent, error: Exception) -> None: ...
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    event: PendingEvent
+    claim: int
+    queued_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
-    result: object = None
-    error: Exception | None = None
-
-
-_EVENTS = cast(Table, OutboxEvent.__table__)
-_CLAIMED = [
-    _EVENTS.c[name]
-    for name in (f.name for f in fields(PendingEvent))  # the columns a sink sees, in order
-]
+    result: object
+    error: Exception | None
+    started_at: datetime
+    latency_ms: int
 
 
 class OutboxRelay:
-    """Claims and records through SQLAlchemy Core: rows, not ORM objects (the ORM's identity
+    """Routes and delivers through SQLAlchemy Core: rows, not ORM objects (the ORM's identity
     map and per-object flush cost more than the delivery itself; see docs/benchmarks.md)."""
 
     def __init__(
@@ -116,152 +119,291 @@ class OutboxRelay:
         sinks: Mapping[str, Sink],
         clock: Clock,
         *,
+        routing: Routing | None = None,
+        policy: RetryPolicy | None = None,
+        lease: timedelta = timedelta(seconds=60),
         batch: int = 50,
         concurrency: int = 8,
-        follow_ups: Mapping[str, FollowUp] | None = None,
+        follow_ups: Mapping[tuple[str, str], FollowUp] | None = None,
     ) -> None:
         self._database = database
-        self._sinks = dict(sinks)
+        self._sinks = {str(destination): sink for destination, sink in sinks.items()}
         self._follow_ups = dict(follow_ups or {})
         self._clock = clock
+        self._routing = routing or Routing()
+        self._policy = policy or RetryPolicy()
+        self._lease = lease
         self._batch = batch
         self._concurrency = concurrency
-        self._pool: ThreadPoolExecutor | None = None
-        self._claims = {event_type: self._claim_statement(event_type) for event_type in sinks}
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._pools_lock = threading.Lock()
+        self._claim = self._claim_statement()
+
+    @property
+    def destinations(self) -> list[str]:
+        """The destinations this relay delivers to (those with a sink)."""
+        return list(self._sinks)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
 
     def run_once(self) -> int:
-        """Deliver what is due now. Returns how many events were delivered."""
-        if not self._sinks:
-            return 0
+        """Route what is new and deliver what is due now, destination after destination, until
+        nothing moves. Returns how many deliveries were made."""
         delivered = 0
-        for _ in range(MAX_ROUNDS):  # a delivery may unblock the next event of its aggregate
-            with self._database.unit_of_work() as session:
-                if self._database.dialect == "postgresql":
-                    # The outbox grows from nothing and churns; a plan cached while it was small
-                    # (psycopg prepares repeated statements) turned the per-aggregate check into
-                    # a sequential scan per candidate: 0.5-2 s a claim. Plan each claim afresh.
-                    session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-                now = self._clock.now()
-                events = [
-                    PendingEvent(*row)
-                    for claim in self._claims.values()
-                    for row in session.execute(claim, {"now": now})
-                ]
-                sent = self._send(events)
-                round_delivered, round_parked = self._record(session, events, sent)
-            delivered += round_delivered
-            # A delivery, or an event given up on, may let the next of its aggregate go.
-            if not (round_delivered or round_parked):
+        for _ in range(MAX_ROUNDS):
+            progressed = self.route() > 0
+            for destination in self._sinks:
+                done = self.deliver_round(destination)
+                delivered += done.delivered
+                progressed = progressed or done.progressed
+            if not progressed:
                 break
         return delivered
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._pools_lock:
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.shutdown(wait=True)
 
-    def _claim_statement(self, event_type: str) -> Select[Any]:
-        """Due events of one type, oldest first, at most one per aggregate: an event waits while
-        an earlier one of its aggregate is still pending (so a batch may be sent concurrently)."""
-        earlier = _EVENTS.alias("earlier")
+    # Step 1: routing.
+
+    def route(self) -> int:
+        """Give every committed, unrouted event its deliveries. Returns how many events."""
+        routed = 0
+        while True:
+            with self._database.reading() as session:  # cheap look first: no lock when idle
+                if session.execute(_UNROUTED_ANY).first() is None:
+                    return routed
+            with self._database.unit_of_work() as session:
+                count = self._route_batch(session)
+            routed += count
+            if count < ROUTE_BATCH:
+                return routed
+
+    def _route_batch(self, session: Session) -> int:
+        if self._database.dialect == "postgresql":
+            if not session.scalar(select(func.pg_try_advisory_xact_lock(_ROUTING_LOCK_KEY))):
+                return 0  # another relay is routing: it keeps the order
+        else:
+            take_write_lock(session)
+        rows = session.execute(_UNROUTED_BATCH).all()
+        if not rows:
+            return 0
+        now = self._clock.now()
+        deliveries = [
+            {
+                "event_position": row.position,
+                "destination": destination.value,
+                "event_type": row.event_type,
+                "aggregate_type": row.aggregate_type,
+                "aggregate_id": row.aggregate_id,
+                "status": "pending",
+                "attempts": 0,
+                "claims": 0,
+                "queued_at": now,
+                "next_attempt_at": now,
+            }
+            for row in rows
+            for destination in self._routing.destinations(row.event_type)
+        ]
+        if deliveries:
+            session.execute(insert(_DELIVERIES), deliveries)
+        session.execute(
+            update(_EVENTS)
+            .where(_EVENTS.c.position.in_([row.position for row in rows]))
+            .values(status="routed", delivered_at=now)
+        )
+        return len(rows)
+
+    # Step 2: delivery, per destination.
+
+    def deliver_round(self, destination: str) -> Round:
+        """Claim one batch of `destination`'s due deliveries; send each and record its outcome
+        at once, `concurrency` at a time (a batch holds one event per aggregate)."""
+        claimed = self._claim_due(destination)
+        if not claimed:
+            return Round()
+        statuses = self._deliver_each(destination, claimed)
+        return Round(
+            claimed=len(claimed),
+            delivered=statuses.count("delivered"),
+            parked=statuses.count("parked"),
+        )
+
+    def _claim_statement(self) -> Select[Any]:
+        """Due deliveries of one destination, oldest event first, at most one per aggregate: a
+        delivery waits while an earlier event of its aggregate is still on its way there."""
+        d = _DELIVERIES
+        earlier = _DELIVERIES.alias("earlier")
         blocked = exists().where(
             and_(
-                earlier.c.aggregate_type == _EVENTS.c.aggregate_type,
-                earlier.c.aggregate_id == _EVENTS.c.aggregate_id,
-                earlier.c.position < _EVENTS.c.position,
-                earlier.c.event_type.in_(self._sinks),
-                # A parked event has been given up on (until redelivered by command): it does
-                # not hold back what its aggregate does next.
+                earlier.c.destination == d.c.destination,
+                earlier.c.aggregate_type == d.c.aggregate_type,
+                earlier.c.aggregate_id == d.c.aggregate_id,
+                earlier.c.event_position < d.c.event_position,
+                # A parked delivery has been given up on (until redelivered by command): it
+                # does not hold back what its aggregate does next.
                 earlier.c.status == literal_column("'pending'"),
             )
         )
         return (
-            select(*_CLAIMED)
+            select(d.c.delivery_id)
             .where(
-                _EVENTS.c.event_type == event_type,
-                # A literal, not a parameter: the partial index ix_outbox_events_due is only
-                # usable when the planner can see this condition (also in generic plans).
-                _EVENTS.c.status == literal_column("'pending'"),
-                _EVENTS.c.next_attempt_at <= bindparam("now", type_=_EVENTS.c.next_attempt_at.type),
+                d.c.destination == bindparam("destination"),
+                # A literal, not a parameter: the partial indexes are only usable when the
+                # planner can see this condition (also in generic plans).
+                d.c.status == literal_column("'pending'"),
+                d.c.next_attempt_at <= bindparam("now", type_=d.c.next_attempt_at.type),
                 ~blocked,
             )
-            .order_by(_EVENTS.c.position)
+            .order_by(d.c.event_position)
             .limit(self._batch)
             .with_for_update(skip_locked=True)
         )
 
-    def _send(self, events: list[PendingEvent]) -> list[_Sent]:
-        """Hand each event to its sink; None for a delivery, else what went wrong. Events of
-        a batch belong to different aggregates, so they go out `concurrency` at a time (each
-        sink call waits on another module's HTTP answer)."""
-        if len(events) <= 1 or self._concurrency <= 1:
-            return [self._send_one(event) for event in events]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="relay-send")
-        return list(self._pool.map(self._send_one, events))
-
-    def _send_one(self, event: PendingEvent) -> _Sent:
-        try:
-            return _Sent(result=self._sinks[event.event_type](event))
-        except Exception as exc:  # recorded by _record: retried later, or parked
-            return _Sent(error=exc)
-
-    def _record(
-        self, session: Session, events: list[PendingEvent], sent: list[_Sent]
-    ) -> tuple[int, int]:
-        """Delivered events in one statement; each failure retried later, or parked. Follow-ups
-        run first: one that fails turns its delivery into a failure to retry. Returns how many
-        were delivered and how many parked."""
+    def _claim_due(self, destination: str) -> list[_Claimed]:
         now = self._clock.now()
-        take_write_lock(session)  # SQLite: the claim read took no lock; the writes start here
-        failures = [
-            self._follow_up(session, event, outcome, now)
-            for event, outcome in zip(events, sent, strict=True)
-        ]
-        delivered = [e.position for e, f in zip(events, failures, strict=True) if f is None]
-        if delivered:
+        with self._database.unit_of_work() as session:
+            if self._database.dialect == "postgresql":
+                # The tables grow from nothing and churn; a plan cached while they were small
+                # (psycopg prepares repeated statements) turned the per-aggregate check into a
+                # sequential scan per candidate. Plan each claim afresh.
+                session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            else:
+                take_write_lock(session)  # the claim is short: no other module is called here
+            ids = list(session.scalars(self._claim, {"destination": destination, "now": now}))
+            if not ids:
+                return []
             session.execute(
-                update(_EVENTS)
-                .where(_EVENTS.c.position.in_(delivered))
-                .values(
-                    status="delivered",
-                    delivered_at=now,
-                    last_error=None,
-                    attempts=_EVENTS.c.attempts + 1,
+                update(_DELIVERIES)
+                .where(_DELIVERIES.c.delivery_id.in_(ids))
+                .values(claims=_DELIVERIES.c.claims + 1, next_attempt_at=now + self._lease)
+            )
+            rows = session.execute(_CLAIMED.where(_DELIVERIES.c.delivery_id.in_(ids))).all()
+        return [
+            _Claimed(
+                event=PendingEvent(
+                    delivery_id=row.delivery_id,
+                    destination=row.destination,
+                    position=row.position,
+                    event_id=row.event_id,
+                    event_type=row.event_type,
+                    source=row.source,
+                    subject=row.subject,
+                    aggregate_type=row.aggregate_type,
+                    aggregate_id=row.aggregate_id,
+                    occurred_at=row.occurred_at,
+                    data=row.data,
+                    attempts=row.attempts,
+                ),
+                claim=row.claims,
+                queued_at=row.queued_at,
+            )
+            for row in sorted(rows, key=lambda r: r.position)
+        ]
+
+    def _deliver_each(self, destination: str, claimed: list[_Claimed]) -> list[str]:
+        """Each claimed delivery sent and its outcome committed on its own, so a delivery made
+        never waits for a slower one of its batch; each call waits on another module, so they
+        overlap, `concurrency` at a time."""
+        sink = self._sinks[destination]
+
+        def deliver(item: _Claimed) -> str:
+            return self._record(item, _send_one(sink, item.event, self._clock))
+
+        if len(claimed) <= 1 or self._concurrency <= 1:
+            return [deliver(item) for item in claimed]
+        with self._pools_lock:
+            pool = self._pools.get(destination)
+            if pool is None:
+                pool = ThreadPoolExecutor(
+                    self._concurrency, thread_name_prefix=f"relay-{destination}"
+                )
+                self._pools[destination] = pool
+        return list(pool.map(deliver, claimed))
+
+    def _record(self, item: _Claimed, sent: _Sent) -> str:
+        """The outcome of one try, in its own unit of work. Returns the delivery's status
+        afterwards (`lost` when the lease ran out and another relay has the delivery now)."""
+        event = item.event
+        with self._database.unit_of_work() as session:
+            take_write_lock(session)
+            now = self._clock.now()
+            still_ours = session.execute(
+                select(_DELIVERIES.c.delivery_id)
+                .where(
+                    _DELIVERIES.c.delivery_id == event.delivery_id,
+                    _DELIVERIES.c.claims == item.claim,
+                    _DELIVERIES.c.status == literal_column("'pending'"),
+                )
+                .with_for_update()
+            ).first()
+            error = sent.error
+            if still_ours is None:
+                status = "lost"
+                outcome = "delivered" if error is None else "failed"
+            else:
+                retry_at = self._retry_at(event, item.queued_at, error, now)
+                error = self._follow_up(
+                    session, event, sent, parks=error is not None and retry_at is None
+                )
+                if error is not None and sent.error is None:  # the follow-up failed
+                    retry_at = self._retry_at(event, item.queued_at, error, now)
+                status, values = _after(event, error, retry_at, now)
+                session.execute(
+                    update(_DELIVERIES)
+                    .where(_DELIVERIES.c.delivery_id == event.delivery_id)
+                    .values(values)
+                )
+                outcome = "failed" if status == "pending" else status
+            session.execute(
+                insert(_ATTEMPTS).values(
+                    delivery_id=event.delivery_id,
+                    attempted_at=sent.started_at,
+                    latency_ms=sent.latency_ms,
+                    outcome=outcome,
+                    status_code=_status_code(sent.result, error),
+                    error=_describe(error),
                 )
             )
-        for event, failure in zip(events, failures, strict=True):
-            if failure is not None:
-                session.execute(
-                    update(_EVENTS)
-                    .where(_EVENTS.c.position == event.position)
-                    .values(self._after_failure(event, failure, now))
-                )
-        parked = sum(
-            1
-            for event, failure in zip(events, failures, strict=True)
-            if failure is not None and self._parks(event, failure)
-        )
-        return len(delivered), parked
+        if status == "parked":
+            log.error(
+                "event_parked",
+                destination=event.destination,
+                event_type=event.event_type,
+                event_id=str(event.event_id),
+                error=_describe(error),
+            )
+        elif status == "lost":
+            log.warning(
+                "delivery_lease_lost",
+                destination=event.destination,
+                event_id=str(event.event_id),
+            )
+        return status
 
     def _follow_up(
-        self, session: Session, event: PendingEvent, outcome: _Sent, now: datetime
+        self, session: Session, event: PendingEvent, sent: _Sent, *, parks: bool
     ) -> Exception | None:
-        """The event's follow-up (if its type has one) in a SAVEPOINT; the failure to record."""
-        follow_up = self._follow_ups.get(event.event_type)
-        error = outcome.error
-        parks = error is not None and self._parks(event, error)
+        """The destination's follow-up for the event's type, if any, in a SAVEPOINT. Returns the
+        failure to record: the send's, or the follow-up's (then the delivery is tried again)."""
+        follow_up = self._follow_ups.get((event.destination, event.event_type))
+        error = sent.error
         if follow_up is None or (error is not None and not parks):
             return error
         try:
             with session.begin_nested():
                 if error is None:
-                    follow_up.delivered(session, event, outcome.result)
+                    follow_up.delivered(session, event, sent.result)
                 else:
                     follow_up.parked(session, event, error)
         except Exception as exc:
             log.error(
                 "relay_follow_up_failed",
+                destination=event.destination,
                 event_type=event.event_type,
                 event_id=str(event.event_id),
                 error=type(exc).__name__,
@@ -269,80 +411,174 @@ class OutboxRelay:
             return exc if error is None else error
         return error
 
-    @staticmethod
-    def _parks(event: PendingEvent, error: Exception) -> bool:
-        return isinstance(error, PermanentDeliveryError) or event.attempts + 1 > len(RETRY_SCHEDULE)
+    def _retry_at(
+        self, event: PendingEvent, queued_at: datetime, error: Exception | None, now: datetime
+    ) -> datetime | None:
+        """When a failed try is tried again; None when it parks (or did not fail)."""
+        if error is None or isinstance(error, PermanentDeliveryError):
+            return None
+        return self._policy.next_attempt(attempts=event.attempts + 1, queued_at=queued_at, now=now)
 
-    def _after_failure(
-        self, event: PendingEvent, failure: Exception, now: datetime
-    ) -> dict[str, Any]:
-        attempts = event.attempts + 1
-        if isinstance(failure, PermanentDeliveryError):
-            log.error("event_parked", event_type=event.event_type, event_id=str(event.event_id))
-            return {"attempts": attempts, "status": "parked", "last_error": str(failure)[:500]}
-        changes: dict[str, Any] = {
-            "attempts": attempts,
-            "last_error": f"{type(failure).__name__}: {failure}"[:500],
-        }
-        if attempts > len(RETRY_SCHEDULE):
-            changes["status"] = "parked"
-            log.error("event_parked", event_type=event.event_type, event_id=str(event.event_id))
-        else:
-            changes["next_attempt_at"] = now + RETRY_SCHEDULE[attempts - 1]
-        return changes
+    # Operators.
 
-    def redeliver_parked(self, *, batch: int = REDELIVER_BATCH) -> int:
-        """Put parked events back in the queue (the `relay --redeliver-parked` command). Walks
-        the outbox in position order, `batch` parked events per transaction (one bounded SELECT
-        and one UPDATE each), so neither memory nor locks grow with the backlog; an event parked
-        again meanwhile behind the walk waits for the next run. Returns how many were queued."""
+    def redeliver(
+        self,
+        *,
+        destination: str | None = None,
+        since: datetime | None = None,
+        batch: int = REDELIVER_BATCH,
+    ) -> int:
+        """Queue parked deliveries again (`product-shop events redeliver`, the staff API): of
+        one destination or all, of events that occurred at or after `since` or all. Walks them
+        in delivery order, `batch` per unit of work, so neither memory nor locks grow
+        with the backlog; the horizon starts afresh. Returns how many were queued."""
         queued = 0
-        after = 0  # positions start at 1
+        after = 0
+        d = _DELIVERIES
         while True:
             with self._database.unit_of_work() as session:
-                positions = list(
-                    session.scalars(
-                        select(_EVENTS.c.position)
-                        .where(_EVENTS.c.status == "parked", _EVENTS.c.position > after)
-                        .order_by(_EVENTS.c.position)
-                        .limit(batch)
-                    )
+                query = (
+                    select(d.c.delivery_id)
+                    .where(d.c.status == literal_column("'parked'"), d.c.delivery_id > after)
+                    .order_by(d.c.delivery_id)
+                    .limit(batch)
                 )
-                if not positions:
+                if destination is not None:
+                    query = query.where(d.c.destination == destination)
+                if since is not None:
+                    query = query.join(_EVENTS, _EVENTS.c.position == d.c.event_position).where(
+                        _EVENTS.c.occurred_at >= since
+                    )
+                ids = list(session.scalars(query))
+                if not ids:
                     return queued
+                now = self._clock.now()
                 result = session.execute(
-                    update(_EVENTS)
-                    .where(_EVENTS.c.position.in_(positions), _EVENTS.c.status == "parked")
-                    .values(status="pending", attempts=0, next_attempt_at=self._clock.now())
+                    update(d)
+                    .where(d.c.delivery_id.in_(ids), d.c.status == "parked")
+                    .values(status="pending", parked_at=None, queued_at=now, next_attempt_at=now)
                 )
                 queued += cast(CursorResult[Any], result).rowcount
-            if len(positions) < batch:
+            if len(ids) < batch:
                 return queued
-            after = positions[-1]
+            after = ids[-1]
+
+
+_UNROUTED_ANY = (
+    select(_EVENTS.c.position).where(_EVENTS.c.status == literal_column("'pending'")).limit(1)
+)
+_UNROUTED_BATCH = (
+    select(
+        _EVENTS.c.position, _EVENTS.c.event_type, _EVENTS.c.aggregate_type, _EVENTS.c.aggregate_id
+    )
+    .where(_EVENTS.c.status == literal_column("'pending'"))
+    .order_by(_EVENTS.c.position)
+    .limit(ROUTE_BATCH)
+)
+_CLAIMED = select(
+    _DELIVERIES.c.delivery_id,
+    _DELIVERIES.c.destination,
+    _DELIVERIES.c.attempts,
+    _DELIVERIES.c.claims,
+    _DELIVERIES.c.queued_at,
+    _EVENTS.c.position,
+    _EVENTS.c.event_id,
+    _EVENTS.c.event_type,
+    _EVENTS.c.source,
+    _EVENTS.c.subject,
+    _EVENTS.c.aggregate_type,
+    _EVENTS.c.aggregate_id,
+    _EVENTS.c.occurred_at,
+    _EVENTS.c.data,
+).join(_EVENTS, _EVENTS.c.position == _DELIVERIES.c.event_position)
+
+
+def _after(
+    event: PendingEvent, error: Exception | None, retry_at: datetime | None, now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The delivery's status after a try, and the row's new values."""
+    attempts = event.attempts + 1
+    if error is None:
+        return "delivered", {
+            "status": "delivered",
+            "delivered_at": now,
+            "attempts": attempts,
+            "last_error": None,
+        }
+    if retry_at is None:
+        return "parked", {
+            "status": "parked",
+            "parked_at": now,
+            "attempts": attempts,
+            "last_error": _describe(error),
+        }
+    return "pending", {
+        "attempts": attempts,
+        "next_attempt_at": retry_at,
+        "last_error": _describe(error),
+    }
+
+
+def _send_one(sink: Sink, event: PendingEvent, clock: Clock) -> _Sent:
+    started_at = clock.now()
+    began = time.perf_counter()
+    try:
+        result = sink(event)
+        error: Exception | None = None
+    except Exception as exc:  # recorded: retried later, or parked
+        result, error = None, exc
+    latency_ms = round((time.perf_counter() - began) * 1000)
+    return _Sent(result=result, error=error, started_at=started_at, latency_ms=latency_ms)
+
+
+def _status_code(result: object, error: Exception | None) -> int | None:
+    if isinstance(error, DeliveryFailed):
+        return error.status_code
+    if error is None:
+        code = getattr(result, "status_code", None)
+        return code if isinstance(code, int) else None
+    return None
+
+
+def _describe(error: Exception | None) -> str | None:
+    if error is None:
+        return None
+    if isinstance(error, DeliveryFailed):
+        return str(error)[:500]
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 class RelayThread:
-    """Runs the relay in the background of the embedded service (the demo)."""
+    """Runs the relay in the background: one loop per destination (a slow or hung receiver holds
+    back only its own deliveries), each routing what is new before it delivers."""
 
     def __init__(self, relay: OutboxRelay, interval_seconds: float = 1.0) -> None:
         self._relay = relay
         self._interval = interval_seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+        self._threads = [
+            threading.Thread(
+                target=self._loop, args=(destination,), name=f"relay-{destination}", daemon=True
+            )
+            for destination in relay.destinations
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
-    def _loop(self) -> None:
+    def _loop(self, destination: str) -> None:
         pause = self._interval
         while not self._stop.wait(pause):
             try:
-                delivered = self._relay.run_once()
+                self._relay.route()
+                done = self._relay.deliver_round(destination)
             except Exception:
-                log.exception("relay_run_failed")
-                delivered = 0
-            pause = 0 if delivered else self._interval  # drain a busy outbox without pauses
+                log.exception("relay_run_failed", destination=destination)
+                done = Round()
+            pause = 0 if done.claimed else self._interval  # drain a busy backlog without pauses

@@ -2,14 +2,14 @@
 
 Every event type in `events.types` has at least one destination here, each with the spec
 clause that asks for it. `docs/events.md` is this table rendered (`events_document`); a test
-keeps the two the same. The relay delivers the types whose destination has a sink today
-(`context.py`: Integrated Payments, the supplier network, Rewards Manager); the others wait in the
-outbox, queued and never dropped, until the events issue gives their destinations sinks.
+keeps the two the same. A deployment may re-route types (settings `event_routes`, read by
+`Routing`). The relay gives each committed event one delivery per destination; a destination
+whose sink is `off` keeps its deliveries queued, never dropped, until it has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -17,14 +17,38 @@ from product_shop.events import types as ev
 
 
 class Destination(StrEnum):
-    COMMUNICATION_HUB = "Communication Hub"
-    FINANCE = "Finance"
-    FINANCIAL_INSIGHTS = "Financial Insights"
-    REWARDS_MANAGER = "Rewards Manager"
-    HYGIENE_SUBSCRIPTIONS = "Hygiene Subscriptions"
-    INTEGRATED_PAYMENTS = "Integrated Payments"
-    SUPPLIER_NETWORK = "Primoro supplier network"
-    MODULE_OWNERS = "Module owners"
+    """A receiver of events; the value is its key in settings, the database and the CLI."""
+
+    COMMUNICATION_HUB = "communication_hub"
+    FINANCE = "finance"
+    FINANCIAL_INSIGHTS = "financial_insights"
+    REWARDS_MANAGER = "rewards_manager"
+    HYGIENE_SUBSCRIPTIONS = "hygiene_subscriptions"
+    INTEGRATED_PAYMENTS = "integrated_payments"
+    SUPPLIER_NETWORK = "supplier_network"
+    MODULE_OWNERS = "module_owners"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_LABELS = {
+    Destination.COMMUNICATION_HUB: "Communication Hub",
+    Destination.FINANCE: "Finance",
+    Destination.FINANCIAL_INSIGHTS: "Financial Insights",
+    Destination.REWARDS_MANAGER: "Rewards Manager",
+    Destination.HYGIENE_SUBSCRIPTIONS: "Hygiene Subscriptions",
+    Destination.INTEGRATED_PAYMENTS: "Integrated Payments",
+    Destination.SUPPLIER_NETWORK: "Primoro supplier network",
+    Destination.MODULE_OWNERS: "Module owners",
+}
+# Destinations reached through another module's own API (a port and its adapter), not an event
+# feed: their sinks are built from the port, not from `event_sinks` settings.
+PORT_DESTINATIONS = frozenset(
+    {Destination.INTEGRATED_PAYMENTS, Destination.SUPPLIER_NETWORK, Destination.REWARDS_MANAGER}
+)
+FEED_DESTINATIONS = tuple(d for d in Destination if d not in PORT_DESTINATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +123,42 @@ def destinations_of(event_type: ev.EventType) -> list[Destination]:
     return [route.destination for route in ROUTES if route.event_type == event_type]
 
 
+class RoutingError(ValueError):
+    """A routing override names an event type or a destination that does not exist."""
+
+
+class Routing:
+    """Which destinations each event type goes to: the spec's table (`ROUTES`), with the types
+    a deployment re-routes (settings `event_routes`: event type, with or without the
+    `com.primoro.productshop.` prefix, to the destination keys that replace its receivers;
+    an empty list stops routing that type)."""
+
+    def __init__(
+        self, routes: Iterable[Route] = ROUTES, overrides: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        table: dict[str, list[Destination]] = {t.name: [] for t in ev.ALL_EVENT_TYPES}
+        for route in routes:
+            table[route.event_type.name].append(route.destination)
+        for name, keys in (overrides or {}).items():
+            full = name if name.startswith(ev.PREFIX) else ev.PREFIX + name
+            if full not in table:
+                raise RoutingError(f"event_routes names an unknown event type: {name}")
+            try:
+                table[full] = [Destination(key) for key in keys]
+            except ValueError as exc:
+                raise RoutingError(
+                    f"event_routes for {name} names an unknown destination; known: "
+                    + ", ".join(d.value for d in Destination)
+                ) from exc
+        self._table = {name: tuple(dict.fromkeys(found)) for name, found in table.items()}
+
+    def destinations(self, event_type: str) -> tuple[Destination, ...]:
+        return self._table.get(event_type, ())
+
+    def event_types(self, destination: Destination) -> list[str]:
+        return [name for name, found in self._table.items() if destination in found]
+
+
 def events_document(routes: Iterable[Route] = ROUTES) -> str:
     """`docs/events.md`: every event type, its schema, who receives it and why."""
     by_type: dict[str, list[Route]] = {}
@@ -111,8 +171,12 @@ def events_document(routes: Iterable[Route] = ROUTES) -> str:
         "this file and the routing table the same. Every event is a CloudEvents 1.0 structured",
         "document (`type` below with the `com.primoro.productshop.` prefix, `source`",
         "`/primoro/product-shop`, `subject` the aggregate id); its `data` follows the JSON Schema",
-        "named, under `src/product_shop/events/schemas/`. Audit & Compliance receives the audit",
-        "log itself (every entry, hash-chained per stream), not these events.",
+        "named, under `src/product_shop/events/schemas/`. Each receiver gets its own delivery,",
+        "in order per aggregate, at least once (deduplicate by the CloudEvents `id`, which is",
+        "also the `webhook-id` and the JetStream `Nats-Msg-Id`). How receivers are reached",
+        "(webhook, JetStream, another module's API) is in `docs/architecture.md`. Audit &",
+        "Compliance receives the audit log itself (every entry, hash-chained per stream), not",
+        "these events.",
         "",
         "| event type | aggregate | schema | receiver | why (spec) |",
         "|---|---|---|---|---|",
@@ -122,6 +186,6 @@ def events_document(routes: Iterable[Route] = ROUTES) -> str:
             short = event_type.name.removeprefix("com.primoro.productshop.")
             lines.append(
                 f"| `{short}` | {event_type.aggregate_type} | `{event_type.schema_file}` | "
-                f"{route.destination.value} | {route.why} |"
+                f"{route.destination.label} | {route.why} |"
             )
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from importlib import resources
 from typing import Any
 
 EVENT_SOURCE = "/primoro/product-shop"
-_PREFIX = "com.primoro.productshop."
+PREFIX = "com.primoro.productshop."
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class EventType:
 
     @property
     def schema_file(self) -> str:
-        return self.name.removeprefix(_PREFIX) + ".json"
+        return self.name.removeprefix(PREFIX) + ".json"
 
     def schema(self) -> dict[str, Any]:
         return load_schema(self.schema_file)
@@ -34,7 +34,7 @@ def load_schema(filename: str) -> dict[str, Any]:
 
 
 def _t(suffix: str, aggregate_type: str, description: str) -> EventType:
-    return EventType(_PREFIX + suffix, aggregate_type, description)
+    return EventType(PREFIX + suffix, aggregate_type, description)
 
 
 PRODUCT_CREATED = _t("product.created.v1", "product", "A catalogue product was created.")

@@ -34,7 +34,7 @@ from product_shop.core.clock import Clock
 from product_shop.core.errors import BadRequest, InvalidTransition
 from product_shop.core.ids import new_id
 from product_shop.events import inbox
-from product_shop.events.relay import PendingEvent, PermanentDeliveryError, Sink
+from product_shop.events.delivery import PendingEvent, PermanentDeliveryError, Sink
 from product_shop.fulfilment.lines import SUPPLIER_ACTOR, SYSTEM_ACTOR, Change, LineFulfilment
 from product_shop.integrations.suppliers import (
     ExceptionReason,

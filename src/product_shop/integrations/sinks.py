@@ -1,9 +1,19 @@
-"""Outbox sinks that speak to other modules through their ports."""
+"""The relay's sinks: the calls to other modules' APIs through their ports (Integrated
+Payments, Rewards Manager), and the event feeds configured in settings."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from product_shop.config import Settings
+from product_shop.core.clock import Clock
 from product_shop.events import types as ev
-from product_shop.events.relay import PendingEvent, PermanentDeliveryError, Sink
+from product_shop.events.delivery import PendingEvent, PermanentDeliveryError, Sink
+from product_shop.events.routing import FEED_DESTINATIONS, PORT_DESTINATIONS
+from product_shop.integrations.event_webhooks import WebhookSink
+
+if TYPE_CHECKING:
+    from product_shop.integrations.event_nats import JetStreamSink
 from product_shop.integrations.payments import IntegratedPayments, PaymentRejected
 from product_shop.integrations.rewards import RewardsManager, RewardsRejected
 
@@ -54,3 +64,48 @@ def reversal_sink(rewards: RewardsManager) -> Sink:
             raise PermanentDeliveryError(f"{exc.code}: {exc.message}") from exc
 
     return reverse
+
+
+class FeedSinks:
+    """The sinks of the destinations that receive an event feed (settings `event_sinks`):
+    signed webhooks, or the JetStream stream; a destination set `off` has none (its deliveries
+    wait). Holds the network clients, closed by `close`."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.sinks: dict[str, Sink] = {}
+        # Every destination's sink kind: `api` for the modules reached through their ports.
+        self.kinds: dict[str, str] = {d.value: "api" for d in PORT_DESTINATIONS}
+        self._webhooks: list[WebhookSink] = []
+        self._jetstream: JetStreamSink | None = None
+        for destination in FEED_DESTINATIONS:
+            configured = settings.event_sink(destination.value)
+            self.kinds[destination.value] = configured.kind
+            if configured.kind == "webhook":
+                assert configured.url is not None
+                assert configured.secret is not None
+                webhook = WebhookSink(
+                    configured.url,
+                    configured.secret.get_secret_value(),
+                    connect_timeout_seconds=configured.connect_timeout_seconds,
+                    read_timeout_seconds=configured.read_timeout_seconds,
+                    clock=clock,
+                )
+                self._webhooks.append(webhook)
+                self.sinks[destination.value] = webhook
+            elif configured.kind == "nats":
+                if self._jetstream is None:
+                    # Imported here: deployments without a broker never load the NATS client.
+                    from product_shop.integrations.event_nats import JetStreamSink
+
+                    self._jetstream = JetStreamSink(
+                        settings.nats_url,
+                        stream=settings.nats_stream,
+                        subject_prefix=settings.nats_subject_prefix,
+                    )
+                self.sinks[destination.value] = self._jetstream
+
+    def close(self) -> None:
+        for webhook in self._webhooks:
+            webhook.close()
+        if self._jetstream is not None:
+            self._jetstream.close()

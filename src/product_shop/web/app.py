@@ -16,7 +16,16 @@ from product_shop.context import AppContext
 from product_shop.core.errors import ServiceUnavailable
 from product_shop.events.relay import RelayThread
 from product_shop.jobs.refund_settlement import PeriodicThread
-from product_shop.web import catalogue, checkout, fulfilment, health, orders, refunds, rewards
+from product_shop.web import (
+    catalogue,
+    checkout,
+    events,
+    fulfilment,
+    health,
+    orders,
+    refunds,
+    rewards,
+)
 from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
 from product_shop.web.problems import (
@@ -64,6 +73,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(fulfilment.router)
     app.include_router(refunds.router)
     app.include_router(rewards.router)
+    app.include_router(events.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app
