@@ -45,7 +45,8 @@ from product_shop.core.signing import demo_destination_secret
 from product_shop.db.engine import Database
 from product_shop.db.migrate import upgrade
 from product_shop.events.outbox import Outbox
-from product_shop.events.relay import OutboxRelay, RelayThread
+from product_shop.events.relay import OutboxRelay
+from product_shop.events.relay_thread import RelayThread
 from product_shop.events.tables import EventDelivery, OutboxEvent
 from product_shop.events.types import ORDER_CREATED, PAYMENT_RECEIPT, REVENUE_SALE, EventType
 from product_shop.integrations.event_webhooks import WebhookSink

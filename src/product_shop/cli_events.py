@@ -75,7 +75,7 @@ def _relay(args: argparse.Namespace) -> int:
     """Deliver until stopped: one loop per destination (`RelayThread`), and beside them the
     jobs that cross another module's boundary (refunds left pending, unpaid checkouts)."""
     from product_shop.context import AppContext
-    from product_shop.events.relay import RelayThread
+    from product_shop.events.relay_thread import RelayThread
 
     settings = Settings()
     settings.check()

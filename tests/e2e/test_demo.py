@@ -385,3 +385,19 @@ def test_in_the_demo_a_drop_ship_line_is_dispatched_with_tracking_within_30_seco
 
     assert line["tracking"]["tracking_number"]
     assert line["tracking"]["tracking_url"].startswith("https://")
+
+    # and Communication Hub heard of it: the confirmation, the receipt and the dispatch
+    found = re.search(r"receivers simulator at (http://127\.0\.0\.1:\d+)", demo.log())
+    assert found, demo.log()
+    order_id = order.json()["order_id"]
+    while True:
+        heard = httpx.get(
+            f"{found.group(1)}/_simulator/communication_hub/received",
+            params={"order_id": order_id},
+            timeout=10.0,
+        ).json()["events"]
+        types = {e["type"].removeprefix("com.primoro.productshop.") for e in heard}
+        if {"order.created.v1", "payment.receipt.v1", "fulfilment.stage_changed.v1"} <= types:
+            break
+        assert time.monotonic() - started < 30, (types, demo.log()[-2000:])
+        time.sleep(0.25)

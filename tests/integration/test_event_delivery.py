@@ -20,7 +20,8 @@ from product_shop.core.clock import FrozenClock, SystemClock
 from product_shop.core.signing import demo_destination_secret
 from product_shop.db.engine import Database
 from product_shop.events.delivery import PendingEvent, RetryPolicy
-from product_shop.events.relay import OutboxRelay, RelayThread
+from product_shop.events.relay import OutboxRelay
+from product_shop.events.relay_thread import RelayThread
 from product_shop.events.routing import Destination
 from product_shop.events.types import (
     FINANCE_ORDER_RECORDED,

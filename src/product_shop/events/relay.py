@@ -16,43 +16,30 @@ Two steps, each its own unit of work, and no transaction open while another modu
    tried again on the retry policy's schedule, or parked (the policy's horizon passed, or the
    sink said trying again cannot help). Every try is a `delivery_attempts` row.
 
-A destination is delivered by its own loop (`RelayThread`), so a slow or hung receiver holds
-back only its own deliveries. A relay that dies after a sink call and before recording it leaves
-the lease to run out: the event goes again (at least once), and receivers deduplicate by event
-id (the webhook id, the JetStream message id, the Idempotency-Key other modules' APIs take).
+A destination is delivered by its own loop (`events/relay_thread.py`), so a slow or hung
+receiver holds back only its own deliveries. A relay that dies after a sink call and before
+recording it leaves the lease to run out: the event goes again (at least once), and receivers
+deduplicate by event id (the webhook id, the JetStream message id, the Idempotency-Key other
+modules' APIs take).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import (
-    CursorResult,
-    Select,
-    Table,
-    and_,
-    bindparam,
-    exists,
-    func,
-    insert,
-    literal_column,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import CursorResult, func, insert, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
 from product_shop.db.session import take_write_lock
+from product_shop.events.attempts import Sent, after_try, describe, send_one, status_code
 from product_shop.events.delivery import (
-    DeliveryFailed,
     FollowUp,
     PendingEvent,
     PermanentDeliveryError,
@@ -60,24 +47,27 @@ from product_shop.events.delivery import (
     Sink,
 )
 from product_shop.events.routing import Routing
-from product_shop.events.tables import DeliveryAttempt, EventDelivery, OutboxEvent
+from product_shop.events.statements import (
+    ATTEMPTS,
+    CLAIMED_EVENTS,
+    DELIVERIES,
+    EVENTS,
+    ROUTE_BATCH,
+    UNROUTED_ANY,
+    UNROUTED_BATCH,
+    due_deliveries,
+)
 from product_shop.logging import get_logger
 
 log = get_logger("product_shop.relay")
 
 # Rounds of one `run_once`: a delivery may unblock the next event of its aggregate.
 MAX_ROUNDS = 50
-# Events routed per unit of work.
-ROUTE_BATCH = 500
 # Parked deliveries queued again per unit of work by `redeliver`.
 REDELIVER_BATCH = 1000
 # PostgreSQL advisory lock key of the routing step (one router at a time keeps outbox order).
 _ROUTING_LOCK = 0x5052_4F44_5348_4F50  # "PRODSHOP"
 _ROUTING_LOCK_KEY = _ROUTING_LOCK - (1 << 64) if _ROUTING_LOCK >= 1 << 63 else _ROUTING_LOCK
-
-_EVENTS = cast(Table, OutboxEvent.__table__)
-_DELIVERIES = cast(Table, EventDelivery.__table__)
-_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +89,6 @@ class _Claimed:
     event: PendingEvent
     claim: int
     queued_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    result: object
-    error: Exception | None
-    started_at: datetime
-    latency_ms: int
 
 
 class OutboxRelay:
@@ -137,7 +119,7 @@ class OutboxRelay:
         self._concurrency = concurrency
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._pools_lock = threading.Lock()
-        self._claim = self._claim_statement()
+        self._claim = due_deliveries(batch)
 
     @property
     def destinations(self) -> list[str]:
@@ -175,7 +157,7 @@ class OutboxRelay:
         routed = 0
         while True:
             with self._database.reading() as session:  # cheap look first: no lock when idle
-                if session.execute(_UNROUTED_ANY).first() is None:
+                if session.execute(UNROUTED_ANY).first() is None:
                     return routed
             with self._database.unit_of_work() as session:
                 count = self._route_batch(session)
@@ -189,7 +171,7 @@ class OutboxRelay:
                 return 0  # another relay is routing: it keeps the order
         else:
             take_write_lock(session)
-        rows = session.execute(_UNROUTED_BATCH).all()
+        rows = session.execute(UNROUTED_BATCH).all()
         if not rows:
             return 0
         now = self._clock.now()
@@ -210,10 +192,10 @@ class OutboxRelay:
             for destination in self._routing.destinations(row.event_type)
         ]
         if deliveries:
-            session.execute(insert(_DELIVERIES), deliveries)
+            session.execute(insert(DELIVERIES), deliveries)
         session.execute(
-            update(_EVENTS)
-            .where(_EVENTS.c.position.in_([row.position for row in rows]))
+            update(EVENTS)
+            .where(EVENTS.c.position.in_([row.position for row in rows]))
             .values(status="routed", delivered_at=now)
         )
         return len(rows)
@@ -233,37 +215,6 @@ class OutboxRelay:
             parked=statuses.count("parked"),
         )
 
-    def _claim_statement(self) -> Select[Any]:
-        """Due deliveries of one destination, oldest event first, at most one per aggregate: a
-        delivery waits while an earlier event of its aggregate is still on its way there."""
-        d = _DELIVERIES
-        earlier = _DELIVERIES.alias("earlier")
-        blocked = exists().where(
-            and_(
-                earlier.c.destination == d.c.destination,
-                earlier.c.aggregate_type == d.c.aggregate_type,
-                earlier.c.aggregate_id == d.c.aggregate_id,
-                earlier.c.event_position < d.c.event_position,
-                # A parked delivery has been given up on (until redelivered by command): it
-                # does not hold back what its aggregate does next.
-                earlier.c.status == literal_column("'pending'"),
-            )
-        )
-        return (
-            select(d.c.delivery_id)
-            .where(
-                d.c.destination == bindparam("destination"),
-                # A literal, not a parameter: the partial indexes are only usable when the
-                # planner can see this condition (also in generic plans).
-                d.c.status == literal_column("'pending'"),
-                d.c.next_attempt_at <= bindparam("now", type_=d.c.next_attempt_at.type),
-                ~blocked,
-            )
-            .order_by(d.c.event_position)
-            .limit(self._batch)
-            .with_for_update(skip_locked=True)
-        )
-
     def _claim_due(self, destination: str) -> list[_Claimed]:
         now = self._clock.now()
         with self._database.unit_of_work() as session:
@@ -278,11 +229,11 @@ class OutboxRelay:
             if not ids:
                 return []
             session.execute(
-                update(_DELIVERIES)
-                .where(_DELIVERIES.c.delivery_id.in_(ids))
-                .values(claims=_DELIVERIES.c.claims + 1, next_attempt_at=now + self._lease)
+                update(DELIVERIES)
+                .where(DELIVERIES.c.delivery_id.in_(ids))
+                .values(claims=DELIVERIES.c.claims + 1, next_attempt_at=now + self._lease)
             )
-            rows = session.execute(_CLAIMED.where(_DELIVERIES.c.delivery_id.in_(ids))).all()
+            rows = session.execute(CLAIMED_EVENTS.where(DELIVERIES.c.delivery_id.in_(ids))).all()
         return [
             _Claimed(
                 event=PendingEvent(
@@ -312,7 +263,7 @@ class OutboxRelay:
         sink = self._sinks[destination]
 
         def deliver(item: _Claimed) -> str:
-            return self._record(item, _send_one(sink, item.event, self._clock))
+            return self._record(item, send_one(sink, item.event, self._clock))
 
         if len(claimed) <= 1 or self._concurrency <= 1:
             return [deliver(item) for item in claimed]
@@ -325,7 +276,7 @@ class OutboxRelay:
                 self._pools[destination] = pool
         return list(pool.map(deliver, claimed))
 
-    def _record(self, item: _Claimed, sent: _Sent) -> str:
+    def _record(self, item: _Claimed, sent: Sent) -> str:
         """The outcome of one try, in its own unit of work. Returns the delivery's status
         afterwards (`lost` when the lease ran out and another relay has the delivery now)."""
         event = item.event
@@ -333,11 +284,11 @@ class OutboxRelay:
             take_write_lock(session)
             now = self._clock.now()
             still_ours = session.execute(
-                select(_DELIVERIES.c.delivery_id)
+                select(DELIVERIES.c.delivery_id)
                 .where(
-                    _DELIVERIES.c.delivery_id == event.delivery_id,
-                    _DELIVERIES.c.claims == item.claim,
-                    _DELIVERIES.c.status == literal_column("'pending'"),
+                    DELIVERIES.c.delivery_id == event.delivery_id,
+                    DELIVERIES.c.claims == item.claim,
+                    DELIVERIES.c.status == literal_column("'pending'"),
                 )
                 .with_for_update()
             ).first()
@@ -352,21 +303,21 @@ class OutboxRelay:
                 )
                 if error is not None and sent.error is None:  # the follow-up failed
                     retry_at = self._retry_at(event, item.queued_at, error, now)
-                status, values = _after(event, error, retry_at, now)
+                status, values = after_try(event, error, retry_at, now)
                 session.execute(
-                    update(_DELIVERIES)
-                    .where(_DELIVERIES.c.delivery_id == event.delivery_id)
+                    update(DELIVERIES)
+                    .where(DELIVERIES.c.delivery_id == event.delivery_id)
                     .values(values)
                 )
                 outcome = "failed" if status == "pending" else status
             session.execute(
-                insert(_ATTEMPTS).values(
+                insert(ATTEMPTS).values(
                     delivery_id=event.delivery_id,
                     attempted_at=sent.started_at,
                     latency_ms=sent.latency_ms,
                     outcome=outcome,
-                    status_code=_status_code(sent.result, error),
-                    error=_describe(error),
+                    status_code=status_code(sent.result, error),
+                    error=describe(error),
                 )
             )
         if status == "parked":
@@ -375,7 +326,7 @@ class OutboxRelay:
                 destination=event.destination,
                 event_type=event.event_type,
                 event_id=str(event.event_id),
-                error=_describe(error),
+                error=describe(error),
             )
         elif status == "lost":
             log.warning(
@@ -386,7 +337,7 @@ class OutboxRelay:
         return status
 
     def _follow_up(
-        self, session: Session, event: PendingEvent, sent: _Sent, *, parks: bool
+        self, session: Session, event: PendingEvent, sent: Sent, *, parks: bool
     ) -> Exception | None:
         """The destination's follow-up for the event's type, if any, in a SAVEPOINT. Returns the
         failure to record: the send's, or the follow-up's (then the delivery is tried again)."""
@@ -434,7 +385,7 @@ class OutboxRelay:
         with the backlog; the horizon starts afresh. Returns how many were queued."""
         queued = 0
         after = 0
-        d = _DELIVERIES
+        d = DELIVERIES
         while True:
             with self._database.unit_of_work() as session:
                 query = (
@@ -446,8 +397,8 @@ class OutboxRelay:
                 if destination is not None:
                     query = query.where(d.c.destination == destination)
                 if since is not None:
-                    query = query.join(_EVENTS, _EVENTS.c.position == d.c.event_position).where(
-                        _EVENTS.c.occurred_at >= since
+                    query = query.join(EVENTS, EVENTS.c.position == d.c.event_position).where(
+                        EVENTS.c.occurred_at >= since
                     )
                 ids = list(session.scalars(query))
                 if not ids:
@@ -462,123 +413,3 @@ class OutboxRelay:
             if len(ids) < batch:
                 return queued
             after = ids[-1]
-
-
-_UNROUTED_ANY = (
-    select(_EVENTS.c.position).where(_EVENTS.c.status == literal_column("'pending'")).limit(1)
-)
-_UNROUTED_BATCH = (
-    select(
-        _EVENTS.c.position, _EVENTS.c.event_type, _EVENTS.c.aggregate_type, _EVENTS.c.aggregate_id
-    )
-    .where(_EVENTS.c.status == literal_column("'pending'"))
-    .order_by(_EVENTS.c.position)
-    .limit(ROUTE_BATCH)
-)
-_CLAIMED = select(
-    _DELIVERIES.c.delivery_id,
-    _DELIVERIES.c.destination,
-    _DELIVERIES.c.attempts,
-    _DELIVERIES.c.claims,
-    _DELIVERIES.c.queued_at,
-    _EVENTS.c.position,
-    _EVENTS.c.event_id,
-    _EVENTS.c.event_type,
-    _EVENTS.c.source,
-    _EVENTS.c.subject,
-    _EVENTS.c.aggregate_type,
-    _EVENTS.c.aggregate_id,
-    _EVENTS.c.occurred_at,
-    _EVENTS.c.data,
-).join(_EVENTS, _EVENTS.c.position == _DELIVERIES.c.event_position)
-
-
-def _after(
-    event: PendingEvent, error: Exception | None, retry_at: datetime | None, now: datetime
-) -> tuple[str, dict[str, Any]]:
-    """The delivery's status after a try, and the row's new values."""
-    attempts = event.attempts + 1
-    if error is None:
-        return "delivered", {
-            "status": "delivered",
-            "delivered_at": now,
-            "attempts": attempts,
-            "last_error": None,
-        }
-    if retry_at is None:
-        return "parked", {
-            "status": "parked",
-            "parked_at": now,
-            "attempts": attempts,
-            "last_error": _describe(error),
-        }
-    return "pending", {
-        "attempts": attempts,
-        "next_attempt_at": retry_at,
-        "last_error": _describe(error),
-    }
-
-
-def _send_one(sink: Sink, event: PendingEvent, clock: Clock) -> _Sent:
-    started_at = clock.now()
-    began = time.perf_counter()
-    try:
-        result = sink(event)
-        error: Exception | None = None
-    except Exception as exc:  # recorded: retried later, or parked
-        result, error = None, exc
-    latency_ms = round((time.perf_counter() - began) * 1000)
-    return _Sent(result=result, error=error, started_at=started_at, latency_ms=latency_ms)
-
-
-def _status_code(result: object, error: Exception | None) -> int | None:
-    if isinstance(error, DeliveryFailed):
-        return error.status_code
-    if error is None:
-        code = getattr(result, "status_code", None)
-        return code if isinstance(code, int) else None
-    return None
-
-
-def _describe(error: Exception | None) -> str | None:
-    if error is None:
-        return None
-    if isinstance(error, DeliveryFailed):
-        return str(error)[:500]
-    return f"{type(error).__name__}: {error}"[:500]
-
-
-class RelayThread:
-    """Runs the relay in the background: one loop per destination (a slow or hung receiver holds
-    back only its own deliveries), each routing what is new before it delivers."""
-
-    def __init__(self, relay: OutboxRelay, interval_seconds: float = 1.0) -> None:
-        self._relay = relay
-        self._interval = interval_seconds
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(
-                target=self._loop, args=(destination,), name=f"relay-{destination}", daemon=True
-            )
-            for destination in relay.destinations
-        ]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-    def _loop(self, destination: str) -> None:
-        pause = self._interval
-        while not self._stop.wait(pause):
-            try:
-                self._relay.route()
-                done = self._relay.deliver_round(destination)
-            except Exception:
-                log.exception("relay_run_failed", destination=destination)
-                done = Round()
-            pause = 0 if done.claimed else self._interval  # drain a busy backlog without pauses

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass
@@ -50,6 +54,22 @@ def problem(status: int, code: str, detail: str) -> JSONResponse:
         "detail": detail,
     }
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def parse_body(
+    model: type[Model], raw: bytes, code: str, not_json: str = "The body is not a JSON object."
+) -> Model | JSONResponse:
+    """A request body as `model`, or a 422 problem `code` naming the first field at fault."""
+    try:
+        return model.model_validate(json.loads(raw))
+    except ValueError as exc:  # not JSON, or a pydantic ValidationError
+        if isinstance(exc, ValidationError) and exc.errors():
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+        else:
+            detail = not_json
+        return problem(422, code, detail)
 
 
 def unauthorised() -> JSONResponse:

@@ -14,7 +14,7 @@ from product_shop import __version__
 from product_shop.config import Settings
 from product_shop.context import AppContext
 from product_shop.core.errors import ServiceUnavailable
-from product_shop.events.relay import RelayThread
+from product_shop.events.relay_thread import RelayThread
 from product_shop.jobs.refund_settlement import PeriodicThread
 from product_shop.web import (
     catalogue,

@@ -14,14 +14,14 @@ Plain functions (run on the thread pool), but for the one that reads a body."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Self
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from product_shop.simulators.receivers.common import Sim, problem, unknown_destination
+from product_shop.simulators.faults import parse_body
+from product_shop.simulators.receivers.common import Sim, unknown_destination
 from product_shop.simulators.receivers.state import FaultMode, ReceiverFault
 
 router = APIRouter(prefix="/_simulator")
@@ -43,19 +43,6 @@ class FaultIn(BaseModel):
         if self.mode == "down" and self.count is not None:
             raise ValueError("a down fault lasts until cleared: give no count")
         return self
-
-
-def _parse_fault(raw: bytes) -> FaultIn | JSONResponse:
-    try:
-        return FaultIn.model_validate(json.loads(raw))
-    except ValueError as exc:  # not JSON, or a pydantic ValidationError
-        if isinstance(exc, ValidationError) and exc.errors():
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-        else:
-            detail = "The body is not a JSON object."
-        return problem(422, "invalid_fault", detail)
 
 
 @router.get("/received")
@@ -94,7 +81,7 @@ async def set_fault(destination: str, request: Request, state: Sim) -> JSONRespo
     inbox = state.inbox(destination)
     if inbox is None:
         return unknown_destination(destination)
-    body = _parse_fault(await request.body())
+    body = parse_body(FaultIn, await request.body(), "invalid_fault")
     if isinstance(body, JSONResponse):
         return body
     state.set_fault(inbox, ReceiverFault(body.mode, body.status, body.seconds, body.count))

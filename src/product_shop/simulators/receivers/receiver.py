@@ -4,7 +4,8 @@ In order: an unknown destination is 404; a destination that is `down` answers it
 everything; the Standard Webhooks signature is checked with the destination's own secret (401,
 nothing recorded); the body must be a structured CloudEvent (`application/cloudevents+json`, 415
 otherwise; a JSON object with `specversion` "1.0" and non-empty string `id`, `source`, `type`,
-read and validated by the CloudEvents SDK, 400 otherwise) whose `id` is the `webhook-id` header (400 otherwise). Then the destination's
+read and validated by the CloudEvents SDK, 400 otherwise) whose `id` is the `webhook-id` header
+(400 otherwise). Then the destination's
 `fail`, `hang` or `slow` fault, if any, applies; then the event is recorded, once per webhook id:
 a repeat answers 200 and is counted as a duplicate.
 

@@ -12,13 +12,13 @@ its key (the same request later may succeed)."""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from product_shop.simulators.faults import parse_body
 from product_shop.simulators.rewards.callbacks import schedule_confirmation, schedule_reversed
 from product_shop.simulators.rewards.common import (
     Sim,
@@ -43,7 +43,7 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Points = Annotated[StrictInt, Field(ge=1, le=100_000_000)]
 
 
-Model = TypeVar("Model", bound=BaseModel)
+_NOT_JSON = "The body is not a JSON object of the contract."
 
 
 class RedemptionIn(BaseModel):
@@ -60,19 +60,6 @@ class ReversalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     points: Points
     reason: Text
-
-
-def _parse(model: type[Model], raw: bytes, code: str) -> Model | JSONResponse:
-    try:
-        return model.model_validate(json.loads(raw))
-    except ValueError as exc:  # not JSON, or a pydantic ValidationError
-        if isinstance(exc, ValidationError) and exc.errors():
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-        else:
-            detail = "The body is not a JSON object of the contract."
-        return problem(422, code, detail)
 
 
 def _key_reused() -> JSONResponse:
@@ -115,7 +102,7 @@ async def redeem(
         return unauthorised()
     if not idempotency_key:
         return _key_required()
-    body = _parse(RedemptionIn, await request.body(), "invalid_redemption")
+    body = parse_body(RedemptionIn, await request.body(), "invalid_redemption", _NOT_JSON)
     if isinstance(body, JSONResponse):
         return body
     stop, late = await before(state, "redeem")
@@ -198,7 +185,7 @@ async def reverse(
         return unauthorised()
     if not idempotency_key:
         return _key_required()
-    body = _parse(ReversalIn, await request.body(), "invalid_reversal")
+    body = parse_body(ReversalIn, await request.body(), "invalid_reversal", _NOT_JSON)
     if isinstance(body, JSONResponse):
         return body
     stop, late = await before(state, "reverse")

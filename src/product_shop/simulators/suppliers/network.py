@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from product_shop.simulators.faults import parse_body
 from product_shop.simulators.suppliers.callbacks import emit
 from product_shop.simulators.suppliers.common import (
     Sim,
@@ -82,19 +83,6 @@ def _refused(code: str) -> JSONResponse:
     return problem(REFUSAL_STATUS[code], code, REFUSAL_DETAIL[code])
 
 
-def _parse(raw: bytes) -> ShipmentIn | JSONResponse:
-    try:
-        return ShipmentIn.model_validate(json.loads(raw))
-    except ValueError as exc:  # not JSON, or a pydantic ValidationError
-        if isinstance(exc, ValidationError) and exc.errors():
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-        else:
-            detail = "The body is not a JSON shipment."
-        return problem(422, "invalid_shipment", detail)
-
-
 def _undeliverable(body: ShipmentIn) -> bool:
     postcode = body.delivery_address.postcode.replace(" ", "").upper()
     return postcode == UNDELIVERABLE_POSTCODE.replace(" ", "")
@@ -111,7 +99,9 @@ async def submit_shipment(
         return unauthorised()
     if not idempotency_key:
         return problem(400, "idempotency_key_required", "Send an Idempotency-Key header.")
-    body = _parse(await request.body())
+    body = parse_body(
+        ShipmentIn, await request.body(), "invalid_shipment", "The body is not a JSON shipment."
+    )
     if isinstance(body, JSONResponse):
         return body
     stop, late = await before(state, "submit")

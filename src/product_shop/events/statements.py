@@ -1,0 +1,75 @@
+"""The relay's SQL: the committed events not yet routed, the due deliveries a destination's relay
+claims (in order per aggregate), and the claimed deliveries with their events. SQLAlchemy Core
+statements built once; `events/relay.py` runs them."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, and_, bindparam, exists, literal_column, select
+
+from product_shop.events.tables import DeliveryAttempt, EventDelivery, OutboxEvent
+
+EVENTS = cast(Table, OutboxEvent.__table__)
+DELIVERIES = cast(Table, EventDelivery.__table__)
+ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+# Events routed per unit of work.
+ROUTE_BATCH = 500
+
+UNROUTED_ANY = (
+    select(EVENTS.c.position).where(EVENTS.c.status == literal_column("'pending'")).limit(1)
+)
+UNROUTED_BATCH = (
+    select(EVENTS.c.position, EVENTS.c.event_type, EVENTS.c.aggregate_type, EVENTS.c.aggregate_id)
+    .where(EVENTS.c.status == literal_column("'pending'"))
+    .order_by(EVENTS.c.position)
+    .limit(ROUTE_BATCH)
+)
+CLAIMED_EVENTS = select(
+    DELIVERIES.c.delivery_id,
+    DELIVERIES.c.destination,
+    DELIVERIES.c.attempts,
+    DELIVERIES.c.claims,
+    DELIVERIES.c.queued_at,
+    EVENTS.c.position,
+    EVENTS.c.event_id,
+    EVENTS.c.event_type,
+    EVENTS.c.source,
+    EVENTS.c.subject,
+    EVENTS.c.aggregate_type,
+    EVENTS.c.aggregate_id,
+    EVENTS.c.occurred_at,
+    EVENTS.c.data,
+).join(EVENTS, EVENTS.c.position == DELIVERIES.c.event_position)
+
+
+def due_deliveries(batch: int) -> Select[Any]:
+    """Due deliveries of one destination, oldest event first, at most one per aggregate: a
+    delivery waits while an earlier event of its aggregate is still on its way there."""
+    d = DELIVERIES
+    earlier = DELIVERIES.alias("earlier")
+    blocked = exists().where(
+        and_(
+            earlier.c.destination == d.c.destination,
+            earlier.c.aggregate_type == d.c.aggregate_type,
+            earlier.c.aggregate_id == d.c.aggregate_id,
+            earlier.c.event_position < d.c.event_position,
+            # A parked delivery has been given up on (until redelivered by command): it
+            # does not hold back what its aggregate does next.
+            earlier.c.status == literal_column("'pending'"),
+        )
+    )
+    return (
+        select(d.c.delivery_id)
+        .where(
+            d.c.destination == bindparam("destination"),
+            # A literal, not a parameter: the partial indexes are only usable when the
+            # planner can see this condition (also in generic plans).
+            d.c.status == literal_column("'pending'"),
+            d.c.next_attempt_at <= bindparam("now", type_=d.c.next_attempt_at.type),
+            ~blocked,
+        )
+        .order_by(d.c.event_position)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
