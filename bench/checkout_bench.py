@@ -397,6 +397,7 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
                     "financial_insights",
                     "hygiene_subscriptions",
                     "module_owners",
+                    "audit_compliance",
                 )
             }
         ),

@@ -76,6 +76,7 @@ def _relay(args: argparse.Namespace) -> int:
     jobs that cross another module's boundary (refunds left pending, unpaid checkouts)."""
     from product_shop.context import AppContext
     from product_shop.events.relay_thread import RelayThread
+    from product_shop.jobs.refund_settlement import PeriodicThread
 
     settings = Settings()
     settings.check()
@@ -84,12 +85,16 @@ def _relay(args: argparse.Namespace) -> int:
     try:
         if args.once:
             print(f"delivered {context.relay.run_once()} events")
+            print(f"sent {context.audit_feed.run_once()} audit entries to Audit & Compliance")
             return 0
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         relay = RelayThread(context.relay, args.interval)
         relay.start()
+        audit_feed = PeriodicThread("audit-feed", context.audit_feed.run_once, args.interval)
+        if context.audit_feed.enabled:
+            audit_feed.start()
         settle_every = max(1.0, settings.refund_reconcile_after_seconds)
         try:
             while not stop.wait(settle_every):
@@ -100,6 +105,8 @@ def _relay(args: argparse.Namespace) -> int:
                     log.exception("relay_jobs_failed")
         finally:
             relay.stop()
+            if context.audit_feed.enabled:
+                audit_feed.stop()
         return 0
     finally:
         context.close()

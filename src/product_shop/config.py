@@ -103,8 +103,8 @@ class Settings(BaseSettings):
 
     # Event delivery (spec §11.2, §12; docs/events.md). Where each receiving module's events go,
     # by destination key (communication_hub, finance, financial_insights, hygiene_subscriptions,
-    # module_owners), e.g. PRODUCT_SHOP_EVENT_SINKS='{"finance": {"kind": "nats"}}'; a missing
-    # key is a webhook to the receivers simulator with the demo secret.
+    # module_owners, audit_compliance), e.g. PRODUCT_SHOP_EVENT_SINKS='{"finance": {"kind":
+    # "nats"}}'; a missing key is a webhook to the receivers simulator with the demo secret.
     event_sinks: dict[str, EventSinkSettings] = Field(default_factory=dict)
     receivers_base_url: str = "http://127.0.0.1:8104"
     # Re-routing: event type (e.g. "order.created.v1") -> destination keys replacing the spec's.
@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     delivery_retry_cap_seconds: float = Field(default=6 * 3600.0, gt=0)
     delivery_retry_horizon_seconds: float = Field(default=3 * 86_400.0, gt=0)
     delivery_lease_seconds: float = Field(default=60.0, ge=5)
+    # The audit feed to Audit & Compliance sends the log in position order; a position missing
+    # this long is a rolled-back transaction, passed (far longer than any transaction lasts).
+    audit_feed_gap_seconds: float = Field(default=300.0, ge=1)
     # How long an unpaid checkout stays open.
     checkout_ttl_minutes: int = 24 * 60
 

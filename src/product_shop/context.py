@@ -21,7 +21,7 @@ from product_shop.events import types as ev
 from product_shop.events.delivery import RetryPolicy, by_event_type
 from product_shop.events.outbox import Outbox
 from product_shop.events.relay import OutboxRelay
-from product_shop.events.routing import Destination, Routing
+from product_shop.events.routing import AUDIT_FEED, Destination, Routing
 from product_shop.fulfilment.lines import LineFulfilment
 from product_shop.fulfilment.service import FulfilmentService
 from product_shop.fulfilment.shipments import (
@@ -40,6 +40,7 @@ from product_shop.integrations.rewards_http import HttpRewardsManager
 from product_shop.integrations.sinks import FeedSinks, payments_sinks, reversal_sink
 from product_shop.integrations.suppliers import SupplierNetwork
 from product_shop.integrations.suppliers_http import HttpSupplierNetwork
+from product_shop.jobs.audit_feed import AuditFeed
 from product_shop.jobs.checkout_expiry import CheckoutExpiryJob
 from product_shop.jobs.refund_settlement import RefundSettlement
 from product_shop.orders.queries import ActiveOrderReferences
@@ -74,6 +75,7 @@ class AppContext:
     checkout_expiry: CheckoutExpiryJob
     cancellations: CancellationRequests
     feeds: FeedSinks
+    audit_feed: AuditFeed
 
     def close(self) -> None:
         """Release threads and network clients (the database is disposed by whoever created
@@ -131,7 +133,7 @@ class AppContext:
                 Destination.REWARDS_MANAGER: by_event_type(
                     {ev.REDEMPTION_REVERSAL_REQUESTED.name: reversal_sink(rewards)}
                 ),
-                **feeds.sinks,
+                **{d: sink for d, sink in feeds.sinks.items() if d != AUDIT_FEED},
             },
             clock,
             routing=Routing(overrides=settings.event_routes),
@@ -197,6 +199,17 @@ class AppContext:
             orders=OrderService(audit=audit, clock=clock, voucher_key=settings.voucher_key()),
             relay=relay,
             feeds=feeds,
+            audit_feed=AuditFeed(
+                database,
+                feeds.sinks.get(AUDIT_FEED),
+                clock,
+                policy=RetryPolicy(
+                    base=timedelta(seconds=settings.delivery_retry_base_seconds),
+                    cap=timedelta(seconds=settings.delivery_retry_cap_seconds),
+                ),
+                lease=timedelta(seconds=settings.delivery_lease_seconds),
+                gap_timeout=timedelta(seconds=settings.audit_feed_gap_seconds),
+            ),
             suppliers=suppliers,
             fulfilment=FulfilmentService(lines=lines, outbox=outbox, audit=audit, clock=clock),
             supplier_updates=SupplierUpdates(lines=lines, audit=audit, clock=clock),

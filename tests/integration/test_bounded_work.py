@@ -479,6 +479,7 @@ def _delivery_rows(statuses: list[str]) -> list[dict[str, Any]]:
             "event_type": "com.primoro.productshop.test.v1",
             "aggregate_type": "test",
             "aggregate_id": f"agg-{n % 97}",
+            "aggregate_key": f"finance|test|agg-{n % 97}",
             "status": status,
             "attempts": 20 if status == "parked" else 1,
             "claims": 1,
@@ -541,3 +542,49 @@ def test_redelivering_parked_deliveries_counts_a_short_last_batch(database: Data
         connection.execute(update(EventDelivery).values(status="parked", parked_at=NOW))
         connection.commit()
     assert relay.redeliver(batch=5) == 10
+
+
+# ---- issue 13: a claim reads what is due, not the backlog waiting to retry -------------------
+
+
+@pytest.mark.postgres_only
+def test_a_claim_reads_the_due_deliveries_not_a_20000_row_backlog_waiting_to_retry(
+    database: Database, timed: None
+) -> None:
+    """A receiver down for a while leaves each order's first event waiting to retry and its
+    later ones behind it; new orders' events are due at once. The claim reads those through
+    `ix_event_deliveries_next` and stops: what it reads does not grow with the backlog."""
+    from product_shop.events.statements import due_deliveries
+
+    later = NOW + timedelta(hours=1)
+    statuses = ["pending"] * (ROWS + 50)
+    _bulk(database, OutboxEvent, _event_rows(len(statuses)))
+    rows = _delivery_rows(statuses)
+    for n, row in enumerate(rows):
+        row["aggregate_id"] = f"agg-{n // 2}"  # each order: a first event and one behind it
+        row["aggregate_key"] = f"finance|test|agg-{n // 2}"
+        row["next_attempt_at"] = later if n < ROWS else NOW
+        row["attempts"] = 3 if n < ROWS else 0
+    _bulk(database, EventDelivery, rows)
+
+    claim = due_deliveries(50)
+    compiled = claim.compile(database.engine, compile_kwargs={"literal_binds": False})
+    params = {"destination": "finance", "now": NOW}
+    with database.engine.begin() as connection:
+        plan = "\n".join(
+            line
+            for (line,) in connection.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, TIMING OFF) {compiled}",
+                compiled.construct_params(params),
+            )
+        )
+        due = connection.execute(claim, params).scalars().all()
+
+    assert len(due) == 25  # the 50 new deliveries: 25 orders' first events
+    scanned = [
+        int(line.split("rows=")[-1].split()[0])
+        for line in plan.splitlines()
+        if "ix_event_deliveries_next" in line
+    ]
+    assert scanned, plan
+    assert max(scanned) <= 50, plan  # the due rows only, not the 20,000 waiting

@@ -37,6 +37,7 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
             "financial_insights": {"kind": "nats"},
             "hygiene_subscriptions": {"kind": "nats"},
             "module_owners": {"kind": "off"},
+            "audit_compliance": {"kind": "nats"},
         },
     }
     values.update(overrides)

@@ -5,7 +5,7 @@ from product_shop.catalogue.tables import PracticeProductSetting, Product
 from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture, PointsRedemption
 from product_shop.db.base import Base
 from product_shop.events.inbox import InboxMessage
-from product_shop.events.tables import OutboxEvent
+from product_shop.events.tables import DeliveryAttempt, EventDelivery, FeedCursor, OutboxEvent
 from product_shop.idempotency.tables import IdempotencyKey
 from product_shop.orders.tables import Order, OrderLine, Voucher
 from product_shop.refunds.tables import CancellationRequest, PaymentException, Refund, RefundLine
@@ -17,6 +17,9 @@ __all__ = [
     "CancellationRequest",
     "Checkout",
     "CheckoutLine",
+    "DeliveryAttempt",
+    "EventDelivery",
+    "FeedCursor",
     "IdempotencyKey",
     "InboxMessage",
     "Order",

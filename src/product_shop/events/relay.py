@@ -182,6 +182,9 @@ class OutboxRelay:
                 "event_type": row.event_type,
                 "aggregate_type": row.aggregate_type,
                 "aggregate_id": row.aggregate_id,
+                "aggregate_key": aggregate_key(
+                    destination.value, row.aggregate_type, row.aggregate_id
+                ),
                 "status": "pending",
                 "attempts": 0,
                 "claims": 0,
@@ -192,6 +195,7 @@ class OutboxRelay:
             for destination in self._routing.destinations(row.event_type)
         ]
         if deliveries:
+            self._behind_earlier(session, deliveries, now)
             session.execute(insert(DELIVERIES), deliveries)
         session.execute(
             update(EVENTS)
@@ -199,6 +203,36 @@ class OutboxRelay:
             .values(status="routed", delivered_at=now)
         )
         return len(rows)
+
+    def _behind_earlier(
+        self, session: Session, deliveries: list[dict[str, Any]], now: datetime
+    ) -> None:
+        """A delivery behind an earlier one of its queue (aggregate and destination), already
+        pending or earlier in this batch, is not due before it: at the earlier one's retry if
+        it waits to retry, else after a lease; the earlier one's outcome brings it forward
+        (`_release_next`). So claims read queue heads, not what waits behind them."""
+        keys = {d["aggregate_key"] for d in deliveries}
+        waiting: dict[str, datetime] = {
+            row.aggregate_key: row.next
+            for row in session.execute(
+                select(
+                    DELIVERIES.c.aggregate_key,
+                    func.max(DELIVERIES.c.next_attempt_at).label("next"),
+                )
+                .where(
+                    DELIVERIES.c.aggregate_key.in_(keys),
+                    DELIVERIES.c.status == literal_column("'pending'"),
+                )
+                .group_by(DELIVERIES.c.aggregate_key)
+            )
+        }
+        held = now + self._lease
+        for delivery in deliveries:
+            key = delivery["aggregate_key"]
+            earlier = waiting.get(key)
+            if earlier is not None:
+                delivery["next_attempt_at"] = max(earlier, held)
+            waiting[key] = delivery["next_attempt_at"]
 
     # Step 2: delivery, per destination.
 
@@ -309,6 +343,10 @@ class OutboxRelay:
                     .where(DELIVERIES.c.delivery_id == event.delivery_id)
                     .values(values)
                 )
+                if status == "pending" and retry_at is not None:
+                    _hold_back_followers(session, event, retry_at)
+                else:
+                    _release_next(session, event, now)
                 outcome = "failed" if status == "pending" else status
             session.execute(
                 insert(ATTEMPTS).values(
@@ -413,3 +451,45 @@ class OutboxRelay:
             if len(ids) < batch:
                 return queued
             after = ids[-1]
+
+
+def aggregate_key(destination: str, aggregate_type: str, aggregate_id: str) -> str:
+    """The queue a delivery is ordered in: one per destination and aggregate."""
+    return f"{destination}|{aggregate_type}|{aggregate_id}"
+
+
+def _hold_back_followers(session: Session, event: PendingEvent, retry_at: datetime) -> None:
+    """The later events of the queue cannot go before this one: they are not due before its
+    retry (so claims never read them meanwhile)."""
+    session.execute(
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.aggregate_key
+            == aggregate_key(event.destination, event.aggregate_type, event.aggregate_id),
+            DELIVERIES.c.status == literal_column("'pending'"),
+            DELIVERIES.c.event_position > event.position,
+            DELIVERIES.c.next_attempt_at < retry_at,
+        )
+        .values(next_attempt_at=retry_at)
+    )
+
+
+def _release_next(session: Session, event: PendingEvent, now: datetime) -> None:
+    """The delivery behind this one in its queue (delivered or parked now) is due at once."""
+    key = aggregate_key(event.destination, event.aggregate_type, event.aggregate_id)
+    following = (
+        select(DELIVERIES.c.delivery_id)
+        .where(
+            DELIVERIES.c.aggregate_key == key,
+            DELIVERIES.c.status == literal_column("'pending'"),
+            DELIVERIES.c.event_position > event.position,
+        )
+        .order_by(DELIVERIES.c.event_position)
+        .limit(1)
+        .scalar_subquery()
+    )
+    session.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.delivery_id == following, DELIVERIES.c.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )

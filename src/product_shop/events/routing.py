@@ -27,6 +27,7 @@ class Destination(StrEnum):
     INTEGRATED_PAYMENTS = "integrated_payments"
     SUPPLIER_NETWORK = "supplier_network"
     MODULE_OWNERS = "module_owners"
+    AUDIT_COMPLIANCE = "audit_compliance"
 
     @property
     def label(self) -> str:
@@ -42,6 +43,7 @@ _LABELS = {
     Destination.INTEGRATED_PAYMENTS: "Integrated Payments",
     Destination.SUPPLIER_NETWORK: "Primoro supplier network",
     Destination.MODULE_OWNERS: "Module owners",
+    Destination.AUDIT_COMPLIANCE: "Audit & Compliance",
 }
 # Destinations reached through another module's own API (a port and its adapter), not an event
 # feed: their sinks are built from the port, not from `event_sinks` settings.
@@ -49,6 +51,8 @@ PORT_DESTINATIONS = frozenset(
     {Destination.INTEGRATED_PAYMENTS, Destination.SUPPLIER_NETWORK, Destination.REWARDS_MANAGER}
 )
 FEED_DESTINATIONS = tuple(d for d in Destination if d not in PORT_DESTINATIONS)
+# Sent by the audit feed (`jobs/audit_feed.py`) from the audit log itself, not by the relay.
+AUDIT_FEED = Destination.AUDIT_COMPLIANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,7 @@ class Route:
     why: str  # the spec clause
 
 
-_CH, _FIN, _FI, _RM, _HS, _IP, _SN, _MO = (
+_CH, _FIN, _FI, _RM, _HS, _IP, _SN, _MO, _AC = (
     Destination.COMMUNICATION_HUB,
     Destination.FINANCE,
     Destination.FINANCIAL_INSIGHTS,
@@ -67,6 +71,7 @@ _CH, _FIN, _FI, _RM, _HS, _IP, _SN, _MO = (
     Destination.INTEGRATED_PAYMENTS,
     Destination.SUPPLIER_NETWORK,
     Destination.MODULE_OWNERS,
+    Destination.AUDIT_COMPLIANCE,
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -110,6 +115,11 @@ ROUTES: tuple[Route, ...] = (
         ev.SHIPMENT_CANCELLATION_REQUESTED,
         _SN,
         "§5.3, §6.1 a refunded line's shipment is stopped before dispatch",
+    ),
+    Route(
+        ev.AUDIT_ENTRIES,
+        _AC,
+        "§8, §15.2 rule 4 the audit log itself, every entry in log order (the audit feed)",
     ),
     Route(
         ev.ORDER_CANCELLATION_REQUESTED,
@@ -175,8 +185,8 @@ def events_document(routes: Iterable[Route] = ROUTES) -> str:
         "in order per aggregate, at least once (deduplicate by the CloudEvents `id`, which is",
         "also the `webhook-id` and the JetStream `Nats-Msg-Id`). How receivers are reached",
         "(webhook, JetStream, another module's API) is in `docs/architecture.md`. Audit &",
-        "Compliance receives the audit log itself (every entry, hash-chained per stream), not",
-        "these events.",
+        "Compliance receives the audit log itself: `audit.entries.v1`, runs of entries in log",
+        "order with their hashes, sent by the audit feed rather than through the outbox.",
         "",
         "| event type | aggregate | schema | receiver | why (spec) |",
         "|---|---|---|---|---|",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, literal_column, select
+from sqlalchemy import Select, Table, bindparam, literal_column, select
 
 from product_shop.events.tables import DeliveryAttempt, EventDelivery, OutboxEvent
 
@@ -44,20 +44,29 @@ CLAIMED_EVENTS = select(
 
 
 def due_deliveries(batch: int) -> Select[Any]:
-    """Due deliveries of one destination, oldest event first, at most one per aggregate: a
-    delivery waits while an earlier event of its aggregate is still on its way there."""
+    """Due deliveries of one destination, longest due first, at most one per aggregate: a
+    delivery waits while an earlier event of its aggregate is still on its way there.
+
+    Read through `ix_event_deliveries_next` (destination, next_attempt_at; pending only), so a
+    claim reads the due rows and stops, however large the backlog waiting to retry. The
+    per-aggregate check is a scalar subquery on one key column (`aggregate_key`, only in
+    `ix_event_deliveries_aggregate`): run per candidate with the key as its index condition,
+    whatever the planner's statistics say. As an EXISTS on three columns, a planner misjudging
+    a young table flattened it into an anti-join that filtered the whole backlog per candidate
+    (2.8 s a claim at 60,000 pending), or used another index on the destination alone."""
     d = DELIVERIES
     earlier = DELIVERIES.alias("earlier")
-    blocked = exists().where(
-        and_(
-            earlier.c.destination == d.c.destination,
-            earlier.c.aggregate_type == d.c.aggregate_type,
-            earlier.c.aggregate_id == d.c.aggregate_id,
+    earlier_pending = (
+        select(earlier.c.delivery_id)
+        .where(
+            earlier.c.aggregate_key == d.c.aggregate_key,
             earlier.c.event_position < d.c.event_position,
             # A parked delivery has been given up on (until redelivered by command): it
             # does not hold back what its aggregate does next.
             earlier.c.status == literal_column("'pending'"),
         )
+        .limit(1)
+        .scalar_subquery()
     )
     return (
         select(d.c.delivery_id)
@@ -67,9 +76,9 @@ def due_deliveries(batch: int) -> Select[Any]:
             # planner can see this condition (also in generic plans).
             d.c.status == literal_column("'pending'"),
             d.c.next_attempt_at <= bindparam("now", type_=d.c.next_attempt_at.type),
-            ~blocked,
+            earlier_pending.is_(None),
         )
-        .order_by(d.c.event_position)
+        .order_by(d.c.next_attempt_at, d.c.event_position)
         .limit(batch)
         .with_for_update(skip_locked=True)
     )

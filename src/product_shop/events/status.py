@@ -11,8 +11,9 @@ from typing import Any, cast
 from sqlalchemy import Table, func, literal_column, select
 from sqlalchemy.orm import Session
 
-from product_shop.events.routing import Destination
-from product_shop.events.tables import EventDelivery, OutboxEvent
+from product_shop.audit.tables import AuditEntry
+from product_shop.events.routing import AUDIT_FEED, Destination
+from product_shop.events.tables import EventDelivery, FeedCursor, OutboxEvent
 
 _EVENTS = cast(Table, OutboxEvent.__table__)
 _DELIVERIES = cast(Table, EventDelivery.__table__)
@@ -78,6 +79,7 @@ def delivery_status(
             .group_by(_DELIVERIES.c.destination)
         ).all()
     )
+    pending[AUDIT_FEED.value] = _audit_feed_backlog(session)
     unrouted, oldest_unrouted = session.execute(
         select(func.count(), func.min(_EVENTS.c.occurred_at)).where(
             _EVENTS.c.status == literal_column("'pending'")
@@ -106,6 +108,20 @@ def delivery_status(
     return DeliveryStatus(
         unrouted=unrouted, oldest_unrouted_at=_aware(oldest_unrouted), destinations=rows
     )
+
+
+def _audit_feed_backlog(session: Session) -> tuple[int, datetime | None]:
+    """The audit entries after the audit feed's cursor (the feed reads the log, not the
+    outbox): how many, and the oldest one's time."""
+    cursor = (
+        select(FeedCursor.position).where(FeedCursor.feed == AUDIT_FEED.value).scalar_subquery()
+    )
+    count, oldest = session.execute(
+        select(func.count(), func.min(AuditEntry.recorded_at)).where(
+            AuditEntry.position > func.coalesce(cursor, 0)
+        )
+    ).one()
+    return int(count), oldest
 
 
 def _aware(value: datetime | None) -> datetime | None:

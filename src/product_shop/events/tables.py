@@ -69,20 +69,21 @@ class EventDelivery(Base):
         CheckConstraint(
             "(status = 'delivered') = (delivered_at IS NOT NULL)", name="delivered_when"
         ),
-        # What a destination's relay claims: its pending deliveries, oldest event first.
+        # What a destination's relay claims: its pending deliveries that are due, longest due
+        # first (those waiting to retry, or behind an earlier event, are not read).
         Index(
-            "ix_event_deliveries_due",
+            "ix_event_deliveries_next",
             "destination",
-            "event_position",
+            "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
         # The per-aggregate order: is an earlier event of this aggregate still on its way here?
+        # On one key column, so it is the only index that can answer (a planner misjudging a
+        # young table cannot pick another one).
         Index(
             "ix_event_deliveries_aggregate",
-            "destination",
-            "aggregate_type",
-            "aggregate_id",
+            "aggregate_key",
             "event_position",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
@@ -104,6 +105,8 @@ class EventDelivery(Base):
     event_type: Mapped[str] = mapped_column(String(120))
     aggregate_type: Mapped[str] = mapped_column(String(40))
     aggregate_id: Mapped[str] = mapped_column(String(64))
+    # destination|aggregate_type|aggregate_id: the queue this delivery is ordered in.
+    aggregate_key: Mapped[str] = mapped_column(String(160))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claims: Mapped[int] = mapped_column(Integer, default=0)
@@ -132,3 +135,22 @@ class DeliveryAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class FeedCursor(Base):
+    """How far a feed read from a log has been delivered (the audit log to Audit & Compliance):
+    the last position delivered, the lease of the run being sent (`claims`, `next_attempt_at`),
+    and a gap in the log's positions first seen when (a transaction not yet committed, or one
+    rolled back)."""
+
+    __tablename__ = "feed_cursors"
+
+    feed: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gap_position: Mapped[int | None] = mapped_column(BigInteger)
+    gap_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)

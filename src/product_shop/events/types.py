@@ -154,6 +154,13 @@ ORDER_CANCELLATION_REQUESTED = _t(
     "Communication Hub: a patient asked to cancel an order; a task for the practice's staff.",
 )
 
+AUDIT_ENTRIES = _t(
+    "audit.entries.v1",
+    "audit_log",
+    "Audit & Compliance: a run of audit log entries in log order, each with its stream, "
+    "sequence and hashes (sent by the audit feed from the log itself, not through the outbox).",
+)
+
 ALL_EVENT_TYPES: tuple[EventType, ...] = (
     PRODUCT_CREATED,
     PRODUCT_UPDATED,
@@ -178,6 +185,7 @@ ALL_EVENT_TYPES: tuple[EventType, ...] = (
     PAYMENT_EXCEPTION_REFUNDED,
     SHIPMENT_CANCELLATION_REQUESTED,
     ORDER_CANCELLATION_REQUESTED,
+    AUDIT_ENTRIES,
 )
 
 BY_NAME = {t.name: t for t in ALL_EVENT_TYPES}

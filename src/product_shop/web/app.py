@@ -81,10 +81,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The embedded default runs the outbox relay, and the settling of refunds whose outcome is
-    unknown, in the background of the API process."""
+    """The embedded default runs the outbox relay, the audit feed, the settling of refunds whose
+    outcome is unknown and the expiry of unpaid checkouts in the background of the API
+    process."""
     context: AppContext = app.state.context
-    relay = settlement = expiry = None
+    relay = settlement = expiry = audit_feed = None
     if context.settings.relay_in_process:
         relay = RelayThread(context.relay, context.settings.relay_interval_seconds)
         relay.start()
@@ -96,10 +97,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settlement.start()
         expiry = PeriodicThread("checkout-expiry", context.checkout_expiry.run_once, 60.0)
         expiry.start()
+        if context.audit_feed.enabled:
+            audit_feed = PeriodicThread(
+                "audit-feed", context.audit_feed.run_once, context.settings.relay_interval_seconds
+            )
+            audit_feed.start()
     try:
         yield
     finally:
-        for thread in (relay, settlement, expiry):
+        for thread in (relay, settlement, expiry, audit_feed):
             if thread is not None:
                 thread.stop()
 

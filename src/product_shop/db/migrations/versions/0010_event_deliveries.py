@@ -1,4 +1,5 @@
-"""event deliveries: one row per event and destination, each attempt recorded
+"""event deliveries: one row per event and destination, each attempt recorded; feed cursors
+(how far the audit log has been sent to Audit & Compliance)
 
 The relay now routes every committed outbox event to its destinations (a delivery row each) and
 delivers per destination, so a slow receiver holds back only its own events. The outbox keeps
@@ -38,6 +39,7 @@ def upgrade() -> None:
         sa.Column("event_type", sa.String(length=120), nullable=False),
         sa.Column("aggregate_type", sa.String(length=40), nullable=False),
         sa.Column("aggregate_id", sa.String(length=64), nullable=False),
+        sa.Column("aggregate_key", sa.String(length=160), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("claims", sa.Integer(), nullable=False),
@@ -69,15 +71,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("event_deliveries", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_event_deliveries_due",
-            ["destination", "event_position"],
+            "ix_event_deliveries_next",
+            ["destination", "next_attempt_at"],
             unique=False,
             postgresql_where=PENDING,
             sqlite_where=PENDING,
         )
         batch_op.create_index(
             "ix_event_deliveries_aggregate",
-            ["destination", "aggregate_type", "aggregate_id", "event_position"],
+            ["aggregate_key", "event_position"],
             unique=False,
             postgresql_where=PENDING,
             sqlite_where=PENDING,
@@ -114,6 +116,19 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_delivery_attempts_delivery", ["delivery_id", "attempt_id"], unique=False
         )
+    op.create_table(
+        "feed_cursors",
+        sa.Column("feed", sa.String(length=40), nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("claims", sa.Integer(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+        sa.Column("delivered_at", UTCDateTime(), nullable=True),
+        sa.Column("gap_position", sa.BigInteger(), nullable=True),
+        sa.Column("gap_seen_at", UTCDateTime(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("feed", name=op.f("pk_feed_cursors")),
+    )
     op.execute("UPDATE outbox_events SET status = 'routed' WHERE status = 'delivered'")
     op.execute("UPDATE outbox_events SET status = 'pending' WHERE status = 'parked'")
     with op.batch_alter_table("outbox_events", schema=None) as batch_op:
@@ -143,6 +158,7 @@ def downgrade() -> None:
     with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_delivery_attempts_delivery")
     op.drop_table("delivery_attempts")
+    op.drop_table("feed_cursors")
     with op.batch_alter_table("event_deliveries", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_event_deliveries_parked", postgresql_where=PARKED, sqlite_where=PARKED
@@ -151,6 +167,6 @@ def downgrade() -> None:
             "ix_event_deliveries_aggregate", postgresql_where=PENDING, sqlite_where=PENDING
         )
         batch_op.drop_index(
-            "ix_event_deliveries_due", postgresql_where=PENDING, sqlite_where=PENDING
+            "ix_event_deliveries_next", postgresql_where=PENDING, sqlite_where=PENDING
         )
     op.drop_table("event_deliveries")
