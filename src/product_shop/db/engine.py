@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,9 +86,10 @@ class Database:
         # the data committed when it starts, as every statement of a READ COMMITTED
         # transaction (PostgreSQL's default) does anyway. The pool resets the connection's
         # isolation level when it is returned.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._reads = (
             sessionmaker(
-                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                self._autocommit,
                 class_=UnitOfWorkSession,
                 expire_on_commit=False,
                 autoflush=True,
@@ -106,6 +107,20 @@ class Database:
         `db.fast.Statements` go out with the COMMIT in one round trip on PostgreSQL), roll back
         on any error."""
         return _scope(self._sessions)
+
+    def statements(self) -> AbstractContextManager[Connection]:
+        """One transaction on a plain SQLAlchemy Core connection, for a job that writes a few
+        rows and no ORM objects (the relay's record of one delivery): no session to set up or
+        tear down. Commits when the block ends normally, rolls back on any error."""
+        return self.engine.begin()
+
+    def single_statement(self) -> AbstractContextManager[Connection]:
+        """A Core connection for one statement that is atomic by itself (say, a data-modifying
+        CTE): autocommit on PostgreSQL, one round trip with no BEGIN or COMMIT; a transaction
+        elsewhere."""
+        if self.dialect == "postgresql":
+            return self._autocommit.connect()
+        return self.engine.begin()
 
     def reading(self) -> AbstractContextManager[Session]:
         """A session for reads only: no transaction on PostgreSQL (see `__init__`), a plain

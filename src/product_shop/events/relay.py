@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, insert, literal_column, select, text, update
+from sqlalchemy import Connection, CursorResult, func, insert, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
@@ -48,6 +48,7 @@ from product_shop.events.delivery import (
 )
 from product_shop.events.routing import Routing
 from product_shop.events.statements import (
+    ANY_DUE,
     ATTEMPTS,
     CLAIMED_EVENTS,
     DELIVERIES,
@@ -89,6 +90,7 @@ class _Claimed:
     event: PendingEvent
     claim: int
     queued_at: datetime
+    followed: bool  # a later event of its queue was waiting when it was claimed
 
 
 class OutboxRelay:
@@ -125,6 +127,11 @@ class OutboxRelay:
     def destinations(self) -> list[str]:
         """The destinations this relay delivers to (those with a sink)."""
         return list(self._sinks)
+
+    @property
+    def batch(self) -> int:
+        """Deliveries claimed at most per round."""
+        return self._batch
 
     @property
     def policy(self) -> RetryPolicy:
@@ -251,6 +258,9 @@ class OutboxRelay:
 
     def _claim_due(self, destination: str) -> list[_Claimed]:
         now = self._clock.now()
+        with self._database.reading() as session:
+            if session.execute(ANY_DUE, {"destination": destination, "now": now}).first() is None:
+                return []
         with self._database.unit_of_work() as session:
             if self._database.dialect == "postgresql":
                 # The tables grow from nothing and churn; a plan cached while they were small
@@ -286,6 +296,7 @@ class OutboxRelay:
                 ),
                 claim=row.claims,
                 queued_at=row.queued_at,
+                followed=row.follower is not None,
             )
             for row in sorted(rows, key=lambda r: r.position)
         ]
@@ -314,6 +325,10 @@ class OutboxRelay:
         """The outcome of one try, in its own unit of work. Returns the delivery's status
         afterwards (`lost` when the lease ran out and another relay has the delivery now)."""
         event = item.event
+        if (event.destination, event.event_type) not in self._follow_ups:
+            status, error = self._record_plain(item, sent)
+            self._log(event, status, error)
+            return status
         with self._database.unit_of_work() as session:
             take_write_lock(session)
             now = self._clock.now()
@@ -345,7 +360,7 @@ class OutboxRelay:
                 )
                 if status == "pending" and retry_at is not None:
                     _hold_back_followers(session, event, retry_at)
-                else:
+                elif item.followed:
                     _release_next(session, event, now)
                 outcome = "failed" if status == "pending" else status
             session.execute(
@@ -358,6 +373,75 @@ class OutboxRelay:
                     error=describe(error),
                 )
             )
+        self._log(event, status, error)
+        return status
+
+    def _record_plain(self, item: _Claimed, sent: Sent) -> tuple[str, Exception | None]:
+        """`_record` for a delivery with no follow-up: three statements on a Core connection,
+        the lease checked by the conditional UPDATE itself."""
+        event, error = item.event, sent.error
+        now = self._clock.now()
+        retry_at = self._retry_at(event, item.queued_at, error, now)
+        status, values = after_try(event, error, retry_at, now)
+        mine = (
+            DELIVERIES.c.delivery_id == event.delivery_id,
+            DELIVERIES.c.claims == item.claim,
+            DELIVERIES.c.status == literal_column("'pending'"),
+        )
+        if error is None and not item.followed and self._database.dialect == "postgresql":
+            # The common case in one round trip: a data-modifying CTE marks it delivered (if
+            # the lease is still ours) and the attempt row goes in, atomically.
+            ours = (
+                update(DELIVERIES)
+                .where(*mine)
+                .values(values)
+                .returning(DELIVERIES.c.delivery_id)
+                .cte("ours")
+            )
+            was_ours = select(func.count()).select_from(ours).scalar_subquery()
+            with self._database.single_statement() as connection:
+                count = connection.execute(
+                    insert(ATTEMPTS)
+                    .values(
+                        delivery_id=event.delivery_id,
+                        attempted_at=sent.started_at,
+                        latency_ms=sent.latency_ms,
+                        outcome="delivered",
+                        status_code=status_code(sent.result, None),
+                        error=None,
+                    )
+                    .add_cte(ours)
+                    .returning(was_ours)
+                ).scalar_one()
+            return ("delivered" if count else "lost"), None
+        with self._database.statements() as connection:
+            found = connection.execute(
+                update(DELIVERIES).where(*mine).values(values).returning(DELIVERIES.c.delivery_id)
+            ).first()
+            if found is None:
+                outcome = "delivered" if error is None else "failed"
+                status = "lost"
+            elif status == "pending" and retry_at is not None:
+                _hold_back_followers(connection, event, retry_at)
+                outcome = "failed"
+            else:
+                if item.followed:
+                    _release_next(connection, event, now)
+                outcome = status
+            connection.execute(
+                insert(ATTEMPTS).values(
+                    delivery_id=event.delivery_id,
+                    attempted_at=sent.started_at,
+                    latency_ms=sent.latency_ms,
+                    outcome=outcome,
+                    status_code=status_code(sent.result, error),
+                    error=describe(error),
+                )
+            )
+        return status, error
+
+    @staticmethod
+    def _log(event: PendingEvent, status: str, error: Exception | None) -> None:
         if status == "parked":
             log.error(
                 "event_parked",
@@ -372,7 +456,6 @@ class OutboxRelay:
                 destination=event.destination,
                 event_id=str(event.event_id),
             )
-        return status
 
     def _follow_up(
         self, session: Session, event: PendingEvent, sent: Sent, *, parks: bool
@@ -458,7 +541,9 @@ def aggregate_key(destination: str, aggregate_type: str, aggregate_id: str) -> s
     return f"{destination}|{aggregate_type}|{aggregate_id}"
 
 
-def _hold_back_followers(session: Session, event: PendingEvent, retry_at: datetime) -> None:
+def _hold_back_followers(
+    session: Session | Connection, event: PendingEvent, retry_at: datetime
+) -> None:
     """The later events of the queue cannot go before this one: they are not due before its
     retry (so claims never read them meanwhile)."""
     session.execute(
@@ -474,7 +559,7 @@ def _hold_back_followers(session: Session, event: PendingEvent, retry_at: dateti
     )
 
 
-def _release_next(session: Session, event: PendingEvent, now: datetime) -> None:
+def _release_next(session: Session | Connection, event: PendingEvent, now: datetime) -> None:
     """The delivery behind this one in its queue (delivered or parked now) is due at once."""
     key = aggregate_key(event.destination, event.aggregate_type, event.aggregate_id)
     following = (

@@ -43,4 +43,7 @@ class RelayThread:
             except Exception:
                 log.exception("relay_run_failed", destination=destination)
                 done = Round()
-            pause = 0 if done.claimed else self._interval  # drain a busy backlog without pauses
+            # A full batch: more is waiting, go on at once (a backlog drains without pauses).
+            # Less: wait the interval, so a steady trickle goes out in batches, not a claim
+            # (several round trips) per event.
+            pause = 0 if done.claimed >= self._relay.batch else self._interval
