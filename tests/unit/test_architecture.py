@@ -71,7 +71,7 @@ UNIT_OF_WORK_OWNERS = (
     "db/",
     "cli.py",
     "cli_events.py",
-    "events/relay.py",
+    "events/relay",  # relay.py, relay_record.py, relay_thread.py
     "jobs/",
     "demo/",
     "context.py",

@@ -32,24 +32,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, func, insert, literal_column, select, text, update
+from sqlalchemy import CursorResult, func, insert, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
 from product_shop.db.session import take_write_lock
-from product_shop.events.attempts import Sent, after_try, describe, send_one, status_code
+from product_shop.events.attempts import send_one
 from product_shop.events.delivery import (
     FollowUp,
     PendingEvent,
-    PermanentDeliveryError,
     RetryPolicy,
     Sink,
 )
+from product_shop.events.relay_record import Claimed, DeliveryRecorder, aggregate_key
 from product_shop.events.routing import Routing
 from product_shop.events.statements import (
     ANY_DUE,
-    ATTEMPTS,
     CLAIMED_EVENTS,
     DELIVERIES,
     EVENTS,
@@ -85,14 +84,6 @@ class Round:
         return bool(self.delivered or self.parked)
 
 
-@dataclass(frozen=True, slots=True)
-class _Claimed:
-    event: PendingEvent
-    claim: int
-    queued_at: datetime
-    followed: bool  # a later event of its queue was waiting when it was claimed
-
-
 class OutboxRelay:
     """Routes and delivers through SQLAlchemy Core: rows, not ORM objects (the ORM's identity
     map and per-object flush cost more than the delivery itself; see docs/benchmarks.md)."""
@@ -112,10 +103,10 @@ class OutboxRelay:
     ) -> None:
         self._database = database
         self._sinks = {str(destination): sink for destination, sink in sinks.items()}
-        self._follow_ups = dict(follow_ups or {})
         self._clock = clock
         self._routing = routing or Routing()
         self._policy = policy or RetryPolicy()
+        self._recorder = DeliveryRecorder(database, clock, self._policy, follow_ups or {})
         self._lease = lease
         self._batch = batch
         self._concurrency = concurrency
@@ -256,7 +247,7 @@ class OutboxRelay:
             parked=statuses.count("parked"),
         )
 
-    def _claim_due(self, destination: str) -> list[_Claimed]:
+    def _claim_due(self, destination: str) -> list[Claimed]:
         now = self._clock.now()
         with self._database.reading() as session:
             if session.execute(ANY_DUE, {"destination": destination, "now": now}).first() is None:
@@ -279,7 +270,7 @@ class OutboxRelay:
             )
             rows = session.execute(CLAIMED_EVENTS.where(DELIVERIES.c.delivery_id.in_(ids))).all()
         return [
-            _Claimed(
+            Claimed(
                 event=PendingEvent(
                     delivery_id=row.delivery_id,
                     destination=row.destination,
@@ -301,14 +292,14 @@ class OutboxRelay:
             for row in sorted(rows, key=lambda r: r.position)
         ]
 
-    def _deliver_each(self, destination: str, claimed: list[_Claimed]) -> list[str]:
+    def _deliver_each(self, destination: str, claimed: list[Claimed]) -> list[str]:
         """Each claimed delivery sent and its outcome committed on its own, so a delivery made
         never waits for a slower one of its batch; each call waits on another module, so they
         overlap, `concurrency` at a time."""
         sink = self._sinks[destination]
 
-        def deliver(item: _Claimed) -> str:
-            return self._record(item, send_one(sink, item.event, self._clock))
+        def deliver(item: Claimed) -> str:
+            return self._recorder.record(item, send_one(sink, item.event, self._clock))
 
         if len(claimed) <= 1 or self._concurrency <= 1:
             return [deliver(item) for item in claimed]
@@ -320,178 +311,6 @@ class OutboxRelay:
                 )
                 self._pools[destination] = pool
         return list(pool.map(deliver, claimed))
-
-    def _record(self, item: _Claimed, sent: Sent) -> str:
-        """The outcome of one try, in its own unit of work. Returns the delivery's status
-        afterwards (`lost` when the lease ran out and another relay has the delivery now)."""
-        event = item.event
-        if (event.destination, event.event_type) not in self._follow_ups:
-            status, error = self._record_plain(item, sent)
-            self._log(event, status, error)
-            return status
-        with self._database.unit_of_work() as session:
-            take_write_lock(session)
-            now = self._clock.now()
-            still_ours = session.execute(
-                select(DELIVERIES.c.delivery_id)
-                .where(
-                    DELIVERIES.c.delivery_id == event.delivery_id,
-                    DELIVERIES.c.claims == item.claim,
-                    DELIVERIES.c.status == literal_column("'pending'"),
-                )
-                .with_for_update()
-            ).first()
-            error = sent.error
-            if still_ours is None:
-                status = "lost"
-                outcome = "delivered" if error is None else "failed"
-            else:
-                retry_at = self._retry_at(event, item.queued_at, error, now)
-                error = self._follow_up(
-                    session, event, sent, parks=error is not None and retry_at is None
-                )
-                if error is not None and sent.error is None:  # the follow-up failed
-                    retry_at = self._retry_at(event, item.queued_at, error, now)
-                status, values = after_try(event, error, retry_at, now)
-                session.execute(
-                    update(DELIVERIES)
-                    .where(DELIVERIES.c.delivery_id == event.delivery_id)
-                    .values(values)
-                )
-                if status == "pending" and retry_at is not None:
-                    _hold_back_followers(session, event, retry_at)
-                elif item.followed:
-                    _release_next(session, event, now)
-                outcome = "failed" if status == "pending" else status
-            session.execute(
-                insert(ATTEMPTS).values(
-                    delivery_id=event.delivery_id,
-                    attempted_at=sent.started_at,
-                    latency_ms=sent.latency_ms,
-                    outcome=outcome,
-                    status_code=status_code(sent.result, error),
-                    error=describe(error),
-                )
-            )
-        self._log(event, status, error)
-        return status
-
-    def _record_plain(self, item: _Claimed, sent: Sent) -> tuple[str, Exception | None]:
-        """`_record` for a delivery with no follow-up: three statements on a Core connection,
-        the lease checked by the conditional UPDATE itself."""
-        event, error = item.event, sent.error
-        now = self._clock.now()
-        retry_at = self._retry_at(event, item.queued_at, error, now)
-        status, values = after_try(event, error, retry_at, now)
-        mine = (
-            DELIVERIES.c.delivery_id == event.delivery_id,
-            DELIVERIES.c.claims == item.claim,
-            DELIVERIES.c.status == literal_column("'pending'"),
-        )
-        if error is None and not item.followed and self._database.dialect == "postgresql":
-            # The common case in one round trip: a data-modifying CTE marks it delivered (if
-            # the lease is still ours) and the attempt row goes in, atomically.
-            ours = (
-                update(DELIVERIES)
-                .where(*mine)
-                .values(values)
-                .returning(DELIVERIES.c.delivery_id)
-                .cte("ours")
-            )
-            was_ours = select(func.count()).select_from(ours).scalar_subquery()
-            with self._database.single_statement() as connection:
-                count = connection.execute(
-                    insert(ATTEMPTS)
-                    .values(
-                        delivery_id=event.delivery_id,
-                        attempted_at=sent.started_at,
-                        latency_ms=sent.latency_ms,
-                        outcome="delivered",
-                        status_code=status_code(sent.result, None),
-                        error=None,
-                    )
-                    .add_cte(ours)
-                    .returning(was_ours)
-                ).scalar_one()
-            return ("delivered" if count else "lost"), None
-        with self._database.statements() as connection:
-            found = connection.execute(
-                update(DELIVERIES).where(*mine).values(values).returning(DELIVERIES.c.delivery_id)
-            ).first()
-            if found is None:
-                outcome = "delivered" if error is None else "failed"
-                status = "lost"
-            elif status == "pending" and retry_at is not None:
-                _hold_back_followers(connection, event, retry_at)
-                outcome = "failed"
-            else:
-                if item.followed:
-                    _release_next(connection, event, now)
-                outcome = status
-            connection.execute(
-                insert(ATTEMPTS).values(
-                    delivery_id=event.delivery_id,
-                    attempted_at=sent.started_at,
-                    latency_ms=sent.latency_ms,
-                    outcome=outcome,
-                    status_code=status_code(sent.result, error),
-                    error=describe(error),
-                )
-            )
-        return status, error
-
-    @staticmethod
-    def _log(event: PendingEvent, status: str, error: Exception | None) -> None:
-        if status == "parked":
-            log.error(
-                "event_parked",
-                destination=event.destination,
-                event_type=event.event_type,
-                event_id=str(event.event_id),
-                error=describe(error),
-            )
-        elif status == "lost":
-            log.warning(
-                "delivery_lease_lost",
-                destination=event.destination,
-                event_id=str(event.event_id),
-            )
-
-    def _follow_up(
-        self, session: Session, event: PendingEvent, sent: Sent, *, parks: bool
-    ) -> Exception | None:
-        """The destination's follow-up for the event's type, if any, in a SAVEPOINT. Returns the
-        failure to record: the send's, or the follow-up's (then the delivery is tried again)."""
-        follow_up = self._follow_ups.get((event.destination, event.event_type))
-        error = sent.error
-        if follow_up is None or (error is not None and not parks):
-            return error
-        try:
-            with session.begin_nested():
-                if error is None:
-                    follow_up.delivered(session, event, sent.result)
-                else:
-                    follow_up.parked(session, event, error)
-        except Exception as exc:
-            log.error(
-                "relay_follow_up_failed",
-                destination=event.destination,
-                event_type=event.event_type,
-                event_id=str(event.event_id),
-                error=type(exc).__name__,
-            )
-            return exc if error is None else error
-        return error
-
-    def _retry_at(
-        self, event: PendingEvent, queued_at: datetime, error: Exception | None, now: datetime
-    ) -> datetime | None:
-        """When a failed try is tried again; None when it parks (or did not fail)."""
-        if error is None or isinstance(error, PermanentDeliveryError):
-            return None
-        return self._policy.next_attempt(attempts=event.attempts + 1, queued_at=queued_at, now=now)
-
-    # Operators.
 
     def redeliver(
         self,
@@ -534,47 +353,3 @@ class OutboxRelay:
             if len(ids) < batch:
                 return queued
             after = ids[-1]
-
-
-def aggregate_key(destination: str, aggregate_type: str, aggregate_id: str) -> str:
-    """The queue a delivery is ordered in: one per destination and aggregate."""
-    return f"{destination}|{aggregate_type}|{aggregate_id}"
-
-
-def _hold_back_followers(
-    session: Session | Connection, event: PendingEvent, retry_at: datetime
-) -> None:
-    """The later events of the queue cannot go before this one: they are not due before its
-    retry (so claims never read them meanwhile)."""
-    session.execute(
-        update(DELIVERIES)
-        .where(
-            DELIVERIES.c.aggregate_key
-            == aggregate_key(event.destination, event.aggregate_type, event.aggregate_id),
-            DELIVERIES.c.status == literal_column("'pending'"),
-            DELIVERIES.c.event_position > event.position,
-            DELIVERIES.c.next_attempt_at < retry_at,
-        )
-        .values(next_attempt_at=retry_at)
-    )
-
-
-def _release_next(session: Session | Connection, event: PendingEvent, now: datetime) -> None:
-    """The delivery behind this one in its queue (delivered or parked now) is due at once."""
-    key = aggregate_key(event.destination, event.aggregate_type, event.aggregate_id)
-    following = (
-        select(DELIVERIES.c.delivery_id)
-        .where(
-            DELIVERIES.c.aggregate_key == key,
-            DELIVERIES.c.status == literal_column("'pending'"),
-            DELIVERIES.c.event_position > event.position,
-        )
-        .order_by(DELIVERIES.c.event_position)
-        .limit(1)
-        .scalar_subquery()
-    )
-    session.execute(
-        update(DELIVERIES)
-        .where(DELIVERIES.c.delivery_id == following, DELIVERIES.c.next_attempt_at > now)
-        .values(next_attempt_at=now)
-    )
