@@ -105,8 +105,9 @@ class OutboxRelay:
         self._sinks = {str(destination): sink for destination, sink in sinks.items()}
         self._clock = clock
         self._routing = routing or Routing()
-        self._policy = policy or RetryPolicy()
-        self._recorder = DeliveryRecorder(database, clock, self._policy, follow_ups or {})
+        self._recorder = DeliveryRecorder(
+            database, clock, policy or RetryPolicy(), follow_ups or {}
+        )
         self._lease = lease
         self._batch = batch
         self._concurrency = concurrency
@@ -123,10 +124,6 @@ class OutboxRelay:
     def batch(self) -> int:
         """Deliveries claimed at most per round."""
         return self._batch
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return self._policy
 
     def run_once(self) -> int:
         """Route what is new and deliver what is due now, destination after destination, until
