@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, literal_column, select, update
+from sqlalchemy import Connection, Insert, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
@@ -84,21 +84,9 @@ class DeliveryRecorder:
                     .where(DELIVERIES.c.delivery_id == event.delivery_id)
                     .values(values)
                 )
-                if status == "pending" and retry_at is not None:
-                    _hold_back_followers(session, event, retry_at)
-                elif item.followed:
-                    _release_next(session, event, now)
+                _move_queue(session, item, status, retry_at, now)
                 outcome = "failed" if status == "pending" else status
-            session.execute(
-                insert(ATTEMPTS).values(
-                    delivery_id=event.delivery_id,
-                    attempted_at=sent.started_at,
-                    latency_ms=sent.latency_ms,
-                    outcome=outcome,
-                    status_code=status_code(sent.result, error),
-                    error=describe(error),
-                )
-            )
+            session.execute(_attempt(event, sent, outcome, error))
         self._log(event, status, error)
         return status
 
@@ -127,17 +115,7 @@ class DeliveryRecorder:
             was_ours = select(func.count()).select_from(ours).scalar_subquery()
             with self._database.single_statement() as connection:
                 count = connection.execute(
-                    insert(ATTEMPTS)
-                    .values(
-                        delivery_id=event.delivery_id,
-                        attempted_at=sent.started_at,
-                        latency_ms=sent.latency_ms,
-                        outcome="delivered",
-                        status_code=status_code(sent.result, None),
-                        error=None,
-                    )
-                    .add_cte(ours)
-                    .returning(was_ours)
+                    _attempt(event, sent, "delivered", None).add_cte(ours).returning(was_ours)
                 ).scalar_one()
             return ("delivered" if count else "lost"), None
         with self._database.statements() as connection:
@@ -147,23 +125,10 @@ class DeliveryRecorder:
             if found is None:
                 outcome = "delivered" if error is None else "failed"
                 status = "lost"
-            elif status == "pending" and retry_at is not None:
-                _hold_back_followers(connection, event, retry_at)
-                outcome = "failed"
             else:
-                if item.followed:
-                    _release_next(connection, event, now)
-                outcome = status
-            connection.execute(
-                insert(ATTEMPTS).values(
-                    delivery_id=event.delivery_id,
-                    attempted_at=sent.started_at,
-                    latency_ms=sent.latency_ms,
-                    outcome=outcome,
-                    status_code=status_code(sent.result, error),
-                    error=describe(error),
-                )
-            )
+                _move_queue(connection, item, status, retry_at, now)
+                outcome = "failed" if status == "pending" else status
+            connection.execute(_attempt(event, sent, outcome, error))
         return status, error
 
     @staticmethod
@@ -223,6 +188,33 @@ class DeliveryRecorder:
 def aggregate_key(destination: str, aggregate_type: str, aggregate_id: str) -> str:
     """The queue a delivery is ordered in: one per destination and aggregate."""
     return f"{destination}|{aggregate_type}|{aggregate_id}"
+
+
+def _attempt(event: PendingEvent, sent: Sent, outcome: str, error: Exception | None) -> Insert:
+    """The `delivery_attempts` row of one try."""
+    return insert(ATTEMPTS).values(
+        delivery_id=event.delivery_id,
+        attempted_at=sent.started_at,
+        latency_ms=sent.latency_ms,
+        outcome=outcome,
+        status_code=status_code(sent.result, error),
+        error=describe(error),
+    )
+
+
+def _move_queue(
+    session: Session | Connection,
+    item: Claimed,
+    status: str,
+    retry_at: datetime | None,
+    now: datetime,
+) -> None:
+    """What the delivery's new status means for the rest of its queue: held back to its retry,
+    or the next one due at once (only looked for when one was waiting at the claim)."""
+    if status == "pending" and retry_at is not None:
+        _hold_back_followers(session, item.event, retry_at)
+    elif item.followed:
+        _release_next(session, item.event, now)
 
 
 def _hold_back_followers(
