@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from loadgen import LoadgenError, Pool
@@ -354,6 +356,46 @@ def pgbench(url: str, clients: int, seconds: int) -> tuple[float, float]:
     return tps, busy / max(tps * seconds, 1) * 1000
 
 
+def relay_pending(url: str) -> int:
+    """Deliveries not made yet to the destinations the benchmark's relay has a sink for
+    (routed or still to be routed)."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        pending = connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM event_deliveries WHERE status = 'pending'"
+                " AND destination IN ('integrated_payments', 'supplier_network'))"
+                " + (SELECT count(*) FROM outbox_events WHERE status = 'pending')"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return int(pending)
+
+
+def wait_for_relay(url: str, deadline_s: float) -> float:
+    """Wait until the relay has made every delivery; the seconds it took."""
+    started = time.monotonic()
+    while relay_pending(url) and time.monotonic() - started < deadline_s:
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def drain_relay(url: str, processes: Processes) -> dict[str, Any]:
+    """`--relay-drain`: the relay, stopped through the load phases, resumed alone: how long it
+    takes to make the deliveries left behind, and its CPU (and PostgreSQL's) per order."""
+    orders = relay_backlog(url)[0]
+    deliveries = relay_pending(url)
+    before = processes.cpu()
+    processes.relay.send_signal(signal.SIGCONT)
+    seconds = wait_for_relay(url, deadline_s=900)
+    return {
+        "orders": orders,
+        "deliveries": deliveries,
+        "seconds": round(seconds, 1),
+        "cpu_ms_per_order": cpu_per_item(before, processes.cpu(), orders),
+    }
+
+
 def relay_backlog(url: str) -> tuple[int, dict[str, int]]:
     """Order references not delivered yet, and the errors of those already tried."""
     engine = create_engine(url)
@@ -467,6 +509,12 @@ def main() -> int:
         "--completions", type=int, default=3000, help="paid checkouts completed per level"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--relay-drain",
+        action="store_true",
+        help="stop the relay through the load phases (checkout figures without it), then time"
+        " it making the deliveries left behind, with its CPU per order",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
@@ -477,6 +525,7 @@ def main() -> int:
     results: dict[str, object] = {}
     flows: dict[int, tuple[Samples, float, dict[str, float]]] = {}
     completions: dict[int, tuple[Samples, float, dict[str, float]]] = {}
+    drain: dict[str, Any] = {}
     try:
         wait_ready(f"{api}/readyz")
         now = datetime.now(UTC)
@@ -494,6 +543,9 @@ def main() -> int:
         ]
         product_ids = products(api, tokens[0])
         asyncio.run(flow_phase(api, tokens, product_ids, 4, 2))  # warm-up
+        if args.relay_drain:
+            wait_for_relay(url, deadline_s=60)  # the warm-up's deliveries made, then it stops
+            processes.relay.send_signal(signal.SIGSTOP)
         for level in levels:
             before = processes.cpu()
             samples, elapsed = asyncio.run(
@@ -514,6 +566,8 @@ def main() -> int:
                 elapsed,
                 cpu_per_item(before, processes.cpu(), len(samples.complete_ms)),
             )
+        if args.relay_drain:
+            drain = drain_relay(url, processes)
         time.sleep(2)
         backlog, backlog_errors = relay_backlog(url)
         if processes.relay.poll() is not None:
@@ -575,6 +629,13 @@ def main() -> int:
             print(f"  {label} {level:>3}: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     for level, (tps, cpu) in raw.items():
         print(f"  pgbench {level:>3}: machine {cpu:.2f} ms per transaction ({tps:.0f} tx/s)")
+    if args.relay_drain:
+        print(
+            f"\nrelay stopped through the phases, then alone: {drain['deliveries']} deliveries"
+            f" ({drain['orders']} orders) made in {drain['seconds']} s; CPU ms per order: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in drain["cpu_ms_per_order"].items())
+        )
+        results["relay_drain"] = drain
     print(f"\nrelay backlog 2 s after the last phase: {backlog} order references not yet delivered")
     for error, count in backlog_errors.items():
         print(f"  {count:>6} {error}")

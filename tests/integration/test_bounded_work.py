@@ -588,3 +588,62 @@ def test_a_claim_reads_the_due_deliveries_not_a_20000_row_backlog_waiting_to_ret
     ]
     assert scanned, plan
     assert max(scanned) <= 50, plan  # the due rows only, not the 20,000 waiting
+
+
+@pytest.mark.postgres_only
+def test_a_claim_walks_a_20000_row_due_backlog_in_order_and_stops_after_one_batch(
+    database: Database, timed: None
+) -> None:
+    """After an outage, or with the relay behind the order rate, every queue's head is due at
+    once: here 5,000 of Finance's, beside 15,000 of another destination's. The claim, planned
+    as the relay plans it (`CLAIM_PLANNING`), reads the first batch in
+    `ix_event_deliveries_next`'s order and stops; it neither reads nor sorts the whole backlog
+    (it did: guessing that 0.5% of the due pass the per-queue check, fewer than a batch, the
+    planner read them all and sorted them, 14 ms a claim at 3,600 due, growing with it)."""
+    from product_shop.events.statements import CLAIM_PLANNING, due_deliveries
+
+    _bulk(database, OutboxEvent, _event_rows(ROWS))
+    rows = _delivery_rows(["pending"] * ROWS)
+    for n, row in enumerate(rows):  # every delivery the head of its own queue, all due
+        destination = "finance" if n % 4 == 0 else "communication_hub"
+        row["destination"] = destination
+        row["aggregate_id"] = f"agg-{n}"
+        row["aggregate_key"] = f"{destination}|test|agg-{n}"
+        row["next_attempt_at"] = NOW - timedelta(seconds=n % 7)
+    _bulk(database, EventDelivery, rows)
+
+    claim = due_deliveries(50)
+    compiled = claim.compile(database.engine, compile_kwargs={"literal_binds": False})
+    params = {"destination": "finance", "now": NOW}
+    with database.engine.begin() as connection:
+        connection.execute(CLAIM_PLANNING)
+        plan = "\n".join(
+            line
+            for (line,) in connection.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, TIMING OFF) {compiled}",
+                compiled.construct_params(params),
+            )
+        )
+        due = connection.execute(claim, params).scalars().all()
+
+    assert len(due) == 50
+    with database.engine.connect() as connection:
+        expected = (
+            connection.execute(
+                select(EventDelivery.delivery_id)
+                .where(EventDelivery.destination == "finance")
+                .order_by(EventDelivery.next_attempt_at, EventDelivery.event_position)
+                .limit(50)
+            )
+            .scalars()
+            .all()
+        )
+    assert list(due) == list(expected)  # longest due first, then outbox order
+    scanned = [
+        int(line.split("rows=")[-1].split()[0])
+        for line in plan.splitlines()
+        if "ix_event_deliveries_next" in line
+    ]
+    assert scanned, plan
+    assert max(scanned) <= 50, plan  # one batch read, not the 5,000 due
+    assert "Sort" not in plan, plan

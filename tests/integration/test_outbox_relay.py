@@ -12,6 +12,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from product_shop.context import AppContext
 from product_shop.core.clock import FrozenClock
@@ -347,3 +348,95 @@ def test_a_relay_whose_lease_ran_out_does_not_overwrite_the_new_owners_outcome(
     assert done.status == "delivered"  # the late failure did not turn it back
     outcomes = sorted(a.outcome for a in attempts(database, done.delivery_id))
     assert outcomes == ["delivered", "failed"]  # both tries recorded
+
+
+class _FollowUpWritingThenFailing:
+    """A follow-up that writes (an event of its own) and then fails while `fail` is set."""
+
+    def __init__(self, context: AppContext) -> None:
+        self._context = context
+        self.fail = True
+        self.delivered_calls = 0
+
+    def delivered(self, session: Session, event: PendingEvent, result: object) -> None:
+        self.delivered_calls += 1
+        self._context.outbox.emit(
+            session,
+            ORDER_CREATED,
+            aggregate_id=uuid.uuid4(),
+            data={"written_by": "follow-up"},
+        )
+        if self.fail:
+            raise RuntimeError("follow-up failed")
+
+    def parked(self, session: Session, event: PendingEvent, error: Exception) -> None:
+        raise AssertionError("not parked here")
+
+
+def test_a_failing_follow_up_rolls_back_its_writes_and_the_delivery_is_tried_again(
+    context: AppContext, database: Database
+) -> None:
+    _emit_references(context, uuid.uuid4(), 1)
+    events_before = len(outbox_statuses(database))
+    clock = FrozenClock(context.clock.now())
+    follow_up = _FollowUpWritingThenFailing(context)
+    relay = OutboxRelay(
+        database,
+        {IP: lambda e: None},
+        clock,
+        policy=STEADY,
+        follow_ups={(IP, PAYMENT_ORDER_REFERENCE.name): follow_up},
+    )
+
+    assert relay.run_once() == 0
+    reference = _reference(database)
+    assert (reference.status, reference.attempts) == ("pending", 1)
+    assert "RuntimeError: follow-up failed" in (reference.last_error or "")
+    assert len(outbox_statuses(database)) == events_before  # its write was rolled back
+    (tried,) = attempts(database, reference.delivery_id)
+    assert (tried.outcome, tried.error) == ("failed", "RuntimeError: follow-up failed")
+
+    follow_up.fail = False
+    clock.advance(STEADY.longest_wait(1))
+    assert relay.run_once() == 1
+    assert _reference(database).status == "delivered"
+    assert len(outbox_statuses(database)) == events_before + 1  # written once, when it held
+    assert [t.outcome for t in attempts(database, reference.delivery_id)] == [
+        "failed",
+        "delivered",
+    ]
+    assert follow_up.delivered_calls == 2
+
+
+def test_a_follow_up_never_runs_for_a_delivery_whose_lease_ran_out(
+    context: AppContext, database: Database
+) -> None:
+    _emit_references(context, uuid.uuid4(), 1)
+    clock = FrozenClock(context.clock.now())
+    lease = timedelta(seconds=60)
+    follow_up = _FollowUpWritingThenFailing(context)
+    follow_up.fail = False
+    slow_started, finish_slow = threading.Event(), threading.Event()
+
+    def slow_success(event: PendingEvent) -> None:
+        slow_started.set()
+        finish_slow.wait(5)
+
+    follow_ups = {(IP, PAYMENT_ORDER_REFERENCE.name): follow_up}
+    slow = OutboxRelay(database, {IP: slow_success}, clock, lease=lease, follow_ups=follow_ups)
+    worker = threading.Thread(target=slow.run_once)
+    worker.start()
+    assert slow_started.wait(5)
+    clock.advance(lease + timedelta(seconds=1))
+    fast = OutboxRelay(database, {IP: lambda e: None}, clock, lease=lease, follow_ups=follow_ups)
+    assert fast.run_once() == 1
+    finish_slow.set()
+    worker.join(5)
+
+    assert follow_up.delivered_calls == 1  # the new owner's; the late success found it not its own
+    reference = _reference(database)
+    assert reference.status == "delivered"
+    assert [t.outcome for t in attempts(database, reference.delivery_id)] == [
+        "delivered",
+        "delivered",
+    ]

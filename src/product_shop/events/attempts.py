@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from product_shop.core.clock import Clock
 from product_shop.events.delivery import DeliveryFailed, PendingEvent, Sink
@@ -21,30 +20,12 @@ class Sent:
     latency_ms: int
 
 
-def after_try(
-    event: PendingEvent, error: Exception | None, retry_at: datetime | None, now: datetime
-) -> tuple[str, dict[str, Any]]:
-    """The delivery's status after a try, and the row's new values."""
-    attempts = event.attempts + 1
+def status_after(error: Exception | None, retry_at: datetime | None) -> str:
+    """A delivery's status after a try: delivered; or pending until `retry_at`; or parked (no
+    retry: the horizon passed, or trying again cannot help)."""
     if error is None:
-        return "delivered", {
-            "status": "delivered",
-            "delivered_at": now,
-            "attempts": attempts,
-            "last_error": None,
-        }
-    if retry_at is None:
-        return "parked", {
-            "status": "parked",
-            "parked_at": now,
-            "attempts": attempts,
-            "last_error": describe(error),
-        }
-    return "pending", {
-        "attempts": attempts,
-        "next_attempt_at": retry_at,
-        "last_error": describe(error),
-    }
+        return "delivered"
+    return "parked" if retry_at is None else "pending"
 
 
 def send_one(sink: Sink, event: PendingEvent, clock: Clock) -> Sent:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, insert, literal_column, select, text, update
+from sqlalchemy import CursorResult, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from product_shop.core.clock import Clock
@@ -49,6 +49,7 @@ from product_shop.events.relay_record import Claimed, DeliveryRecorder, aggregat
 from product_shop.events.routing import Routing
 from product_shop.events.statements import (
     ANY_DUE,
+    CLAIM_PLANNING,
     CLAIMED_EVENTS,
     DELIVERIES,
     EVENTS,
@@ -251,10 +252,7 @@ class OutboxRelay:
                 return []
         with self._database.unit_of_work() as session:
             if self._database.dialect == "postgresql":
-                # The tables grow from nothing and churn; a plan cached while they were small
-                # (psycopg prepares repeated statements) turned the per-aggregate check into a
-                # sequential scan per candidate. Plan each claim afresh.
-                session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+                session.execute(CLAIM_PLANNING)
             else:
                 take_write_lock(session)  # the claim is short: no other module is called here
             ids = list(session.scalars(self._claim, {"destination": destination, "now": now}))

@@ -70,11 +70,13 @@ class EventDelivery(Base):
             "(status = 'delivered') = (delivered_at IS NOT NULL)", name="delivered_when"
         ),
         # What a destination's relay claims: its pending deliveries that are due, longest due
-        # first (those waiting to retry, or behind an earlier event, are not read).
+        # first, in the claim's own order, so it stops after one batch (those waiting to retry,
+        # or behind an earlier event, are not read).
         Index(
             "ix_event_deliveries_next",
             "destination",
             "next_attempt_at",
+            "event_position",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
