@@ -103,6 +103,9 @@ def _truncate_all(database: Database) -> None:
     with database.engine.begin() as connection:
         # A test that leaks an open transaction makes this fail loudly instead of hanging.
         connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+        # The audit tables' triggers refuse TRUNCATE; the test owner (a superuser) passes them
+        # for the clean-up between tests only.
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 

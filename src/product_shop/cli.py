@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
-from product_shop import cli_events
+from product_shop import cli_audit, cli_events
 from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
 from product_shop.core.signing import (
@@ -161,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     cli_events.add_commands(sub)
+    cli_audit.add_commands(sub)
 
     refunds = sub.add_parser("refunds", help="Refunds whose outcome is not known yet")
     refunds_sub = refunds.add_subparsers(required=True, metavar="ACTION")
@@ -171,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     settle.set_defaults(handler=_refunds_settle)
 
-    db = sub.add_parser("db", help="Database migrations")
+    db = sub.add_parser("db", help="Database migrations and roles")
     db_sub = db.add_subparsers(required=True, metavar="ACTION")
     upgrade = db_sub.add_parser("upgrade", help="Migrate PRODUCT_SHOP_DATABASE_URL to head")
     upgrade.add_argument("revision", nargs="?", default="head")
@@ -190,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         "models; without, an empty one to write by hand",
     )
     revision.set_defaults(handler=_db_revision)
+    cli_audit.add_db_commands(db_sub)
     return parser
 
 

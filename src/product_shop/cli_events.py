@@ -73,7 +73,8 @@ def _aware_time(value: str) -> datetime:
 
 def _relay(args: argparse.Namespace) -> int:
     """Deliver until stopped: one loop per destination (`RelayThread`), and beside them the
-    jobs that cross another module's boundary (refunds left pending, unpaid checkouts)."""
+    jobs that cross another module's boundary (refunds left pending, unpaid checkouts) and the
+    audit log's feed and checkpoints."""
     from product_shop.context import AppContext
     from product_shop.events.relay_thread import RelayThread
     from product_shop.jobs.refund_settlement import PeriodicThread
@@ -95,6 +96,12 @@ def _relay(args: argparse.Namespace) -> int:
         audit_feed = PeriodicThread("audit-feed", context.audit_feed.run_once, args.interval)
         if context.audit_feed.enabled:
             audit_feed.start()
+        checkpoints = PeriodicThread(
+            "audit-checkpoint",
+            context.audit_checkpoint.run_once,
+            settings.audit_checkpoint_interval_seconds,
+        )
+        checkpoints.start()
         settle_every = max(1.0, settings.refund_reconcile_after_seconds)
         try:
             while not stop.wait(settle_every):
@@ -105,6 +112,7 @@ def _relay(args: argparse.Namespace) -> int:
                     log.exception("relay_jobs_failed")
         finally:
             relay.stop()
+            checkpoints.stop()
             if context.audit_feed.enabled:
                 audit_feed.stop()
         return 0

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # The audit feed to Audit & Compliance sends the log in position order; a position missing
     # this long is a rolled-back transaction, passed (far longer than any transaction lasts).
     audit_feed_gap_seconds: float = Field(default=300.0, ge=1)
+    # How often a checkpoint (a Merkle root over every audit stream's head) is taken, when
+    # anything moved since the last (`jobs/audit_checkpoint.py`; on demand: `audit checkpoint`).
+    audit_checkpoint_interval_seconds: float = Field(default=3600.0, ge=1)
     # How long an unpaid checkout stays open.
     checkout_ttl_minutes: int = 24 * 60
 

@@ -40,6 +40,7 @@ from product_shop.integrations.rewards_http import HttpRewardsManager
 from product_shop.integrations.sinks import FeedSinks, payments_sinks, reversal_sink
 from product_shop.integrations.suppliers import SupplierNetwork
 from product_shop.integrations.suppliers_http import HttpSupplierNetwork
+from product_shop.jobs.audit_checkpoint import AuditCheckpointJob
 from product_shop.jobs.audit_feed import AuditFeed
 from product_shop.jobs.checkout_expiry import CheckoutExpiryJob
 from product_shop.jobs.refund_settlement import RefundSettlement
@@ -76,6 +77,7 @@ class AppContext:
     cancellations: CancellationRequests
     feeds: FeedSinks
     audit_feed: AuditFeed
+    audit_checkpoint: AuditCheckpointJob
 
     def close(self) -> None:
         """Release threads and network clients (the database is disposed by whoever created
@@ -143,6 +145,7 @@ class AppContext:
                 horizon=timedelta(seconds=settings.delivery_retry_horizon_seconds),
             ),
             lease=timedelta(seconds=settings.delivery_lease_seconds),
+            audit=audit,
             follow_ups={
                 (Destination.SUPPLIER_NETWORK, ev.SHIPMENT_REQUESTED.name): ShipmentFollowUp(lines),
                 (
@@ -199,6 +202,7 @@ class AppContext:
             orders=OrderService(audit=audit, clock=clock, voucher_key=settings.voucher_key()),
             relay=relay,
             feeds=feeds,
+            audit_checkpoint=AuditCheckpointJob(database, audit, clock),
             audit_feed=AuditFeed(
                 database,
                 feeds.sinks.get(AUDIT_FEED),

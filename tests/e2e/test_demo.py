@@ -401,3 +401,35 @@ def test_in_the_demo_a_drop_ship_line_is_dispatched_with_tracking_within_30_seco
             break
         assert time.monotonic() - started < 30, (types, demo.log()[-2000:])
         time.sleep(0.25)
+
+
+def test_the_demos_audit_log_checkpoints_and_verifies_intact(demo: Demo) -> None:
+    """`product-shop audit checkpoint|verify --data-dir` on the running demo's embedded
+    database (docs/audit.md): its seeded catalogue's audit streams are intact."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 (our own interpreter and arguments)
+            [
+                sys.executable,
+                "-m",
+                "product_shop",
+                "audit",
+                *args,
+                "--data-dir",
+                str(demo.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=READY_DEADLINE_SECONDS,
+            env=_clean_env(),
+            cwd=demo.data_dir.parent,
+            check=False,
+        )
+
+    taken = run("checkpoint")
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stdout.startswith("checkpoint ")
+    verified = run("verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("intact: ")
+    assert " 0 streams" not in verified.stdout  # the seeded catalogue has its streams

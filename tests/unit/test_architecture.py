@@ -71,6 +71,7 @@ UNIT_OF_WORK_OWNERS = (
     "db/",
     "cli.py",
     "cli_events.py",
+    "cli_audit.py",
     "events/relay",  # relay.py, relay_record.py, relay_thread.py
     "jobs/",
     "demo/",

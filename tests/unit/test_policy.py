@@ -6,6 +6,7 @@ import pytest
 
 from product_shop.access.actor import Actor, Role
 from product_shop.access.policy import (
+    AUDIT_COMPLIANCE,
     HYGIENE_SUBSCRIPTIONS,
     PERMISSIONS,
     SERVICE_PERMISSIONS,
@@ -38,6 +39,7 @@ EXPECTED = {
     Action.SET_PMS_INVOICE_REF: {R.PRACTICE_ADMIN, R.FINANCE},
     Action.MANAGE_FULFILMENT: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF},
     Action.MANAGE_EVENT_DELIVERY: {R.OPERATOR},
+    Action.EXPORT_AUDIT_LOG: set(),  # Audit & Compliance's service identity only
 }
 
 
@@ -62,13 +64,19 @@ def test_require_refuses_every_role_outside_the_table(action: Action, role: Role
 
 
 def test_service_identities_get_only_what_their_module_needs() -> None:
-    """Issue 8 item 6: Hygiene Subscriptions reads the catalogue and nothing else; any other
-    service identity (Integrated Payments signs webhooks instead) may do nothing."""
-    expected = {HYGIENE_SUBSCRIPTIONS: {Action.BROWSE_CATALOGUE}}
+    """Issue 8 item 6: Hygiene Subscriptions reads the catalogue and nothing else; Audit &
+    Compliance exports the audit log and nothing else (issue 14); any other service identity
+    (Integrated Payments signs webhooks instead) may do nothing."""
+    expected = {
+        HYGIENE_SUBSCRIPTIONS: {Action.BROWSE_CATALOGUE},
+        AUDIT_COMPLIANCE: {Action.EXPORT_AUDIT_LOG},
+    }
     assert expected == SERVICE_PERMISSIONS
     hygiene = _actor(Role.SERVICE, HYGIENE_SUBSCRIPTIONS)
+    audit = _actor(Role.SERVICE, AUDIT_COMPLIANCE)
     for action in Action:
         assert allowed(hygiene, action) is (action is Action.BROWSE_CATALOGUE)
+        assert allowed(audit, action) is (action is Action.EXPORT_AUDIT_LOG)
     for other in ("integrated-payments", "finance", "rewards-manager", "x"):
         stranger = _actor(Role.SERVICE, other)
         for action in Action:

@@ -55,4 +55,8 @@ class Actor:
         return self.mfa and self.auth_time is not None and now - self.auth_time <= max_age
 
     def audit_actor(self) -> AuditActor:
-        return AuditActor(actor_id=self.actor_id, role=self.role.value, name=self.name)
+        """Who did it, for an audit entry. A patient is named by their id only: personal data
+        in the audit log is limited to ids (their name is the delivery recipient's, often);
+        staff and services keep their name (a named staff member, spec §9)."""
+        name = None if self.is_patient else self.name
+        return AuditActor(actor_id=self.actor_id, role=self.role.value, name=name)

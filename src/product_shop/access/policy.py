@@ -25,6 +25,7 @@ class Action(StrEnum):
     REQUEST_CANCELLATION = "orders.request_cancellation"
     VIEW_CANCELLATION_REQUESTS = "orders.view_cancellation_requests"
     MANAGE_EVENT_DELIVERY = "events.manage_delivery"
+    EXPORT_AUDIT_LOG = "audit.export"
 
 
 _P, _C, _PA, _F, _S, _CA = (
@@ -62,16 +63,21 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     # Event delivery to the other modules spans every practice: Primoro's operations team only
     # (the backlog per destination, parked deliveries queued again).
     Action.MANAGE_EVENT_DELIVERY: frozenset({Role.OPERATOR}),
+    # The audit log leaves through Audit & Compliance only (spec §8): its service identity.
+    Action.EXPORT_AUDIT_LOG: frozenset(),
 }
 
 
 # Other modules' service identities (the token's subject, role "service") get only what their
 # module needs. Hygiene Subscriptions reads the live catalogue price and availability of a
-# practice (spec §3.1). Integrated Payments, Rewards Manager and the supplier network call our
-# signed webhooks and hold no token permissions. Any other service identity may do nothing.
+# practice (spec §3.1). Audit & Compliance exports the audit log (spec §8). Integrated
+# Payments, Rewards Manager and the supplier network call our signed webhooks and hold no
+# token permissions. Any other service identity may do nothing.
 HYGIENE_SUBSCRIPTIONS = "hygiene-subscriptions"
+AUDIT_COMPLIANCE = "audit-compliance"
 SERVICE_PERMISSIONS: dict[str, frozenset[Action]] = {
     HYGIENE_SUBSCRIPTIONS: frozenset({Action.BROWSE_CATALOGUE}),
+    AUDIT_COMPLIANCE: frozenset({Action.EXPORT_AUDIT_LOG}),
 }
 
 

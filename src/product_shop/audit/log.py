@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,7 +68,7 @@ def canonical_json(document: dict[str, Any]) -> str:
 
 def entry_document(entry: AuditEntry) -> dict[str, Any]:
     """The hashed content of an entry (everything but its own hash)."""
-    return _document({key: getattr(entry, key) for key in _HASHED})
+    return hashed_document({key: getattr(entry, key) for key in _HASHED})
 
 
 _HASHED = (
@@ -86,7 +87,7 @@ _HASHED = (
 )
 
 
-def _document(row: dict[str, Any]) -> dict[str, Any]:
+def hashed_document(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "entry_id": str(row["entry_id"]),
         "stream_type": row["stream_type"],
@@ -209,7 +210,7 @@ class AuditLog:
             "after": _plain(after),
             "prev_hash": prev_hash,
         }
-        row["entry_hash"] = compute_hash(prev_hash, _document(row))
+        row["entry_hash"] = compute_hash(prev_hash, hashed_document(row))
         heads[(stream_type, stream_key)] = (seq, row["entry_hash"])
         return row
 

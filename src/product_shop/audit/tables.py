@@ -1,4 +1,5 @@
-"""The audit log table. One row per governed action; rows are never updated or deleted."""
+"""The audit log tables: one row per governed action, and the checkpoints over them. Rows are
+never updated or deleted (database triggers refuse it: migration 0012)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, BigIntKey, JSONDoc, UTCDateTime
@@ -34,4 +35,35 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A Merkle root over every stream's head at one moment (`audit/checkpoints.py`), chained to
+    the checkpoint before it: removing or cutting short a whole stream changes the root."""
+
+    __tablename__ = "audit_checkpoints"
+
+    # 1, 2, 3...: the chain's order (one checkpointer at a time).
+    checkpoint_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    streams: Mapped[int] = mapped_column(Integer)  # leaves: one per stream
+    entries: Mapped[int] = mapped_column(BigInteger)  # entries the heads cover
+    root: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    checkpoint_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpointHead(Base):
+    """A stream's head as a checkpoint saw it, stored when it moved since the checkpoint before:
+    a checkpoint's leaves are the latest head of each stream at or before it."""
+
+    __tablename__ = "audit_checkpoint_heads"
+
+    checkpoint_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("audit_checkpoints.checkpoint_id"), primary_key=True
+    )
+    stream_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stream_seq: Mapped[int] = mapped_column(Integer)
     entry_hash: Mapped[str] = mapped_column(String(64))

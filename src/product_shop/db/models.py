@@ -1,6 +1,6 @@
 """Imports every area's tables so `Base.metadata` is complete (Alembic and drift checks)."""
 
-from product_shop.audit.tables import AuditEntry
+from product_shop.audit.tables import AuditCheckpoint, AuditCheckpointHead, AuditEntry
 from product_shop.catalogue.tables import PracticeProductSetting, Product
 from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture, PointsRedemption
 from product_shop.db.base import Base
@@ -13,6 +13,8 @@ from product_shop.refunds.tables import CancellationRequest, PaymentException, R
 metadata = Base.metadata
 
 __all__ = [
+    "AuditCheckpoint",
+    "AuditCheckpointHead",
     "AuditEntry",
     "CancellationRequest",
     "Checkout",

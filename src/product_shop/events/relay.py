@@ -26,7 +26,7 @@ modules' APIs take).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +35,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
+from product_shop.audit.log import AuditActor, AuditLog
+from product_shop.audit.tables import AuditEntry
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
 from product_shop.db.session import take_write_lock
@@ -46,7 +48,7 @@ from product_shop.events.delivery import (
     Sink,
 )
 from product_shop.events.relay_record import Claimed, DeliveryRecorder, aggregate_key
-from product_shop.events.routing import Routing
+from product_shop.events.routing import Destination, Routing
 from product_shop.events.statements import (
     ANY_DUE,
     CLAIM_PLANNING,
@@ -62,6 +64,9 @@ from product_shop.logging import get_logger
 
 log = get_logger("product_shop.relay")
 
+# The audit stream of the Communication Hub events emitted (spec §8), and who writes it.
+NOTIFICATION_STREAM = ("communication_hub", "events")
+RELAY_ACTOR = AuditActor(actor_id="product-shop", role="service", name="Product Shop")
 # Rounds of one `run_once`: a delivery may unblock the next event of its aggregate.
 MAX_ROUNDS = 50
 # Parked deliveries queued again per unit of work by `redeliver`.
@@ -101,11 +106,13 @@ class OutboxRelay:
         batch: int = 50,
         concurrency: int = 8,
         follow_ups: Mapping[tuple[str, str], FollowUp] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._database = database
         self._sinks = {str(destination): sink for destination, sink in sinks.items()}
         self._clock = clock
         self._routing = routing or Routing()
+        self._audit = audit
         self._recorder = DeliveryRecorder(
             database, clock, policy or RetryPolicy(), follow_ups or {}
         )
@@ -193,12 +200,41 @@ class OutboxRelay:
         if deliveries:
             self._behind_earlier(session, deliveries, now)
             session.execute(insert(DELIVERIES), deliveries)
+            self._audit_notifications(session, rows, now)
         session.execute(
             update(EVENTS)
             .where(EVENTS.c.position.in_([row.position for row in rows]))
             .values(status="routed", delivered_at=now)
         )
         return len(rows)
+
+    def _audit_notifications(self, session: Session, rows: Sequence[Any], now: datetime) -> None:
+        """Spec §8: every Communication Hub event this module emits is in the audit log, as it
+        is queued for delivery: one stream (`communication_hub`, `events`), written only here,
+        by the one router, so it never waits for another writer. Ids and types only."""
+        if self._audit is None:
+            return
+        entries = [
+            self._audit.row(
+                session,
+                stream_type=NOTIFICATION_STREAM[0],
+                stream_id=NOTIFICATION_STREAM[1],
+                action="communication_hub.event_emitted",
+                actor=RELAY_ACTOR,
+                after={
+                    "event_id": str(row.event_id),
+                    "event_type": row.event_type,
+                    "aggregate_type": row.aggregate_type,
+                    "aggregate_id": row.aggregate_id,
+                    "occurred_at": row.occurred_at,
+                },
+                at=now,
+            )
+            for row in rows
+            if Destination.COMMUNICATION_HUB in self._routing.destinations(row.event_type)
+        ]
+        if entries:
+            session.execute(insert(AuditEntry), entries)
 
     def _behind_earlier(
         self, session: Session, deliveries: list[dict[str, Any]], now: datetime

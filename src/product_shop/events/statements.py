@@ -31,7 +31,14 @@ UNROUTED_ANY = (
     select(EVENTS.c.position).where(EVENTS.c.status == literal_column("'pending'")).limit(1)
 )
 UNROUTED_BATCH = (
-    select(EVENTS.c.position, EVENTS.c.event_type, EVENTS.c.aggregate_type, EVENTS.c.aggregate_id)
+    select(
+        EVENTS.c.position,
+        EVENTS.c.event_id,
+        EVENTS.c.event_type,
+        EVENTS.c.aggregate_type,
+        EVENTS.c.aggregate_id,
+        EVENTS.c.occurred_at,
+    )
     .where(EVENTS.c.status == literal_column("'pending'"))
     .order_by(EVENTS.c.position)
     .limit(ROUTE_BATCH)

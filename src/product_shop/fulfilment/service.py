@@ -19,6 +19,7 @@ from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import Checkout
 from product_shop.core.clock import Clock
 from product_shop.core.errors import BadRequest, Conflict, InvalidTransition, NotFound
+from product_shop.core.ids import new_id
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
 from product_shop.fulfilment.lines import Change, LineFulfilment
@@ -190,6 +191,7 @@ class FulfilmentService:
         return self._page(
             session,
             actor,
+            "fulfilment.exceptions_listed",
             and_(
                 OrderLine.fulfilment_status == LineState.EXCEPTION.value,
                 OrderLine.exception_resolution.is_(None),
@@ -206,6 +208,7 @@ class FulfilmentService:
         return self._page(
             session,
             actor,
+            "fulfilment.collections_listed",
             and_(
                 OrderLine.fulfilment_type == FulfilmentType.IN_CLINIC.value,
                 OrderLine.fulfilment_status.in_(
@@ -221,12 +224,16 @@ class FulfilmentService:
         self,
         session: Session,
         actor: Actor,
+        action: str,
         condition: Any,
         since: Any,
         *,
         limit: int,
         cursor: str | None,
     ) -> QueuePage:
+        """A page of a work list; the read is audited (spec §8: reads of patient-bound
+        fulfilment records), like an order read: its own one-entry stream naming who read
+        which orders' lines."""
         require(actor, Action.MANAGE_FULFILMENT)
         statement = (
             select(OrderLine, Order.patient_id)
@@ -245,6 +252,19 @@ class FulfilmentService:
         page, more = rows[:limit], len(rows) > limit
         items = [_item(line, patient_id) for line, patient_id in page]
         next_cursor = _encode(items[-1].since, items[-1].line_item_id) if more else None
+        self._audit.record(
+            session,
+            stream_type="order_read",
+            stream_id=new_id(),
+            new_stream=True,
+            action=action,
+            actor=actor.audit_actor(),
+            practice_id=actor.practice_id,
+            after={
+                "order_ids": list(dict.fromkeys(str(item.order_id) for item in items)),
+                "line_item_ids": [str(item.line_item_id) for item in items],
+            },
+        )
         return QueuePage(items=items, next_cursor=next_cursor)
 
 

@@ -17,6 +17,7 @@ from product_shop.core.errors import ServiceUnavailable
 from product_shop.events.relay_thread import RelayThread
 from product_shop.jobs.refund_settlement import PeriodicThread
 from product_shop.web import (
+    audit,
     catalogue,
     checkout,
     events,
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(refunds.router)
     app.include_router(rewards.router)
     app.include_router(events.router)
+    app.include_router(audit.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app
@@ -81,11 +83,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The embedded default runs the outbox relay, the audit feed, the settling of refunds whose
-    outcome is unknown and the expiry of unpaid checkouts in the background of the API
-    process."""
+    """The embedded default runs the outbox relay, the audit feed and checkpoints, the settling
+    of refunds whose outcome is unknown and the expiry of unpaid checkouts in the background of
+    the API process."""
     context: AppContext = app.state.context
-    relay = settlement = expiry = audit_feed = None
+    relay = settlement = expiry = audit_feed = checkpoints = None
     if context.settings.relay_in_process:
         relay = RelayThread(context.relay, context.settings.relay_interval_seconds)
         relay.start()
@@ -97,6 +99,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settlement.start()
         expiry = PeriodicThread("checkout-expiry", context.checkout_expiry.run_once, 60.0)
         expiry.start()
+        checkpoints = PeriodicThread(
+            "audit-checkpoint",
+            context.audit_checkpoint.run_once,
+            context.settings.audit_checkpoint_interval_seconds,
+        )
+        checkpoints.start()
         if context.audit_feed.enabled:
             audit_feed = PeriodicThread(
                 "audit-feed", context.audit_feed.run_once, context.settings.relay_interval_seconds
@@ -105,7 +113,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for thread in (relay, settlement, expiry, audit_feed):
+        for thread in (relay, settlement, expiry, audit_feed, checkpoints):
             if thread is not None:
                 thread.stop()
 
