@@ -120,3 +120,22 @@ def with_mfa(make_token: TokenFactory) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {token}"}
 
     return headers
+
+
+@pytest.fixture
+def rewards(rewards_url: str, live_api: BackgroundServer, world: World) -> str:
+    """Rewards for practice A (1 point = 1p), none for practice B; the simulator confirms
+    redemptions by callback to the API; the patient starts with 8,000 points."""
+    httpx.post(
+        f"{rewards_url}/_simulator/config",
+        json={
+            "callback_url": f"{live_api.url}/v1/webhooks/rewards",
+            "enabled_practices": {str(world.practice_a): 1},
+            "auto_confirm": True,
+        },
+    ).raise_for_status()
+    httpx.put(
+        f"{rewards_url}/_simulator/accounts/{world.patient_a.actor.actor_id}",
+        json={"practice_id": str(world.practice_a), "balance_points": 8000},
+    ).raise_for_status()
+    return rewards_url

@@ -23,7 +23,6 @@ from product_shop.access.actor import Actor, Role
 from product_shop.audit.tables import AuditEntry
 from product_shop.context import AppContext
 from product_shop.db.engine import Database
-from product_shop.simulators.server import BackgroundServer
 from tests.conftest import Person, TokenFactory, World
 from tests.integration.checkout_support import ADDRESS, Shop, key, pay, start_checkout
 from tests.integration.fulfilment_support import line_named, place_order, read_order, wait_for
@@ -426,25 +425,6 @@ def test_a_product_availability_change_is_audited_with_actor_and_time(
 
 
 # ---- 5. Rewards Manager redemptions of an order: reference, points, a later reversal ----------
-
-
-@pytest.fixture
-def rewards(rewards_url: str, live_api: BackgroundServer, world: World) -> str:
-    """Rewards for practice A (1 point = 1p), confirmed by callback to the API; the patient
-    has 8,000 points (as in `test_rewards.py`)."""
-    httpx.post(
-        f"{rewards_url}/_simulator/config",
-        json={
-            "callback_url": f"{live_api.url}/v1/webhooks/rewards",
-            "enabled_practices": {str(world.practice_a): 1},
-            "auto_confirm": True,
-        },
-    ).raise_for_status()
-    httpx.put(
-        f"{rewards_url}/_simulator/accounts/{world.patient_a.actor.actor_id}",
-        json={"practice_id": str(world.practice_a), "balance_points": 8000},
-    ).raise_for_status()
-    return rewards_url
 
 
 def _redemption_entries(database: Database, redemption_ref: str) -> list[AuditEntry]:
