@@ -46,6 +46,7 @@ from product_shop.jobs.checkout_expiry import CheckoutExpiryJob
 from product_shop.jobs.refund_settlement import RefundSettlement
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.service import OrderService
+from product_shop.recommendations.service import RecommendationService
 from product_shop.refunds.cancellation import CancellationRequests
 from product_shop.refunds.reasons import RefundReasons
 from product_shop.refunds.service import RefundService
@@ -75,6 +76,7 @@ class AppContext:
     refund_settlement: RefundSettlement
     checkout_expiry: CheckoutExpiryJob
     cancellations: CancellationRequests
+    recommendations: RecommendationService
     feeds: FeedSinks
     audit_feed: AuditFeed
     audit_checkpoint: AuditCheckpointJob
@@ -231,6 +233,7 @@ class AppContext:
                 clock=clock,
                 settle_after=timedelta(seconds=settings.refund_reconcile_after_seconds),
             ),
+            recommendations=RecommendationService(audit=audit, clock=clock),
             cancellations=CancellationRequests(
                 audit=audit,
                 outbox=outbox,

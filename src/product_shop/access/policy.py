@@ -26,6 +26,9 @@ class Action(StrEnum):
     VIEW_CANCELLATION_REQUESTS = "orders.view_cancellation_requests"
     MANAGE_EVENT_DELIVERY = "events.manage_delivery"
     EXPORT_AUDIT_LOG = "audit.export"
+    RECOMMEND_PRODUCTS = "recommendations.recommend"
+    VIEW_RECOMMENDATIONS = "recommendations.view_practice"
+    VIEW_OWN_RECOMMENDATIONS = "recommendations.view_own"
 
 
 _P, _C, _PA, _F, _S, _CA = (
@@ -65,6 +68,11 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.MANAGE_EVENT_DELIVERY: frozenset({Role.OPERATOR}),
     # The audit log leaves through Audit & Compliance only (spec §8): its service identity.
     Action.EXPORT_AUDIT_LOG: frozenset(),
+    # Recommendations (spec §4.1, §10.3): a named clinician recommends (and withdraws) for a
+    # patient of the practice; the care team reads them; a patient reads their own.
+    Action.RECOMMEND_PRODUCTS: frozenset({_C}),
+    Action.VIEW_RECOMMENDATIONS: frozenset({_PA, _C, _S}),
+    Action.VIEW_OWN_RECOMMENDATIONS: frozenset({_P}),
 }
 
 

@@ -28,6 +28,7 @@ class PricedLine:
     quantity: int
     unit_price_minor: int
     fulfilment_type: FulfilmentType
+    recommendation_id: uuid.UUID | None = None
 
     @property
     def total_minor(self) -> int:
@@ -95,6 +96,7 @@ def price_lines(
                 line.quantity,
                 offer.retail_price_minor,
                 fulfilment,
+                line.recommendation_id,
             )
         )
     if problems:

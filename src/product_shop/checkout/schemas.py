@@ -20,6 +20,11 @@ Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 class CheckoutLineIn(InputModel):
     product_id: uuid.UUID
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)] = 1
+    recommendation_id: uuid.UUID | None = Field(
+        default=None,
+        description="The patient's own active recommendation of this product the line came "
+        "from (GET /v1/me/recommendations), for the recommendation-to-purchase conversion",
+    )
 
 
 class DeliveryAddress(InputModel):

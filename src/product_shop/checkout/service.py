@@ -44,6 +44,7 @@ from product_shop.integrations.payments import (
     PaymentsUnavailable,
 )
 from product_shop.logging import get_logger
+from product_shop.recommendations.conversion import check_recommended_lines
 
 log = get_logger("product_shop.checkout")
 
@@ -100,6 +101,7 @@ class CheckoutService:
         assert actor.practice_id is not None
         assert actor.patient_id is not None
         lines, currency = price_lines(session, actor.practice_id, body.lines)
+        check_recommended_lines(session, actor, lines)
         if body.delivery_address is None and any(
             line.fulfilment_type is FulfilmentType.DROP_SHIP for line in lines
         ):
@@ -177,6 +179,7 @@ class CheckoutService:
                 "quantity": line.quantity,
                 "unit_price_minor": line.unit_price_minor,
                 "fulfilment_type": line.fulfilment_type.value,
+                "recommendation_id": line.recommendation_id,
             }
             for line in checkout.lines
         ]

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, JSONDoc, UTCDateTime
@@ -60,6 +60,12 @@ class CheckoutLine(Base):
         CheckConstraint("unit_price_minor > 0", name="unit_price_positive"),
         # Which open checkouts hold a product that stops being purchasable (checkout.cancellation).
         Index("ix_checkout_lines_product", "product_id"),
+        Index(
+            "ix_checkout_lines_recommendation",
+            "recommendation_id",
+            postgresql_where=text("recommendation_id IS NOT NULL"),
+            sqlite_where=text("recommendation_id IS NOT NULL"),
+        ),
     )
 
     checkout_id: Mapped[uuid.UUID] = mapped_column(
@@ -71,6 +77,10 @@ class CheckoutLine(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price_minor: Mapped[int] = mapped_column(BigInteger)
     fulfilment_type: Mapped[str] = mapped_column(String(16))
+    # The patient's recommendation the line came from, if any (the conversion, spec §10.4).
+    recommendation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("recommendations.recommendation_id")
+    )
 
 
 class PaymentCapture(Base):

@@ -8,6 +8,7 @@ from product_shop.events.inbox import InboxMessage
 from product_shop.events.tables import DeliveryAttempt, EventDelivery, FeedCursor, OutboxEvent
 from product_shop.idempotency.tables import IdempotencyKey
 from product_shop.orders.tables import Order, OrderLine, Voucher
+from product_shop.recommendations.tables import Recommendation
 from product_shop.refunds.tables import CancellationRequest, PaymentException, Refund, RefundLine
 
 metadata = Base.metadata
@@ -32,6 +33,7 @@ __all__ = [
     "PointsRedemption",
     "PracticeProductSetting",
     "Product",
+    "Recommendation",
     "Refund",
     "RefundLine",
     "Voucher",

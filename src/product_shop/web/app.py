@@ -24,6 +24,7 @@ from product_shop.web import (
     fulfilment,
     health,
     orders,
+    recommendations,
     refunds,
     rewards,
 )
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(rewards.router)
     app.include_router(events.router)
     app.include_router(audit.router)
+    app.include_router(recommendations.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app

@@ -1,0 +1,280 @@
+"""Recommendations (spec §4.1, §10.3): a clinician of the practice recommends catalogue products
+to one of its patients, chairside or after an appointment, with an optional note; staff list
+them; a clinician withdraws one; the patient sees their own, framed as their care team's, with
+each product's price and availability read from the catalogue at that moment.
+
+Patient-facing product lists come only from the practice's curated catalogue and the patient's
+own recommendations: nothing here ranks by what other patients did (spec §4.1: no retail
+discovery).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from product_shop.access.actor import Actor
+from product_shop.access.policy import Action, require
+from product_shop.audit.log import AuditLog
+from product_shop.catalogue import repository as catalogue
+from product_shop.catalogue import views
+from product_shop.catalogue.model import AvailabilityStatus
+from product_shop.catalogue.tables import PracticeProductSetting, Product
+from product_shop.core.clock import Clock
+from product_shop.core.errors import BadRequest, Conflict, NotFound, Unprocessable
+from product_shop.core.ids import new_id
+from product_shop.recommendations.schemas import (
+    PatientRecommendationList,
+    PatientRecommendationOut,
+    RecommendationIn,
+    RecommendationList,
+    RecommendationOut,
+    RecommendedProduct,
+    WithdrawIn,
+)
+from product_shop.recommendations.tables import Recommendation
+
+PAGE_LIMIT = 200
+
+
+class RecommendationService:
+    def __init__(self, *, audit: AuditLog, clock: Clock) -> None:
+        self._audit = audit
+        self._clock = clock
+
+    # ---- the care team --------------------------------------------------------------------
+
+    def recommend(
+        self, session: Session, actor: Actor, patient_id: uuid.UUID, data: RecommendationIn
+    ) -> RecommendationList:
+        """One recommendation per product, for a patient of the clinician's own practice. Each
+        product must be one the practice offers and not deprecated; a product the practice
+        hides may be recommended (the patient sees it as not purchasable)."""
+        require(actor, Action.RECOMMEND_PRODUCTS)
+        if len(set(data.product_ids)) != len(data.product_ids):
+            raise Unprocessable(
+                "Each product may be recommended once per request.", code="duplicate_product"
+            )
+        practice_id = actor.practice_id
+        assert practice_id is not None  # a practice role
+        offered = {
+            product.product_id: (product, setting)
+            for product, setting in catalogue.products_with_settings(
+                session, practice_id, product_ids=list(data.product_ids)
+            )
+        }
+        for product_id in data.product_ids:
+            product, setting = offered.get(product_id, (None, None))
+            if product is None or setting is None:
+                raise Unprocessable(
+                    f"Product {product_id} is not in this practice's catalogue.",
+                    code="product_not_offered",
+                )
+            if AvailabilityStatus(product.availability_status) is AvailabilityStatus.DEPRECATED:
+                raise Unprocessable(
+                    f"Product {product_id} is deprecated and can no longer be recommended.",
+                    code="product_not_recommendable",
+                )
+        now = self._clock.now()
+        who = actor.audit_actor()
+        made = []
+        for product_id in data.product_ids:
+            row = Recommendation(
+                recommendation_id=new_id(),
+                practice_id=practice_id,
+                patient_id=patient_id,
+                product_id=product_id,
+                recommended_by=actor.actor_id,
+                recommended_by_name=actor.name,
+                recommended_by_role=actor.role.value,
+                appointment_id=data.appointment_id,
+                note=data.note,
+                status="active",
+                created_at=now,
+            )
+            session.add(row)
+            self._audit.record(
+                session,
+                stream_type="recommendation",
+                stream_id=row.recommendation_id,
+                new_stream=True,
+                action="recommendation.created",
+                actor=who,
+                practice_id=practice_id,
+                after={
+                    "patient_id": str(patient_id),
+                    "product_id": str(product_id),
+                    "appointment_id": data.appointment_id,
+                    "has_note": data.note is not None,
+                },
+                at=now,
+            )
+            made.append(_out(row, offered[product_id][0]))
+        return RecommendationList(items=made)
+
+    def list_for_practice(
+        self,
+        session: Session,
+        actor: Actor,
+        *,
+        patient_id: uuid.UUID | None = None,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = PAGE_LIMIT,
+    ) -> RecommendationList:
+        """The practice's recommendations, newest first; of one patient when named."""
+        require(actor, Action.VIEW_RECOMMENDATIONS)
+        limit = max(1, min(limit, PAGE_LIMIT))
+        statement = (
+            select(Recommendation, Product)
+            .join(Product, Product.product_id == Recommendation.product_id)
+            .where(Recommendation.practice_id == actor.practice_id)
+        )
+        if patient_id is not None:
+            statement = statement.where(Recommendation.patient_id == patient_id)
+        if status is not None:
+            statement = statement.where(Recommendation.status == status)
+        if cursor is not None:
+            at, last = _decode(cursor)
+            statement = statement.where(
+                or_(
+                    Recommendation.created_at < at,
+                    and_(Recommendation.created_at == at, Recommendation.recommendation_id < last),
+                )
+            )
+        rows = session.execute(
+            statement.order_by(
+                Recommendation.created_at.desc(), Recommendation.recommendation_id.desc()
+            ).limit(limit + 1)
+        ).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [_out(recommendation, product) for recommendation, product in rows]
+        next_cursor = _encode(rows[-1][0]) if more and rows else None
+        return RecommendationList(items=items, next_cursor=next_cursor)
+
+    def withdraw(
+        self,
+        session: Session,
+        actor: Actor,
+        recommendation_id: uuid.UUID,
+        data: WithdrawIn,
+    ) -> RecommendationOut:
+        """A clinician of the practice withdraws a recommendation: the patient no longer sees it."""
+        require(actor, Action.RECOMMEND_PRODUCTS)
+        row = session.get(Recommendation, recommendation_id, with_for_update=True)
+        if row is None or row.practice_id != actor.practice_id:
+            raise NotFound("No such recommendation.")
+        if row.status == "withdrawn":
+            raise Conflict("The recommendation is already withdrawn.", code="already_withdrawn")
+        now = self._clock.now()
+        row.status, row.withdrawn_at, row.withdrawn_by = "withdrawn", now, actor.actor_id
+        self._audit.record(
+            session,
+            stream_type="recommendation",
+            stream_id=row.recommendation_id,
+            action="recommendation.withdrawn",
+            actor=actor.audit_actor(),
+            practice_id=row.practice_id,
+            before={"status": "active"},
+            after={"status": "withdrawn", "has_reason": data.reason is not None},
+            at=now,
+        )
+        product = session.get(Product, row.product_id)
+        assert product is not None
+        return _out(row, product)
+
+    # ---- the patient ------------------------------------------------------------------------
+
+    def for_patient(self, session: Session, actor: Actor) -> PatientRecommendationList:
+        """The patient's own active recommendations, newest first, each product as the practice's
+        catalogue shows it now."""
+        require(actor, Action.VIEW_OWN_RECOMMENDATIONS)
+        rows = list(
+            session.scalars(
+                select(Recommendation)
+                .where(
+                    Recommendation.practice_id == actor.practice_id,
+                    Recommendation.patient_id == actor.patient_id,
+                    Recommendation.status == "active",
+                )
+                .order_by(Recommendation.created_at.desc(), Recommendation.recommendation_id)
+                .limit(PAGE_LIMIT)
+            )
+        )
+        products = {
+            product.product_id: (product, setting)
+            for product, setting in catalogue.products_with_settings(
+                session, actor.practice_id, product_ids=list({r.product_id for r in rows})
+            )
+        }
+        return PatientRecommendationList(
+            items=[
+                PatientRecommendationOut(
+                    recommendation_id=row.recommendation_id,
+                    recommended_by_name=row.recommended_by_name,
+                    note=row.note,
+                    recommended_at=row.created_at,
+                    product=_as_patient_sees(*products[row.product_id]),
+                )
+                for row in rows
+            ]
+        )
+
+
+def _as_patient_sees(
+    product: Product, setting: PracticeProductSetting | None
+) -> RecommendedProduct:
+    """The product through the patient's catalogue view; a product the patient's catalogue no
+    longer shows keeps its name and description, with no price, and is not purchasable."""
+    item = views.item("patient", product, setting)
+    return RecommendedProduct(
+        product_id=product.product_id,
+        name=product.name,
+        description=product.description,
+        imagery_ref=product.imagery_ref,
+        category=product.category,
+        fulfilment_type=product.fulfilment_type,
+        retail_price_minor=item.retail_price_minor if item else None,
+        currency=product.currency,
+        purchasable=bool(item and item.purchasable),
+    )
+
+
+def _out(row: Recommendation, product: Product) -> RecommendationOut:
+    return RecommendationOut(
+        recommendation_id=row.recommendation_id,
+        practice_id=row.practice_id,
+        patient_id=row.patient_id,
+        product_id=row.product_id,
+        product_name=product.name,
+        recommended_by=row.recommended_by,
+        recommended_by_name=row.recommended_by_name,
+        recommended_by_role=row.recommended_by_role,
+        appointment_id=row.appointment_id,
+        note=row.note,
+        status=row.status,
+        created_at=row.created_at,
+        withdrawn_at=row.withdrawn_at,
+        withdrawn_by=row.withdrawn_by,
+    )
+
+
+def _encode(row: Recommendation) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.recommendation_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, last = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:  # ours are aware; a naive one would fail in the query (500)
+            raise ValueError("naive cursor time")
+        return when, uuid.UUID(last)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The cursor is not one this list gave.", code="invalid_cursor") from exc
