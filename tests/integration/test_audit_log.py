@@ -547,3 +547,25 @@ def test_every_communication_hub_event_emitted_is_in_the_audit_log(
     assert [e.stream_seq for e in entries] == list(range(1, len(entries) + 1))
     with context.database.engine.connect() as connection:
         assert verify(connection).intact
+
+
+@pytest.mark.postgres_only
+def test_one_checkpointer_at_a_time_in_a_schema_and_other_schemas_never_wait(
+    context: AppContext, log: dict[str, str]
+) -> None:
+    """The checkpointer's advisory lock is per schema: a second worker on the same schema skips
+    its run while the first holds it; a deployment (or test worker) in another schema of the
+    same database is not held back by it."""
+    from sqlalchemy.orm import Session
+
+    from product_shop.db.session import try_schema_lock
+
+    with Session(context.database.engine) as holder:
+        assert try_schema_lock(holder, "product_shop.audit_checkpoint")
+        assert context.audit_checkpoint.run_once(force=True) is None  # held: this run skips
+        with Session(context.database.engine) as elsewhere:
+            elsewhere.execute(text("SET LOCAL search_path TO public"))
+            assert try_schema_lock(elsewhere, "product_shop.audit_checkpoint")
+            elsewhere.rollback()
+        holder.rollback()
+    assert context.audit_checkpoint.run_once(force=True) is not None  # released

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 
@@ -69,3 +69,15 @@ def take_write_lock(session: Session) -> None:
     raw = connection.connection.dbapi_connection
     if raw is not None and not raw.in_transaction:
         raw.execute("BEGIN IMMEDIATE")
+
+
+def try_schema_lock(session: Session, name: str) -> bool:
+    """PostgreSQL: try to take a transaction-level advisory lock named `name` in the current
+    schema (released at commit or rollback); True when taken. Advisory locks are per database,
+    so the key pairs the name with the schema: deployments (or test workers) sharing a
+    database in separate schemas do not block one another."""
+    taken = session.execute(
+        text("SELECT pg_try_advisory_xact_lock(hashtext(:name), hashtext(current_schema()))"),
+        {"name": name},
+    ).scalar_one()
+    return bool(taken)

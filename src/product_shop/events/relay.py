@@ -39,7 +39,7 @@ from product_shop.audit.log import AuditActor, AuditLog
 from product_shop.audit.tables import AuditEntry
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
-from product_shop.db.session import take_write_lock
+from product_shop.db.session import take_write_lock, try_schema_lock
 from product_shop.events.attempts import send_one
 from product_shop.events.delivery import (
     FollowUp,
@@ -71,9 +71,6 @@ RELAY_ACTOR = AuditActor(actor_id="product-shop", role="service", name="Product 
 MAX_ROUNDS = 50
 # Parked deliveries queued again per unit of work by `redeliver`.
 REDELIVER_BATCH = 1000
-# PostgreSQL advisory lock key of the routing step (one router at a time keeps outbox order).
-_ROUTING_LOCK = 0x5052_4F44_5348_4F50  # "PRODSHOP"
-_ROUTING_LOCK_KEY = _ROUTING_LOCK - (1 << 64) if _ROUTING_LOCK >= 1 << 63 else _ROUTING_LOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +167,7 @@ class OutboxRelay:
 
     def _route_batch(self, session: Session) -> int:
         if self._database.dialect == "postgresql":
-            if not session.scalar(select(func.pg_try_advisory_xact_lock(_ROUTING_LOCK_KEY))):
+            if not try_schema_lock(session, "product_shop.relay_routing"):
                 return 0  # another relay is routing: it keeps the order
         else:
             take_write_lock(session)

@@ -5,16 +5,11 @@ last checkpoint takes none."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from product_shop.audit.checkpoints import Checkpoint, take_checkpoint
 from product_shop.audit.log import AuditLog
 from product_shop.core.clock import Clock
 from product_shop.db.engine import Database
-from product_shop.db.session import take_write_lock
-
-# PostgreSQL advisory lock key of the checkpointer ("AUDITCKP").
-_LOCK_KEY = 0x4155_4449_5443_4B50
+from product_shop.db.session import take_write_lock, try_schema_lock
 
 
 class AuditCheckpointJob:
@@ -28,7 +23,7 @@ class AuditCheckpointJob:
         nothing moved since the last."""
         with self._database.unit_of_work() as session:
             if self._database.dialect == "postgresql":
-                if not session.scalar(select(func.pg_try_advisory_xact_lock(_LOCK_KEY))):
+                if not try_schema_lock(session, "product_shop.audit_checkpoint"):
                     return None
             else:
                 take_write_lock(session)
