@@ -47,15 +47,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchdb import fresh_database
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from product_shop.audit.log import GENESIS_HASH, AuditActor, AuditLog, verify_stream
 from product_shop.audit.tables import AuditEntry
 from product_shop.db.engine import Database
-from product_shop.db.migrate import upgrade
 
 DB_NAME = "product_shop_audit_bench"
 PRACTICE_ID = uuid.UUID("00000000-0000-4000-8000-000000000014")
@@ -86,14 +85,7 @@ class WriterResult:
 
 
 def prepare_database(database_url: str) -> str:
-    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
-    url = make_url(database_url).set(database=DB_NAME).render_as_string(hide_password=False)
-    database = Database(url)
-    upgrade(database.engine)
+    url, database = fresh_database(database_url, DB_NAME)
     with database.engine.begin() as connection:  # the head-row variant's table (not the product's)
         connection.execute(
             text(

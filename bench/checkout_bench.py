@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchdb import fresh_database
 from loadgen import LoadgenError, Pool
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -36,8 +37,6 @@ from sqlalchemy.engine import make_url
 from product_shop.access.demo_idp import ensure_key_pair, issue_token, public_key_file
 from product_shop.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
 from product_shop.context import AppContext
-from product_shop.db.engine import Database
-from product_shop.db.migrate import upgrade
 from product_shop.demo.data import HARBOUR
 from product_shop.demo.seed import seed
 from product_shop.simulators.server import free_port
@@ -87,14 +86,7 @@ def wait_ready(url: str, deadline_s: float = 60) -> None:
 
 
 def prepare_database(admin_url: str, name: str) -> str:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    database = Database(url)
-    upgrade(database.engine)
+    url, database = fresh_database(admin_url, name)
     context = AppContext.build(
         Settings(database_url=url, jwt_public_key="unused"), database=database
     )

@@ -37,13 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from benchdb import fresh_database
+from sqlalchemy import func, insert, select
 
 from product_shop.core.clock import SystemClock
 from product_shop.core.signing import demo_destination_secret
 from product_shop.db.engine import Database
-from product_shop.db.migrate import upgrade
 from product_shop.events.outbox import Outbox
 from product_shop.events.relay import OutboxRelay
 from product_shop.events.relay_thread import RelayThread
@@ -57,14 +56,7 @@ DB_NAME = "product_shop_relay_bench"
 
 
 def prepare_database(admin_url: str) -> str:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
-    url = make_url(admin_url).set(database=DB_NAME).render_as_string(hide_password=False)
-    database = Database(url)
-    upgrade(database.engine)
+    url, database = fresh_database(admin_url, DB_NAME)
     database.dispose()
     return url
 
