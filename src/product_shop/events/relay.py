@@ -197,7 +197,12 @@ class OutboxRelay:
         if deliveries:
             self._behind_earlier(session, deliveries, now)
             session.execute(insert(DELIVERIES), deliveries)
-            self._audit_notifications(session, rows, now)
+            to_hub = {
+                d["event_position"]
+                for d in deliveries
+                if d["destination"] == Destination.COMMUNICATION_HUB.value
+            }
+            self._audit_notifications(session, [r for r in rows if r.position in to_hub], now)
         session.execute(
             update(EVENTS)
             .where(EVENTS.c.position.in_([row.position for row in rows]))
@@ -208,7 +213,8 @@ class OutboxRelay:
     def _audit_notifications(self, session: Session, rows: Sequence[Any], now: datetime) -> None:
         """Spec §8: every Communication Hub event this module emits is in the audit log, as it
         is queued for delivery: one stream (`communication_hub`, `events`), written only here,
-        by the one router, so it never waits for another writer. Ids and types only."""
+        by the one router, so it never waits for another writer. Ids and types only. `rows`: the
+        events of the batch routed to Communication Hub."""
         if self._audit is None:
             return
         entries = [
@@ -228,7 +234,6 @@ class OutboxRelay:
                 at=now,
             )
             for row in rows
-            if Destination.COMMUNICATION_HUB in self._routing.destinations(row.event_type)
         ]
         if entries:
             session.execute(insert(AuditEntry), entries)
