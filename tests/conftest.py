@@ -282,6 +282,7 @@ def suppliers_url(suppliers_simulator: BackgroundServer) -> Iterator[str]:
 
 REWARDS_WEBHOOK_SECRET = "whsec_dGVzdC1yZXdhcmRzLXdlYmhvb2stc2VjcmV0LTMyYnl0ZXM="
 REWARDS_API_KEY = "test-rewards-api-key"
+APPOINTMENTS_WEBHOOK_SECRET = "whsec_dGVzdC1hcHBvaW50bWVudHMtd2ViaG9vay1zZWNyZXQtMzJi"
 
 
 @pytest.fixture(scope="session")
@@ -359,6 +360,7 @@ def settings(
         rewards_api_key=REWARDS_API_KEY,
         rewards_timeout_seconds=1.0,
         rewards_webhook_secret=REWARDS_WEBHOOK_SECRET,
+        appointments_webhook_secret=APPOINTMENTS_WEBHOOK_SECRET,
         relay_in_process=False,  # tests drive the relay themselves
         # The event feeds wait in the outbox unless a test starts the receivers (`receivers`).
         event_sinks={d.value: EventSinkSettings(kind="off") for d in FEED_DESTINATIONS},

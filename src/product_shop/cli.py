@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -13,6 +14,7 @@ from product_shop import cli_audit, cli_events
 from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
 from product_shop.core.signing import (
+    DEMO_APPOINTMENTS_WEBHOOK_SECRET,
     DEMO_REWARDS_WEBHOOK_SECRET,
     DEMO_SUPPLIER_WEBHOOK_SECRET,
     DEMO_WEBHOOK_SECRET,
@@ -125,6 +127,60 @@ def _parser() -> argparse.ArgumentParser:
     )
     rewards.add_argument("--duplicate-rate", type=float, default=0.3)
     rewards.set_defaults(handler=_simulate_rewards)
+    ai = simulate_sub.add_parser("ai", help="The platform AI service (product suggestions)")
+    ai.add_argument("--port", type=int, default=8105)
+    ai.add_argument("--host", default="127.0.0.1")
+    ai.add_argument(
+        "--api-key",
+        default="demo-ai-service-api-key",
+        help="The bearer key it expects (the API's demo ai_service_api_key by default)",
+    )
+    ai.add_argument(
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        help="Chance a request is answered 503 (default %(default)s)",
+    )
+    ai.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="How long every answer takes (default %(default)s)",
+    )
+    ai.add_argument("--seed", type=int, default=None, help="Seed for the failure rate's draws")
+    ai.set_defaults(handler=_simulate_ai)
+    appointments = simulate_sub.add_parser(
+        "appointments",
+        help="Appointment Manager (signed appointment.ended events; end one with "
+        "POST /_simulator/appointments/end)",
+    )
+    appointments.add_argument("--port", type=int, default=8106)
+    appointments.add_argument("--host", default="127.0.0.1")
+    appointments.add_argument(
+        "--callback-url",
+        default="http://127.0.0.1:8000/v1/webhooks/appointments",
+        help="Where signed events go (default %(default)s, the demo's)",
+    )
+    appointments.add_argument(
+        "--webhook-secret",
+        default=DEMO_APPOINTMENTS_WEBHOOK_SECRET,
+        help="Standard Webhooks secret (whsec_ + base64) shared with the API",
+    )
+    appointments.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=0.3,
+        help="Chance an event is delivered twice (default %(default)s)",
+    )
+    appointments.add_argument(
+        "--attempts",
+        type=_at_least_one,
+        default=4,
+        help="Deliveries of one copy before it is given up (default %(default)s)",
+    )
+    appointments.add_argument("--seed", type=int, default=None, help="Seed for duplicates")
+    appointments.set_defaults(handler=_simulate_appointments)
 
     users = sub.add_parser("demo-users", help="Print the demo users with fresh tokens")
     users.add_argument("--json", action="store_true", help="JSON list (the only format)")
@@ -199,7 +255,9 @@ def _demo(args: argparse.Namespace) -> int:
     from product_shop.demo.runtime import (
         default_data_dir,
         demo_settings,
+        end_demo_appointments,
         prepare,
+        start_appointments_simulator,
         start_payments_simulator,
         start_receivers_simulator,
         start_rewards_simulator,
@@ -214,6 +272,7 @@ def _demo(args: argparse.Namespace) -> int:
     suppliers = start_suppliers_simulator(demo_settings(data_dir), base)
     rewards = start_rewards_simulator(demo_settings(data_dir), base)
     receivers = start_receivers_simulator(demo_settings(data_dir))
+    appointments = start_appointments_simulator(demo_settings(data_dir), base)
     context = prepare(
         data_dir,
         payments_url=simulator.url,
@@ -251,9 +310,19 @@ What the other modules received (signed webhooks; receivers simulator at {receiv
   GET {receivers.url}/_simulator/received   (counts per module)
   .venv/bin/product-shop events status   (backlog per destination; as platform_operator:
   GET {base}/v1/event-deliveries)
+AI suggestions (Appointment Manager simulator at {appointments.url} ends three appointments):
+  GET  {base}/v1/ai-suggestions?status=pending   (as harbour-staff or harbour-clinician)
+  POST {base}/v1/ai-suggestions/<id>/approve  {{"note": "..."}}   -> the patient sees it in
+  GET  {base}/v1/me/recommendations;   .../reject {{"reason": "..."}} keeps it from them
 """,
         flush=True,
     )
+    threading.Thread(
+        target=end_demo_appointments,
+        args=(appointments.url, base),
+        name="demo-appointments",
+        daemon=True,
+    ).start()
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     finally:
@@ -261,6 +330,7 @@ What the other modules received (signed webhooks; receivers simulator at {receiv
         suppliers.stop()
         rewards.stop()
         receivers.stop()
+        appointments.stop()
         context.close()
     return 0
 
@@ -326,6 +396,48 @@ def _simulate_rewards(args: argparse.Namespace) -> int:
         app = create_rewards_simulator(config)
     except ValueError as exc:
         print(f"product-shop simulate rewards: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+def _simulate_ai(args: argparse.Namespace) -> int:
+    from product_shop.simulators.ai import AiSimulatorConfig, create_ai_simulator
+
+    configure_logging("INFO", json=True)
+    try:
+        config = AiSimulatorConfig(
+            api_key=args.api_key,
+            failure_rate=args.failure_rate,
+            latency_seconds=args.latency,
+            seed=args.seed,
+        )
+        app = create_ai_simulator(config)
+    except ValueError as exc:
+        print(f"product-shop simulate ai: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+def _simulate_appointments(args: argparse.Namespace) -> int:
+    from product_shop.simulators.appointments import (
+        AppointmentsSimulatorConfig,
+        create_appointments_simulator,
+    )
+
+    configure_logging("INFO", json=True)
+    try:
+        config = AppointmentsSimulatorConfig(
+            webhook_secret=args.webhook_secret,
+            callback_url=args.callback_url or None,
+            duplicate_rate=args.duplicate_rate,
+            callback_attempts=args.attempts,
+            seed=args.seed,
+        )
+        app = create_appointments_simulator(config)
+    except ValueError as exc:
+        print(f"product-shop simulate appointments: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from product_shop.core.signing import (
+    DEMO_APPOINTMENTS_WEBHOOK_SECRET,
     DEMO_REWARDS_WEBHOOK_SECRET,
     DEMO_SUPPLIER_WEBHOOK_SECRET,
     DEMO_WEBHOOK_SECRET,
@@ -92,6 +93,19 @@ class Settings(BaseSettings):
     rewards_api_key: SecretStr = SecretStr("demo-rewards-api-key")
     rewards_timeout_seconds: float = Field(default=5.0, gt=0)
     rewards_webhook_secret: SecretStr = SecretStr(DEMO_REWARDS_WEBHOOK_SECRET)
+    # Appointment Manager's signed `appointment.ended` webhooks to `/v1/webhooks/appointments`
+    # (spec §11.1; same format and checks as `webhook_secret`, its own value).
+    appointments_webhook_secret: SecretStr = SecretStr(DEMO_APPOINTMENTS_WEBHOOK_SECRET)
+    # AI suggestions for staff (spec §7): "local" ranks the practice's catalogue in-process
+    # (recommendations/ai/local.py); "platform" asks the platform AI service over HTTP; "off"
+    # stores the appointment context and suggests nothing. Suggestions not decided within their
+    # lifetime expire and can no longer be approved.
+    suggestion_engine: Literal["local", "platform", "off"] = "local"
+    ai_service_base_url: str = "http://127.0.0.1:8105"
+    ai_service_api_key: SecretStr = SecretStr("demo-ai-service-api-key")
+    ai_service_timeout_seconds: float = Field(default=5.0, gt=0)
+    suggestions_per_appointment: int = Field(default=3, ge=1, le=10)
+    suggestion_lifetime_seconds: float = Field(default=14 * 86_400.0, ge=60)
     # The key digital voucher codes are derived from (fulfilment/vouchers.py): at least 32
     # characters; codes are never stored, so changing it changes every code shown. The demo value
     # is refused in production.
@@ -203,6 +217,15 @@ class Settings(BaseSettings):
                 "rewards_webhook_secret (PRODUCT_SHOP_REWARDS_WEBHOOK_SECRET) must be "
                 f"{SECRET_FORMAT}"
             ) from exc
+        try:
+            appointments_webhook_key = decode_secret(
+                self.appointments_webhook_secret.get_secret_value()
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                "appointments_webhook_secret (PRODUCT_SHOP_APPOINTMENTS_WEBHOOK_SECRET) must be "
+                f"{SECRET_FORMAT}"
+            ) from exc
         demo_event_sinks = self._check_event_delivery()
         if len(self.voucher_secret.get_secret_value()) < 32:
             raise ConfigurationError(
@@ -225,6 +248,13 @@ class Settings(BaseSettings):
             problems.append("rewards_webhook_secret is a demo secret")
         if self.rewards_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("rewards_api_key is a demo secret")
+        if appointments_webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
+            problems.append("appointments_webhook_secret is a demo secret")
+        if (
+            self.suggestion_engine == "platform"
+            and self.ai_service_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX)
+        ):
+            problems.append("ai_service_api_key is a demo secret")
         if self.voucher_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("voucher_secret is a demo secret")
         problems.extend(f"event_sinks.{key} has a demo secret" for key in demo_event_sinks)

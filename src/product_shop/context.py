@@ -46,7 +46,13 @@ from product_shop.jobs.checkout_expiry import CheckoutExpiryJob
 from product_shop.jobs.refund_settlement import RefundSettlement
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.service import OrderService
+from product_shop.recommendations.ai.http import HttpSuggestionEngine
+from product_shop.recommendations.ai.local import LocalSuggestionEngine
+from product_shop.recommendations.ai.port import SuggestionEngine
+from product_shop.recommendations.ai.summary import PlainSummaryWriter
 from product_shop.recommendations.service import RecommendationService
+from product_shop.recommendations.suggestions import SuggestionService
+from product_shop.recommendations.summaries import SummaryService
 from product_shop.refunds.cancellation import CancellationRequests
 from product_shop.refunds.reasons import RefundReasons
 from product_shop.refunds.service import RefundService
@@ -77,6 +83,8 @@ class AppContext:
     checkout_expiry: CheckoutExpiryJob
     cancellations: CancellationRequests
     recommendations: RecommendationService
+    suggestions: SuggestionService
+    summaries: SummaryService
     feeds: FeedSinks
     audit_feed: AuditFeed
     audit_checkpoint: AuditCheckpointJob
@@ -85,7 +93,8 @@ class AppContext:
         """Release threads and network clients (the database is disposed by whoever created
         it)."""
         self.relay.close()
-        for client in (self.payments, self.suppliers, self.rewards, self.feeds):
+        engine = self.suggestions.engine
+        for client in (self.payments, self.suppliers, self.rewards, self.feeds, engine):
             close = getattr(client, "close", None)
             if callable(close):
                 close()
@@ -101,6 +110,7 @@ class AppContext:
         payments: IntegratedPayments | None = None,
         suppliers: SupplierNetwork | None = None,
         rewards: RewardsManager | None = None,
+        suggestion_engine: SuggestionEngine | None = None,
     ) -> AppContext:
         clock = clock or SystemClock()
         database = database or Database(settings.database_url, pool_size=settings.db_pool_size)
@@ -122,6 +132,7 @@ class AppContext:
             timeout_seconds=settings.rewards_timeout_seconds,
         )
         idempotency = IdempotencyStore(clock)
+        recommendations = RecommendationService(audit=audit, clock=clock)
         lines = LineFulfilment(audit=audit, outbox=outbox, clock=clock)
         feeds = FeedSinks(settings, clock)
         relay = OutboxRelay(
@@ -233,7 +244,16 @@ class AppContext:
                 clock=clock,
                 settle_after=timedelta(seconds=settings.refund_reconcile_after_seconds),
             ),
-            recommendations=RecommendationService(audit=audit, clock=clock),
+            recommendations=recommendations,
+            suggestions=SuggestionService(
+                engine=suggestion_engine or _suggestion_engine(settings),
+                recommendations=recommendations,
+                audit=audit,
+                clock=clock,
+                per_appointment=settings.suggestions_per_appointment,
+                lifetime=timedelta(seconds=settings.suggestion_lifetime_seconds),
+            ),
+            summaries=SummaryService(writer=PlainSummaryWriter(), audit=audit, clock=clock),
             cancellations=CancellationRequests(
                 audit=audit,
                 outbox=outbox,
@@ -241,3 +261,16 @@ class AppContext:
                 period=timedelta(days=settings.cancellation_period_days),
             ),
         )
+
+
+def _suggestion_engine(settings: Settings) -> SuggestionEngine | None:
+    """The engine the setting `suggestion_engine` names (None when "off")."""
+    if settings.suggestion_engine == "local":
+        return LocalSuggestionEngine()
+    if settings.suggestion_engine == "platform":
+        return HttpSuggestionEngine(
+            settings.ai_service_base_url,
+            api_key=settings.ai_service_api_key.get_secret_value(),
+            timeout_seconds=settings.ai_service_timeout_seconds,
+        )
+    return None

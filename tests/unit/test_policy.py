@@ -43,7 +43,21 @@ EXPECTED = {
     Action.RECOMMEND_PRODUCTS: {R.CLINICIAN},
     Action.VIEW_RECOMMENDATIONS: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF},
     Action.VIEW_OWN_RECOMMENDATIONS: {R.PATIENT},
+    Action.CREATE_AI_SUGGESTION: {R.AI},
+    Action.WRITE_AI_SUMMARY: {R.AI},
+    Action.VIEW_AI_SUGGESTIONS: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF},
+    Action.DECIDE_AI_SUGGESTIONS: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF},
+    Action.VIEW_AI_SUMMARIES: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF, R.FINANCE},
 }
+
+
+def test_the_ai_actor_may_only_suggest_and_summarise() -> None:
+    """Spec §7: everything but a pending suggestion and a summary is refused to the AI."""
+    ai = Actor.ai("local-tfidf", "1", uuid.uuid4())
+    assert {action for action in Action if allowed(ai, action)} == {
+        Action.CREATE_AI_SUGGESTION,
+        Action.WRITE_AI_SUMMARY,
+    }
 
 
 def _actor(role: Role, actor_id: str = "x") -> Actor:

@@ -7,6 +7,7 @@ import pytest
 from product_shop.access.demo_idp import DEMO_KEY_HEADER, KeyPair
 from product_shop.config import ConfigurationError, Settings
 from product_shop.core.signing import (
+    DEMO_APPOINTMENTS_WEBHOOK_SECRET,
     DEMO_REWARDS_WEBHOOK_SECRET,
     DEMO_SUPPLIER_WEBHOOK_SECRET,
     DEMO_WEBHOOK_SECRET,
@@ -28,6 +29,7 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "rewards_webhook_secret": "whsec_YS1yZWFsLXJld2FyZHMtc2VjcmV0LWZyb20tdGhlLXZhdWx0",
         "rewards_api_key": "a-real-rewards-key-from-the-vault",
         "voucher_secret": "a-real-voucher-key-from-the-vault-0123456789",
+        "appointments_webhook_secret": "whsec_YS1yZWFsLWFwcG9pbnRtZW50cy1zZWNyZXQtZnJvbS12YXVsdA==",
         "event_sinks": {
             "communication_hub": {
                 "url": "https://hub.internal/events",
@@ -67,6 +69,14 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
         (
             {"voucher_secret": "demo-voucher-key-0123456789abcdefghij"},
             "voucher_secret is a demo secret",
+        ),
+        (
+            {"appointments_webhook_secret": DEMO_APPOINTMENTS_WEBHOOK_SECRET},
+            "appointments_webhook_secret is a demo secret",
+        ),
+        (
+            {"suggestion_engine": "platform", "ai_service_api_key": "demo-ai-service-api-key"},
+            "ai_service_api_key is a demo secret",
         ),
         ({"jwt_public_key": None}, "no JWT verification key"),
         ({"event_sinks": {}}, "event_sinks.communication_hub has a demo secret"),

@@ -20,11 +20,14 @@ class Role(StrEnum):
     # Primoro's platform operations team: event delivery, not patients' or practices' data.
     OPERATOR = "platform_operator"
     SERVICE = "service"
+    # The AI engines (spec §7): they may create pending suggestions and write summaries for
+    # staff, nothing else (access/policy.py). Always bound to one practice.
+    AI = "ai"
 
 
 # Roles whose tokens must name the practice they work for.
 PRACTICE_ROLES = frozenset(
-    {Role.PATIENT, Role.CLINICIAN, Role.PRACTICE_ADMIN, Role.FINANCE, Role.STAFF}
+    {Role.PATIENT, Role.CLINICIAN, Role.PRACTICE_ADMIN, Role.FINANCE, Role.STAFF, Role.AI}
 )
 PRACTICE_STAFF_ROLES = frozenset({Role.CLINICIAN, Role.PRACTICE_ADMIN, Role.FINANCE, Role.STAFF})
 
@@ -53,6 +56,19 @@ class Actor:
 
     def has_fresh_mfa(self, now: datetime, max_age: timedelta) -> bool:
         return self.mfa and self.auth_time is not None and now - self.auth_time <= max_age
+
+    @classmethod
+    def ai(cls, engine: str, version: str, practice_id: uuid.UUID) -> Actor:
+        """The AI engine acting for a practice: its own actor, named by engine and version, so
+        the audit log says which engine suggested or summarised what."""
+        return cls(
+            actor_id=f"ai:{engine}"[:64],
+            name=f"{engine} {version}",
+            role=Role.AI,
+            practice_id=practice_id,
+            mfa=False,
+            auth_time=None,
+        )
 
     def audit_actor(self) -> AuditActor:
         """Who did it, for an audit entry. A patient is named by their id only: personal data

@@ -29,6 +29,11 @@ class Action(StrEnum):
     RECOMMEND_PRODUCTS = "recommendations.recommend"
     VIEW_RECOMMENDATIONS = "recommendations.view_practice"
     VIEW_OWN_RECOMMENDATIONS = "recommendations.view_own"
+    CREATE_AI_SUGGESTION = "ai.create_pending_suggestion"
+    WRITE_AI_SUMMARY = "ai.write_summary"
+    VIEW_AI_SUGGESTIONS = "ai_suggestions.view"
+    DECIDE_AI_SUGGESTIONS = "ai_suggestions.decide"
+    VIEW_AI_SUMMARIES = "ai_summaries.view"
 
 
 _P, _C, _PA, _F, _S, _CA = (
@@ -73,6 +78,15 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.RECOMMEND_PRODUCTS: frozenset({_C}),
     Action.VIEW_RECOMMENDATIONS: frozenset({_PA, _C, _S}),
     Action.VIEW_OWN_RECOMMENDATIONS: frozenset({_P}),
+    # AI (spec §7; docs/architecture.md, invariant 10): the AI actor may create a pending suggestion
+    # and write a summary for staff, and nothing else in this table. A named clinician or staff
+    # member of the practice sees and decides suggestions (approval makes a recommendation
+    # attributed to them); summaries are for the practice's staff, never for patients.
+    Action.CREATE_AI_SUGGESTION: frozenset({Role.AI}),
+    Action.WRITE_AI_SUMMARY: frozenset({Role.AI}),
+    Action.VIEW_AI_SUGGESTIONS: frozenset({_PA, _C, _S}),
+    Action.DECIDE_AI_SUGGESTIONS: frozenset({_PA, _C, _S}),
+    Action.VIEW_AI_SUMMARIES: frozenset({_PA, _C, _S, _F}),
 }
 
 

@@ -49,6 +49,10 @@ DEMO_WEBHOOK_SECRET = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # no
 # b"demo-supplier-webhook-secret-not-for-prod"); production refuses it too.
 DEMO_REWARDS_WEBHOOK_SECRET = "whsec_ZGVtby1yZXdhcmRzLXdlYmhvb2stc2VjcmV0LW5vdC1mb3ItcHJvZA=="  # noqa: S105
 DEMO_SUPPLIER_WEBHOOK_SECRET = "whsec_ZGVtby1zdXBwbGllci13ZWJob29rLXNlY3JldC1ub3QtZm9yLXByb2Q="  # noqa: S105
+# Appointment Manager's demo value (decodes to b"demo-appointments-webhook-secret-not-for-prod").
+DEMO_APPOINTMENTS_WEBHOOK_SECRET = (
+    "whsec_ZGVtby1hcHBvaW50bWVudHMtd2ViaG9vay1zZWNyZXQtbm90LWZvci1wcm9k"  # noqa: S105
+)
 
 
 def demo_destination_secret(destination: str) -> str:

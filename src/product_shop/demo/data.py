@@ -257,3 +257,45 @@ PRODUCTS: tuple[DemoProduct, ...] = (
         availability_status="unavailable",
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAppointment:
+    """An appointment Appointment Manager's simulator tells the demo ended (spec §11.1), so staff
+    find AI suggestions waiting for their decision. The id is stable: a restarted demo sends the
+    same event again and Product Shop records it once."""
+
+    key: str
+    patient: str  # a patient's handle
+    clinician: str  # a clinician's handle
+    treatment_codes: tuple[str, ...]
+    reason: str
+
+
+APPOINTMENTS: tuple[DemoAppointment, ...] = (
+    DemoAppointment(
+        "harbour-amelia-perio",
+        "harbour-patient-amelia",
+        "harbour-clinician",
+        ("PERIO-SRP",),
+        "Scaling and root planing, lower molars; bleeding gums between visits.",
+    ),
+    DemoAppointment(
+        "harbour-oliver-bruxism",
+        "harbour-patient-oliver",
+        "harbour-clinician",
+        ("BRUXISM", "CHECKUP"),
+        "Wear facets on the upper incisors; grinds at night.",
+    ),
+    DemoAppointment(
+        "meadowbank-harry-whitening",
+        "meadowbank-patient-harry",
+        "meadowbank-clinician",
+        ("WHITENING",),
+        "Whitening consultation after hygiene visit; mild sensitivity.",
+    ),
+)
+
+
+def user_by_handle(handle: str) -> DemoUser:
+    return next(u for u in USERS if u.handle == handle)

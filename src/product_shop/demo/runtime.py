@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from product_shop.access.demo_idp import ensure_key_pair, issue_token, key_dir, public_key_file
 from product_shop.config import Settings
@@ -13,9 +16,13 @@ from product_shop.context import AppContext
 from product_shop.core.clock import utcnow
 from product_shop.db.engine import Database
 from product_shop.db.migrate import upgrade
-from product_shop.demo.data import HARBOUR, USERS
+from product_shop.demo.data import APPOINTMENTS, HARBOUR, USERS, user_by_handle
 from product_shop.demo.seed import is_seeded, seed
 from product_shop.events.routing import FEED_DESTINATIONS
+from product_shop.simulators.appointments import (
+    AppointmentsSimulatorConfig,
+    create_appointments_simulator,
+)
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
 from product_shop.simulators.receivers import (
     ReceiversSimulatorConfig,
@@ -146,6 +153,53 @@ def start_receivers_simulator(settings: Settings) -> BackgroundServer:
     return serve_in_background(
         create_receivers_simulator(ReceiversSimulatorConfig(secrets=secrets))
     )
+
+
+def start_appointments_simulator(settings: Settings, api_url: str) -> BackgroundServer:
+    """Appointment Manager for the demo: signed `appointment.ended` webhooks to our endpoint,
+    some delivered twice."""
+    config = AppointmentsSimulatorConfig(
+        webhook_secret=settings.appointments_webhook_secret.get_secret_value(),
+        callback_url=f"{api_url}/v1/webhooks/appointments",
+        duplicate_rate=0.3,
+    )
+    return serve_in_background(create_appointments_simulator(config))
+
+
+def end_demo_appointments(
+    appointments_url: str, api_url: str, *, wait_seconds: float = 30.0
+) -> list[dict[str, Any]]:
+    """Once the API answers, have Appointment Manager's simulator end the demo's appointments
+    (`demo.data.APPOINTMENTS`): their pending AI suggestions wait for the practices' staff. The
+    ids are stable, so a restarted demo records nothing twice. Returns what the simulator said."""
+    deadline = time.monotonic() + wait_seconds
+    with httpx.Client(timeout=10.0) as client:
+        while True:
+            try:
+                if client.get(f"{api_url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                return []
+            time.sleep(0.2)
+        answers = []
+        for appointment in APPOINTMENTS:
+            patient = user_by_handle(appointment.patient)
+            clinician = user_by_handle(appointment.clinician)
+            assert patient.practice is not None
+            body = {
+                "appointment_id": f"demo-{appointment.key}",
+                "practice_id": str(patient.practice.practice_id),
+                "patient_id": patient.subject,
+                "clinician_id": clinician.subject,
+                "clinician_name": clinician.name,
+                "treatment_codes": list(appointment.treatment_codes),
+                "reason": appointment.reason,
+            }
+            answer = client.post(f"{appointments_url}/_simulator/appointments/end", json=body)
+            answers.append(answer.json())
+        return answers
 
 
 def prepare(

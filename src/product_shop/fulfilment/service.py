@@ -4,9 +4,7 @@ the supplier network, and the two work lists (the open exception queue, in-clini
 
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -18,7 +16,8 @@ from product_shop.audit.log import AuditLog
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import Checkout
 from product_shop.core.clock import Clock
-from product_shop.core.errors import BadRequest, Conflict, InvalidTransition, NotFound
+from product_shop.core.cursors import decode_cursor, encode_cursor
+from product_shop.core.errors import Conflict, InvalidTransition, NotFound
 from product_shop.core.ids import new_id
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
@@ -241,7 +240,7 @@ class FulfilmentService:
             .where(Order.practice_id == actor.practice_id, condition)
         )
         if cursor is not None:
-            at, last = _decode(cursor)
+            at, last = decode_cursor(cursor)
             statement = statement.where(
                 or_(since > at, and_(since == at, OrderLine.line_item_id > last))
             )
@@ -251,7 +250,7 @@ class FulfilmentService:
         ).all()
         page, more = rows[:limit], len(rows) > limit
         items = [_item(line, patient_id) for line, patient_id in page]
-        next_cursor = _encode(items[-1].since, items[-1].line_item_id) if more else None
+        next_cursor = encode_cursor(items[-1].since, items[-1].line_item_id) if more else None
         self._audit.record(
             session,
             stream_type="order_read",
@@ -288,20 +287,3 @@ def _item(line: OrderLine, patient_id: uuid.UUID) -> QueueItem:
         tracking_number=line.tracking_number,
         since=since,
     )
-
-
-def _encode(at: datetime, line_item_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{line_item_id}".encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, line_item_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("cursor timestamps carry a time zone")
-        return moment, uuid.UUID(line_item_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(
-            "The cursor is not valid; start again without one.", code="invalid_cursor"
-        ) from exc

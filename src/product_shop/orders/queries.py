@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from product_shop.access.policy import Action, allowed, require
 from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.checkout.tables import PaymentCapture
-from product_shop.core.errors import BadRequest, NotFound, Unprocessable
+from product_shop.core.cursors import decode_cursor, encode_cursor
+from product_shop.core.errors import NotFound, Unprocessable
 from product_shop.db.fast import columns_of
 from product_shop.fulfilment.vouchers import masked
 from product_shop.orders.model import PATIENT_TIMELINE, LineState, OrderStatus, RefundStatus
@@ -337,7 +337,7 @@ def list_orders(
             )
         )
     if cursor is not None:
-        at, last_id = _decode_cursor(cursor)
+        at, last_id = decode_cursor(cursor)
         statement = statement.where(
             or_(Order.created_at < at, and_(Order.created_at == at, Order.order_id < last_id))
         )
@@ -380,22 +380,5 @@ def list_orders(
         )
         for o in page
     ]
-    next_cursor = _encode_cursor(page[-1].created_at, page[-1].order_id) if more else None
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].order_id) if more else None
     return OrderPage(items=items, next_cursor=next_cursor)
-
-
-def _encode_cursor(at: datetime, order_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{order_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("cursor timestamps carry a time zone")
-        return moment, uuid.UUID(order_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(
-            "The cursor is not valid; start again without one.", code="invalid_cursor"
-        ) from exc

@@ -10,7 +10,6 @@ discovery).
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 
@@ -25,7 +24,8 @@ from product_shop.catalogue import views
 from product_shop.catalogue.model import AvailabilityStatus
 from product_shop.catalogue.tables import PracticeProductSetting, Product
 from product_shop.core.clock import Clock
-from product_shop.core.errors import BadRequest, Conflict, NotFound, Unprocessable
+from product_shop.core.cursors import decode_cursor, encode_cursor
+from product_shop.core.errors import Conflict, NotFound, Unprocessable
 from product_shop.core.ids import new_id
 from product_shop.recommendations.schemas import (
     PatientRecommendationList,
@@ -61,13 +61,37 @@ class RecommendationService:
             )
         practice_id = actor.practice_id
         assert practice_id is not None  # a practice role
+        offered = self.recommendable(session, practice_id, data.product_ids)
+        now = self._clock.now()
+        made = [
+            self.add(
+                session,
+                actor,
+                patient_id,
+                offered[product_id],
+                note=data.note,
+                appointment_id=data.appointment_id,
+                at=now,
+            )
+            for product_id in data.product_ids
+        ]
+        return RecommendationList(items=made)
+
+    @staticmethod
+    def recommendable(
+        session: Session, practice_id: uuid.UUID, product_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, Product]:
+        """The products, each one the practice offers and not deprecated (422 otherwise); a
+        product the practice hides may be recommended (the patient sees it as not
+        purchasable)."""
         offered = {
             product.product_id: (product, setting)
             for product, setting in catalogue.products_with_settings(
-                session, practice_id, product_ids=list(data.product_ids)
+                session, practice_id, product_ids=list(product_ids)
             )
         }
-        for product_id in data.product_ids:
+        found: dict[uuid.UUID, Product] = {}
+        for product_id in product_ids:
             product, setting = offered.get(product_id, (None, None))
             if product is None or setting is None:
                 raise Unprocessable(
@@ -79,42 +103,60 @@ class RecommendationService:
                     f"Product {product_id} is deprecated and can no longer be recommended.",
                     code="product_not_recommendable",
                 )
-        now = self._clock.now()
-        who = actor.audit_actor()
-        made = []
-        for product_id in data.product_ids:
-            row = Recommendation(
-                recommendation_id=new_id(),
-                practice_id=practice_id,
-                patient_id=patient_id,
-                product_id=product_id,
-                recommended_by=actor.actor_id,
-                recommended_by_name=actor.name,
-                recommended_by_role=actor.role.value,
-                appointment_id=data.appointment_id,
-                note=data.note,
-                status="active",
-                created_at=now,
-            )
-            session.add(row)
-            self._audit.record(
-                session,
-                stream_type="recommendation",
-                stream_id=row.recommendation_id,
-                new_stream=True,
-                action="recommendation.created",
-                actor=who,
-                practice_id=practice_id,
-                after={
-                    "patient_id": str(patient_id),
-                    "product_id": str(product_id),
-                    "appointment_id": data.appointment_id,
-                    "has_note": data.note is not None,
-                },
-                at=now,
-            )
-            made.append(_out(row, offered[product_id][0]))
-        return RecommendationList(items=made)
+            found[product_id] = product
+        return found
+
+    def add(
+        self,
+        session: Session,
+        actor: Actor,
+        patient_id: uuid.UUID,
+        product: Product,
+        *,
+        note: str | None,
+        appointment_id: str | None,
+        at: datetime,
+        suggestion_id: uuid.UUID | None = None,
+    ) -> RecommendationOut:
+        """One recommendation by `actor` (a clinician recommending, or the named clinician or
+        staff member approving an AI suggestion, `suggestion_id`), audited. The caller has
+        checked the actor's right and the product (`recommendable`)."""
+        practice_id = actor.practice_id
+        assert practice_id is not None  # a practice role
+        row = Recommendation(
+            recommendation_id=new_id(),
+            practice_id=practice_id,
+            patient_id=patient_id,
+            product_id=product.product_id,
+            recommended_by=actor.actor_id,
+            recommended_by_name=actor.name,
+            recommended_by_role=actor.role.value,
+            appointment_id=appointment_id,
+            note=note,
+            status="active",
+            created_at=at,
+        )
+        session.add(row)
+        after: dict[str, object] = {
+            "patient_id": str(patient_id),
+            "product_id": str(product.product_id),
+            "appointment_id": appointment_id,
+            "has_note": note is not None,
+        }
+        if suggestion_id is not None:
+            after["ai_suggestion_id"] = str(suggestion_id)
+        self._audit.record(
+            session,
+            stream_type="recommendation",
+            stream_id=row.recommendation_id,
+            new_stream=True,
+            action="recommendation.created",
+            actor=actor.audit_actor(),
+            practice_id=practice_id,
+            after=after,
+            at=at,
+        )
+        return _out(row, product)
 
     def list_for_practice(
         self,
@@ -139,7 +181,7 @@ class RecommendationService:
         if status is not None:
             statement = statement.where(Recommendation.status == status)
         if cursor is not None:
-            at, last = _decode(cursor)
+            at, last = decode_cursor(cursor)
             statement = statement.where(
                 or_(
                     Recommendation.created_at < at,
@@ -154,7 +196,11 @@ class RecommendationService:
         more = len(rows) > limit
         rows = rows[:limit]
         items = [_out(recommendation, product) for recommendation, product in rows]
-        next_cursor = _encode(rows[-1][0]) if more and rows else None
+        next_cursor = (
+            encode_cursor(rows[-1][0].created_at, rows[-1][0].recommendation_id)
+            if more and rows
+            else None
+        )
         return RecommendationList(items=items, next_cursor=next_cursor)
 
     def withdraw(
@@ -262,19 +308,3 @@ def _out(row: Recommendation, product: Product) -> RecommendationOut:
         withdrawn_at=row.withdrawn_at,
         withdrawn_by=row.withdrawn_by,
     )
-
-
-def _encode(row: Recommendation) -> str:
-    raw = f"{row.created_at.isoformat()}|{row.recommendation_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, last = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        when = datetime.fromisoformat(at)
-        if when.tzinfo is None:  # ours are aware; a naive one would fail in the query (500)
-            raise ValueError("naive cursor time")
-        return when, uuid.UUID(last)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not one this list gave.", code="invalid_cursor") from exc

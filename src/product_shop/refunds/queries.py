@@ -4,7 +4,6 @@ open payment exceptions."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import uuid
@@ -17,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action, require
-from product_shop.core.errors import BadRequest, NotFound, Unprocessable
+from product_shop.core.cursors import decode_cursor, encode_cursor
+from product_shop.core.errors import NotFound, Unprocessable
 from product_shop.orders.tables import Order
 from product_shop.refunds.schemas import (
     PaymentExceptionOut,
@@ -182,7 +182,7 @@ def list_refunds(
     if filters.status is not None:
         statement = statement.where(Refund.status == filters.status)
     if cursor is not None:
-        at, last = _decode(cursor)
+        at, last = decode_cursor(cursor)
         statement = statement.where(
             or_(Refund.initiated_at < at, and_(Refund.initiated_at == at, Refund.refund_id < last))
         )
@@ -193,7 +193,7 @@ def list_refunds(
         )
     )
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = _encode(page[-1].initiated_at, page[-1].refund_id) if more else None
+    next_cursor = encode_cursor(page[-1].initiated_at, page[-1].refund_id) if more else None
     return RefundPage(items=_documents(session, page), next_cursor=next_cursor)
 
 
@@ -261,7 +261,7 @@ def list_payment_exceptions(
     if not include_refunded:
         statement = statement.where(PaymentException.refunded_minor < PaymentException.amount_minor)
     if cursor is not None:
-        at, last = _decode(cursor)
+        at, last = decode_cursor(cursor)
         statement = statement.where(
             or_(
                 PaymentException.recorded_at < at,
@@ -277,7 +277,7 @@ def list_payment_exceptions(
         )
     )
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = _encode(page[-1].recorded_at, page[-1].exception_id) if more else None
+    next_cursor = encode_cursor(page[-1].recorded_at, page[-1].exception_id) if more else None
     return PaymentExceptionPage(items=[exception_out(row) for row in page], next_cursor=next_cursor)
 
 
@@ -289,23 +289,6 @@ def read_payment_exception(
     if found is None or found.practice_id != actor.practice_id:
         raise NotFound("No such payment exception.")
     return exception_out(found)
-
-
-def _encode(at: datetime, row_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("cursor timestamps carry a time zone")
-        return moment, uuid.UUID(row_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(
-            "The cursor is not valid; start again without one.", code="invalid_cursor"
-        ) from exc
 
 
 def refund_document(session: Session, refund_id: uuid.UUID) -> RefundOut:

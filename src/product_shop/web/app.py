@@ -27,6 +27,7 @@ from product_shop.web import (
     recommendations,
     refunds,
     rewards,
+    suggestions,
 )
 from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(events.router)
     app.include_router(audit.router)
     app.include_router(recommendations.router)
+    app.include_router(suggestions.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app
