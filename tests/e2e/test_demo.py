@@ -433,3 +433,39 @@ def test_the_demos_audit_log_checkpoints_and_verifies_intact(demo: Demo) -> None
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("intact: ")
     assert " 0 streams" not in verified.stdout  # the seeded catalogue has its streams
+
+
+def test_in_the_demo_an_ended_appointment_waits_as_ai_suggestions_until_staff_approve(
+    demo: Demo,
+) -> None:
+    """Issue 15: Appointment Manager's simulator ends the demo's appointments by signed webhook;
+    Harbour's staff find pending suggestions for Amelia's periodontal visit, which she cannot
+    see until a named staff member approves one, and then sees framed as her care team's."""
+    deadline = time.monotonic() + READY_DEADLINE_SECONDS
+    pending: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        answer = demo.get("/v1/ai-suggestions?status=pending", "harbour-staff")
+        assert answer.status_code == 200, answer.text
+        pending = [
+            item
+            for item in answer.json()["items"]
+            if item["appointment"]["appointment_id"] == "demo-harbour-amelia-perio"
+        ]
+        if pending:
+            break
+        time.sleep(0.2)
+    assert pending, demo.log()
+    assert all(item["rationale"] and item["engine"] == "local-tfidf" for item in pending)
+    assert demo.get("/v1/me/recommendations", HARBOUR_PATIENT).json()["items"] == []
+
+    approved = httpx.post(
+        f"{demo.base_url}/v1/ai-suggestions/{pending[0]['suggestion_id']}/approve",
+        headers=demo.headers("harbour-staff"),
+        json={"note": "Use these once a day between your back teeth."},
+        timeout=10.0,
+    )
+    assert approved.status_code == 200, approved.text
+    seen = demo.get("/v1/me/recommendations", HARBOUR_PATIENT).json()["items"]
+    assert [item["product"]["product_id"] for item in seen] == [pending[0]["product"]["product_id"]]
+    assert seen[0]["framing"] == "Recommended by your care team"
+    assert seen[0]["recommended_by_name"] == "Jess Morgan"
