@@ -93,6 +93,8 @@ class AppContext:
         """Release threads and network clients (the database is disposed by whoever created
         it)."""
         self.relay.close()
+        if self.relay.database is not self.database:  # its own pool (relay_synchronous_commit)
+            self.relay.database.dispose()
         engine = self.suggestions.engine
         for client in (self.payments, self.suppliers, self.rewards, self.feeds, engine):
             close = getattr(client, "close", None)
@@ -135,8 +137,13 @@ class AppContext:
         recommendations = RecommendationService(audit=audit, clock=clock)
         lines = LineFulfilment(audit=audit, outbox=outbox, clock=clock)
         feeds = FeedSinks(settings, clock)
+        relay_database = (
+            database
+            if settings.relay_synchronous_commit
+            else database.with_asynchronous_commit(pool_size=settings.db_pool_size)
+        )
         relay = OutboxRelay(
-            database,
+            relay_database,
             {
                 Destination.INTEGRATED_PAYMENTS: by_event_type(payments_sinks(payments)),
                 Destination.SUPPLIER_NETWORK: by_event_type(

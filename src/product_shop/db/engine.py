@@ -147,6 +147,28 @@ class Database:
                     raise
         raise AssertionError("unreachable")
 
+    def with_asynchronous_commit(self, *, pool_size: int) -> Database:
+        """A second pool on the same database whose transactions commit without waiting for
+        the WAL flush (PostgreSQL `synchronous_commit = off`, set on each new connection), for
+        work whose last commits may be forgotten by a database crash at no cost but doing it
+        again: the relay's records of deliveries (a forgotten one is sent again, and receivers
+        drop duplicates by webhook-id; an event is never lost, the API's outbox commits are
+        synchronous). The database stays consistent either way. SQLite: this database itself.
+        Whoever calls this disposes what it returns."""
+        if self.dialect != "postgresql":
+            return self
+        engine = make_engine(
+            self.engine.url.render_as_string(hide_password=False), pool_size=pool_size
+        )
+
+        @event.listens_for(engine, "connect")
+        def _asynchronous_commit(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO off")
+            dbapi_connection.commit()
+
+        return Database(self.url, engine=engine)
+
     def dispose(self) -> None:
         self.engine.dispose()
 

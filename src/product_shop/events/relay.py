@@ -144,6 +144,10 @@ class OutboxRelay:
                 break
         return delivered
 
+    @property
+    def database(self) -> Database:
+        return self._database
+
     def close(self) -> None:
         with self._pools_lock:
             pools, self._pools = self._pools, {}
