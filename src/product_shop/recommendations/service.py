@@ -25,7 +25,7 @@ from product_shop.catalogue.model import AvailabilityStatus
 from product_shop.catalogue.tables import PracticeProductSetting, Product
 from product_shop.core.clock import Clock
 from product_shop.core.cursors import decode_cursor, encode_cursor
-from product_shop.core.errors import Conflict, NotFound, Unprocessable
+from product_shop.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from product_shop.core.ids import new_id
 from product_shop.recommendations.schemas import (
     PatientRecommendationList,
@@ -120,7 +120,14 @@ class RecommendationService:
     ) -> RecommendationOut:
         """One recommendation by `actor` (a clinician recommending, or the named clinician or
         staff member approving an AI suggestion, `suggestion_id`), audited. The caller has
-        checked the actor's right and the product (`recommendable`)."""
+        checked the product (`recommendable`); the actor's right is checked here too, so no
+        path makes a recommendation for anyone else (the AI least of all: spec §7)."""
+        if suggestion_id is None:
+            require(actor, Action.RECOMMEND_PRODUCTS)
+        else:
+            require(actor, Action.DECIDE_AI_SUGGESTIONS)
+        if not actor.name:
+            raise Forbidden("A recommendation is made by a named clinician or staff member.")
         practice_id = actor.practice_id
         assert practice_id is not None  # a practice role
         row = Recommendation(

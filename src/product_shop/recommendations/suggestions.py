@@ -209,13 +209,14 @@ class SuggestionService:
             "candidates": len(outcome.candidates),
         }
         for suggestion in outcome.suggestions:
-            self._create_pending(session, ai, context, suggestion, inputs, now)
+            self._create_pending(session, ai, outcome.engine, context, suggestion, inputs, now)
         return len(outcome.suggestions)
 
     def _create_pending(
         self,
         session: Session,
         ai: Actor,
+        engine: EngineInfo,
         context: AppointmentContext,
         suggestion: EngineSuggestion,
         inputs: dict[str, Any],
@@ -231,8 +232,8 @@ class SuggestionService:
             patient_id=context.patient_id,
             appointment_context_id=context.appointment_context_id,
             product_id=suggestion.product_id,
-            engine=ai.actor_id.removeprefix("ai:"),
-            engine_version=(ai.name or "").rpartition(" ")[2][:32],
+            engine=engine.name[:64],
+            engine_version=engine.version[:32],
             inputs=inputs,
             rationale=suggestion.rationale,
             score=suggestion.score,
@@ -414,7 +415,7 @@ class SuggestionService:
             raise Conflict(
                 f"The suggestion is already {row.status}.",
                 code="suggestion_decided",
-                status=row.status,
+                current_status=row.status,
             )
         if row.expires_at <= self._clock.now():
             raise Conflict(
