@@ -641,3 +641,43 @@ def test_no_retail_discovery_in_the_api_document_or_what_the_patient_sees(
         assert response.json()  # something to look at
         assert _discovery_in(response.json()) == [], url
     assert _mine(client, world.patient_a)[0]["framing"] == FRAMING
+
+
+def test_one_recommendation_is_the_patients_own_or_404_and_the_practices_or_404(
+    client: TestClient, world: World, shop: Shop, clinician_b: Person
+) -> None:
+    """A notification's link opens one recommendation: its patient sees it framed as the care
+    team's; another patient of the practice, a patient of another practice, a withdrawn one
+    and an unknown id are the same 404. Staff read one of their practice's; another practice's
+    staff get 404."""
+    (recommendation,) = _recommend(
+        client, world.clinician_a, world.patient_a, shop.toothbrush, note=NOTE
+    )
+    rid = recommendation["recommendation_id"]
+
+    own = client.get(f"/v1/me/recommendations/{rid}", headers=world.patient_a.headers)
+    assert own.status_code == 200, own.text
+    assert own.json()["framing"] == FRAMING
+    assert own.json()["recommended_by_name"] == "Dr Clare"
+    assert own.json()["note"] == NOTE
+
+    unknown = client.get(f"/v1/me/recommendations/{uuid.uuid4()}", headers=world.patient_a.headers)
+    assert unknown.status_code == 404
+    for other in (world.patient_a2, world.patient_b):
+        refused = client.get(f"/v1/me/recommendations/{rid}", headers=other.headers)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["detail"] == unknown.json()["detail"]  # existence not revealed
+
+    staff = client.get(f"/v1/recommendations/{rid}", headers=world.staff_a.headers)
+    assert staff.status_code == 200, staff.text
+    assert staff.json()["patient_id"] == world.patient_a.actor.actor_id
+    assert client.get(f"/v1/recommendations/{rid}", headers=world.admin_b.headers).status_code == (
+        404
+    )
+    assert client.get(
+        f"/v1/recommendations/{rid}", headers=world.patient_a.headers
+    ).status_code == (403)
+
+    assert _withdraw(client, world.clinician_a, rid).status_code == 200
+    gone = client.get(f"/v1/me/recommendations/{rid}", headers=world.patient_a.headers)
+    assert gone.status_code == 404

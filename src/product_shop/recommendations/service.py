@@ -243,6 +243,37 @@ class RecommendationService:
 
     # ---- the patient ------------------------------------------------------------------------
 
+    def get_for_practice(
+        self, session: Session, actor: Actor, recommendation_id: uuid.UUID
+    ) -> RecommendationOut:
+        """One recommendation of the practice (404 for another practice's, as for none)."""
+        require(actor, Action.VIEW_RECOMMENDATIONS)
+        row = session.get(Recommendation, recommendation_id)
+        if row is None or row.practice_id != actor.practice_id:
+            raise NotFound("No such recommendation.")
+        product = session.get(Product, row.product_id)
+        assert product is not None  # a foreign key
+        return _out(row, product)
+
+    def one_for_patient(
+        self, session: Session, actor: Actor, recommendation_id: uuid.UUID
+    ) -> PatientRecommendationOut:
+        """One of the patient's own active recommendations (a notification's link); another
+        patient's, another practice's, a withdrawn and an unknown one are the same 404."""
+        require(actor, Action.VIEW_OWN_RECOMMENDATIONS)
+        row = session.get(Recommendation, recommendation_id)
+        if (
+            row is None
+            or row.practice_id != actor.practice_id
+            or row.patient_id != actor.patient_id
+            or row.status != "active"
+        ):
+            raise NotFound("No such recommendation.")
+        ((product, setting),) = catalogue.products_with_settings(
+            session, row.practice_id, product_ids=[row.product_id]
+        )
+        return _patient_out(row, product, setting)
+
     def for_patient(self, session: Session, actor: Actor) -> PatientRecommendationList:
         """The patient's own active recommendations, newest first, each product as the practice's
         catalogue shows it now."""
@@ -266,17 +297,20 @@ class RecommendationService:
             )
         }
         return PatientRecommendationList(
-            items=[
-                PatientRecommendationOut(
-                    recommendation_id=row.recommendation_id,
-                    recommended_by_name=row.recommended_by_name,
-                    note=row.note,
-                    recommended_at=row.created_at,
-                    product=_as_patient_sees(*products[row.product_id]),
-                )
-                for row in rows
-            ]
+            items=[_patient_out(row, *products[row.product_id]) for row in rows]
         )
+
+
+def _patient_out(
+    row: Recommendation, product: Product, setting: PracticeProductSetting | None
+) -> PatientRecommendationOut:
+    return PatientRecommendationOut(
+        recommendation_id=row.recommendation_id,
+        recommended_by_name=row.recommended_by_name,
+        note=row.note,
+        recommended_at=row.created_at,
+        product=_as_patient_sees(product, setting),
+    )
 
 
 def _as_patient_sees(

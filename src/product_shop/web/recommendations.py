@@ -18,6 +18,7 @@ from product_shop.idempotency.store import Claim
 from product_shop.recommendations.conversion import Conversion, conversion
 from product_shop.recommendations.schemas import (
     PatientRecommendationList,
+    PatientRecommendationOut,
     RecommendationIn,
     RecommendationList,
     RecommendationOut,
@@ -147,6 +148,21 @@ def recommendation_conversion(
     return model_response(conversion(session, actor.practice_id, start, end))
 
 
+@router.get(
+    "/recommendations/{recommendation_id}",
+    operation_id="getRecommendation",
+    response_model=RecommendationOut,
+    summary="One recommendation of the practice (the practice's care team)",
+    responses=problem_responses(401, 403, 404, 422),
+)
+def practice_recommendation(
+    recommendation_id: uuid.UUID, actor: CareTeam, session: SessionDep, context: ContextDep
+) -> Response:
+    return model_response(
+        context.recommendations.get_for_practice(session, actor, recommendation_id)
+    )
+
+
 @router.post(
     "/recommendations/{recommendation_id}/withdraw",
     operation_id="withdrawRecommendation",
@@ -180,3 +196,23 @@ def withdraw(
 )
 def my_recommendations(actor: Patient, session: SessionDep, context: ContextDep) -> Response:
     return model_response(context.recommendations.for_patient(session, actor))
+
+
+@router.get(
+    "/me/recommendations/{recommendation_id}",
+    operation_id="getMyRecommendation",
+    response_model=PatientRecommendationOut,
+    summary="One of the patient's own recommendations (a notification's link)",
+    description=(
+        "Framed as the care team's, with the product as the catalogue shows it now. Another "
+        "patient's, another practice's, a withdrawn and an unknown recommendation are the same "
+        "404."
+    ),
+    responses=problem_responses(401, 403, 404, 422),
+)
+def my_recommendation(
+    recommendation_id: uuid.UUID, actor: Patient, session: SessionDep, context: ContextDep
+) -> Response:
+    return model_response(
+        context.recommendations.one_for_patient(session, actor, recommendation_id)
+    )
