@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 from datetime import datetime
@@ -82,6 +83,8 @@ def _relay(args: argparse.Namespace) -> int:
     settings = Settings()
     settings.check()
     configure_logging(settings.log_level, json=settings.log_json)
+    if settings.relay_nice:
+        os.nice(settings.relay_nice)
     context = AppContext.build(settings)
     try:
         if args.once:

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # duplicates by webhook-id); an event is never lost. About half the database's CPU per
     # delivered order (docs/benchmarks.md). `true` waits for the flush as every request does.
     relay_synchronous_commit: bool = False
+    # `product-shop relay` lowers its own CPU priority by this much (os.nice) at start: on a host
+    # it shares with the API, the requests a patient waits for win the CPU and the relay, whose
+    # work is asynchronous by design, takes what is left (docs/benchmarks.md). 0 leaves it.
+    relay_nice: int = Field(default=10, ge=0, le=19)
 
     # Event delivery (spec §11.2, §12; docs/events.md). Where each receiving module's events go,
     # by destination key (communication_hub, finance, financial_insights, hygiene_subscriptions,
