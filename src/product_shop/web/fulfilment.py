@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -29,7 +29,7 @@ from product_shop.web.deps import ContextDep, SessionDep, permitted
 from product_shop.web.docs import response_headers
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
-from product_shop.web.webhooks import verified_message_id
+from product_shop.web.webhooks import SIGNED_JSON_WEBHOOK, verified_message_id
 
 router = APIRouter(prefix="/v1", tags=["fulfilment"])
 
@@ -131,10 +131,6 @@ class SupplierWebhookAck(BaseModel):
     status: str
 
 
-def _signature_header(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
-
-
 @router.post(
     "/webhooks/suppliers",
     operation_id="receiveSupplierWebhook",
@@ -151,17 +147,7 @@ def _signature_header(name: str) -> dict[str, Any]:
         400: {"model": Problem, "description": "Not a shipment update (`malformed_webhook`)"},
         401: {"model": Problem, "description": "Invalid signature (`invalid_signature`)"},
     },
-    openapi_extra={
-        "parameters": [
-            _signature_header("webhook-id"),
-            _signature_header("webhook-timestamp"),
-            _signature_header("webhook-signature"),
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
-    },
+    openapi_extra=SIGNED_JSON_WEBHOOK,
 )
 async def supplier_webhook(request: Request, context: ContextDep) -> JSONResponse:
     body = await request.body()

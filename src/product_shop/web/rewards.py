@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -17,7 +17,7 @@ from product_shop.integrations.rewards import RewardsRejected, RewardsUnavailabl
 from product_shop.web import checkout_flows as flows
 from product_shop.web.deps import ContextDep, permitted
 from product_shop.web.problems import Problem, problem_responses
-from product_shop.web.webhooks import verified_message_id
+from product_shop.web.webhooks import SIGNED_JSON_WEBHOOK, verified_message_id
 
 router = APIRouter(prefix="/v1", tags=["rewards"])
 
@@ -64,10 +64,6 @@ class RewardsWebhookAck(BaseModel):
     status: str
 
 
-def _signature_header(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
-
-
 @router.post(
     "/webhooks/rewards",
     operation_id="receiveRewardsWebhook",
@@ -85,17 +81,7 @@ def _signature_header(name: str) -> dict[str, Any]:
         401: {"model": Problem, "description": "Invalid signature (`invalid_signature`)"},
         503: {"model": Problem, "description": "Payments unavailable: send it again later"},
     },
-    openapi_extra={
-        "parameters": [
-            _signature_header("webhook-id"),
-            _signature_header("webhook-timestamp"),
-            _signature_header("webhook-signature"),
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
-    },
+    openapi_extra=SIGNED_JSON_WEBHOOK,
 )
 async def rewards_webhook(request: Request, context: ContextDep) -> JSONResponse:
     body = await request.body()

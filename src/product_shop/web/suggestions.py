@@ -31,7 +31,7 @@ from product_shop.recommendations.suggestion_schemas import (
 from product_shop.web.deps import ContextDep, SessionDep, permitted
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
-from product_shop.web.webhooks import verified_message_id
+from product_shop.web.webhooks import SIGNED_JSON_WEBHOOK, verified_message_id
 
 router = APIRouter(prefix="/v1", tags=["ai suggestions"])
 
@@ -39,10 +39,6 @@ Viewer = Annotated[Actor, Depends(permitted(Action.VIEW_AI_SUGGESTIONS))]
 Decider = Annotated[Actor, Depends(permitted(Action.DECIDE_AI_SUGGESTIONS))]
 SummaryReader = Annotated[Actor, Depends(permitted(Action.VIEW_AI_SUMMARIES))]
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
-
-
-def _signature_header(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
 
 
 @router.post(
@@ -64,17 +60,7 @@ def _signature_header(name: str) -> dict[str, Any]:
         400: {"model": Problem, "description": "Not an appointment event (`malformed_webhook`)"},
         401: {"model": Problem, "description": "Invalid signature (`invalid_signature`)"},
     },
-    openapi_extra={
-        "parameters": [
-            _signature_header("webhook-id"),
-            _signature_header("webhook-timestamp"),
-            _signature_header("webhook-signature"),
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
-    },
+    openapi_extra=SIGNED_JSON_WEBHOOK,
 )
 async def appointments_webhook(request: Request, context: ContextDep) -> Response:
     body = await request.body()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import SecretStr
 
 from product_shop.context import AppContext
@@ -26,3 +28,22 @@ def verified_message_id(
     if len(message_id) > MAX_MESSAGE_ID:
         raise BadRequest("The webhook id is too long.", code="malformed_webhook")
     return message_id
+
+
+def _signature_header(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+
+
+# The OpenAPI description every signed JSON webhook route carries: the three Standard Webhooks
+# headers and a JSON object body (read raw, so the signature is checked over its bytes).
+SIGNED_JSON_WEBHOOK: dict[str, Any] = {
+    "parameters": [
+        _signature_header("webhook-id"),
+        _signature_header("webhook-timestamp"),
+        _signature_header("webhook-signature"),
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+}
