@@ -4,11 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
+# apt-get as root, or through sudo when not.
+APT    := $(if $(filter 0,$(shell id -u)),,sudo) DEBIAN_FRONTEND=noninteractive apt-get
 # The resolver `make lock` installs, pinned: the same pyproject.toml gives the same locks anywhere.
 UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 
-.PHONY: demo test lint typecheck unit install install-runtime lock bench clean
+.PHONY: demo test lint typecheck unit install install-runtime lock bench clean tools
 
 # The development environment: runtime and dev dependencies (requirements-dev.lock), the project
 # editable.
@@ -34,8 +36,15 @@ install-runtime:
 demo: $(STAMP)
 	$(BIN)/product-shop demo --port $(PORT) --data-dir var
 
+## make tools: the Debian packages the tests use, installed with apt when missing: promtool
+## (package prometheus; only the command is used, no server is started) checks the alert rules.
+tools:
+	@command -v promtool >/dev/null || { \
+		$(APT) install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
+		{ $(APT) update >/dev/null && $(APT) install -y --no-install-recommends prometheus >/dev/null; }; }
+
 ## make test: lint, types, and the whole pytest suite (SQLite and, when reachable, PostgreSQL)
-test: $(STAMP) lint typecheck
+test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)

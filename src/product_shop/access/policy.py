@@ -25,6 +25,7 @@ class Action(StrEnum):
     REQUEST_CANCELLATION = "orders.request_cancellation"
     VIEW_CANCELLATION_REQUESTS = "orders.view_cancellation_requests"
     MANAGE_EVENT_DELIVERY = "events.manage_delivery"
+    VIEW_OPS_STATUS = "ops.view_status"
     EXPORT_AUDIT_LOG = "audit.export"
     RECOMMEND_PRODUCTS = "recommendations.recommend"
     VIEW_RECOMMENDATIONS = "recommendations.view_practice"
@@ -71,6 +72,9 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     # Event delivery to the other modules spans every practice: Primoro's operations team only
     # (the backlog per destination, parked deliveries queued again).
     Action.MANAGE_EVENT_DELIVERY: frozenset({Role.OPERATOR}),
+    # The service's health detail (spec §16): database, migrations, integrations, event
+    # delivery, jobs. No patient or practice data in it.
+    Action.VIEW_OPS_STATUS: frozenset({Role.OPERATOR}),
     # The audit log leaves through Audit & Compliance only (spec §8): its service identity.
     Action.EXPORT_AUDIT_LOG: frozenset(),
     # Recommendations (spec §4.1, §10.3): a named clinician recommends (and withdraws) for a
