@@ -1,8 +1,10 @@
-"""No personal data in the logs, whatever fails (issue 8 item 4, spec §16 Privacy).
+"""No personal data in the logs, whatever fails (issue 8 item 4, issue 16, spec §16 Privacy).
 
 A purchase with a drop-ship address is driven through the API, with control characters refused,
-a failure deep in the write path whose error quotes the values (as a database error does), and a
-successful order; every log line of the run is captured and searched for each personal value.
+a failure deep in the write path whose error quotes the values (as a database error does), a
+successful order and its refund; every log line of the run is captured and searched for each
+personal value. Lines carry the request id and, once the caller is known, the actor's id (a
+pseudonymous Access Manager subject) and role, never a name or a token.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from product_shop.logging import configure_logging
 from tests.conftest import Person, TokenFactory, World
 from tests.integration.checkout_support import Shop, pay
 from tests.integration.conftest import count_rows
+from tests.integration.refund_support import refund
 
 ADDRESS = {
     "recipient_name": "Zelda Quixote-Marlowe",
@@ -69,7 +72,7 @@ def _checkout(client: TestClient, patient: Person, shop: Shop, address: dict[str
 
 
 def _personal_values(patient: Person) -> list[str]:
-    return [*ADDRESS.values(), patient.token, patient.actor.actor_id]
+    return [*ADDRESS.values(), patient.token]
 
 
 def test_a_control_character_in_any_address_field_is_a_422_naming_the_field(
@@ -93,10 +96,12 @@ def test_a_control_character_in_any_address_field_is_a_422_naming_the_field(
 def test_no_personal_value_reaches_the_logs_on_refusal_failure_or_success(
     client: TestClient,
     zelda: Person,
+    world: World,
     shop: Shop,
     database: Database,
     logs: io.StringIO,
     monkeypatch: pytest.MonkeyPatch,
+    with_mfa: Callable[..., dict[str, str]],
 ) -> None:
     # 1. Refused input: a NUL in the address line.
     refused = _checkout(client, zelda, shop, {**ADDRESS, "line1": "77 Wisteria\x00 Crescent"})
@@ -125,14 +130,32 @@ def test_no_personal_value_reaches_the_logs_on_refusal_failure_or_success(
     assert order.status_code == 200, order.text
     assert client.get(f"/v1/orders/{order.json()['order_id']}", headers=zelda.headers).is_success
 
+    # 4. The practice refunds it (named staff, fresh MFA).
+    staff = with_mfa(world.finance_a)
+    refunded = refund(client, staff, order.json()["order_id"], {"reason_code": "damaged_item"})
+    assert refunded.status_code == 201, refunded.text
+
     output = logs.getvalue()
     for value in _personal_values(zelda):
         assert value not in output, f"{value!r} reached the logs"
     assert "Wisteria" not in output
     assert "Zelda" not in output
+    assert staff["Authorization"].removeprefix("Bearer ") not in output
+    assert world.finance_a.actor.name not in output
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]
     (error,) = [line for line in lines if line["event"] == "unhandled_error"]
     assert error["error"].startswith("sqlalchemy.exc.DataError")
     assert error["route"] == "/v1/checkouts"
     assert error["request_id"] == failed.json()["request_id"]
     assert any(line["event"] == "request" and line["status"] == 201 for line in lines)
+    # Who acted, by id and role, on the request lines (the patient's and the staff member's).
+    requests = [line for line in lines if line["event"] == "request"]
+    assert all(line["request_id"] for line in requests)
+    assert any(
+        line.get("actor_id") == zelda.actor.actor_id and line.get("actor_role") == "patient"
+        for line in requests
+    )
+    assert any(
+        line.get("actor_id") == world.finance_a.actor.actor_id and line["status"] == 201
+        for line in requests
+    )

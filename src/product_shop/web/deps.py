@@ -6,6 +6,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -44,11 +45,14 @@ async def current_actor(
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("Send an Access Manager token as 'Authorization: Bearer <token>'.")
-    known = context.verifier.verify_cached(credentials.credentials)
-    if known is not None:
-        return known
-    # A first sight of this token: verifying it may fetch the JWKS, so not on the event loop.
-    return await run_in_threadpool(context.verifier.verify, credentials.credentials)
+    actor = context.verifier.verify_cached(credentials.credentials)
+    if actor is None:
+        # A first sight of this token: verifying it may fetch the JWKS, so not on the event loop.
+        actor = await run_in_threadpool(context.verifier.verify, credentials.credentials)
+    # Who acted, on every later log line of the request, the request line too (the id and
+    # role: never the name or the token).
+    structlog.contextvars.bind_contextvars(actor_id=actor.actor_id, actor_role=actor.role.value)
+    return actor
 
 
 def permitted(action: Action) -> Callable[..., Awaitable[Actor]]:
