@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
-from product_shop import cli_audit, cli_events
+from product_shop import cli_audit, cli_events, cli_jobs
 from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
 from product_shop.core.signing import (
@@ -218,6 +218,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_events.add_commands(sub)
     cli_audit.add_commands(sub)
+    cli_jobs.add_commands(sub)
+    from product_shop import cli_retention  # `retention`: personal data past retention_days
+
+    cli_retention.add_commands(sub)
 
     refunds = sub.add_parser("refunds", help="Refunds whose outcome is not known yet")
     refunds_sub = refunds.add_subparsers(required=True, metavar="ACTION")

@@ -73,12 +73,11 @@ def _aware_time(value: str) -> datetime:
 
 
 def _relay(args: argparse.Namespace) -> int:
-    """Deliver until stopped: one loop per destination (`RelayThread`), and beside them the
-    jobs that cross another module's boundary (refunds left pending, unpaid checkouts) and the
-    audit log's feed and checkpoints."""
+    """Deliver until stopped: one loop per destination (`RelayThread`). The background jobs
+    (refunds left pending, unpaid checkouts, the audit feed and checkpoints, ...) are
+    `product-shop worker`'s."""
     from product_shop.context import AppContext
     from product_shop.events.relay_thread import RelayThread
-    from product_shop.jobs.refund_settlement import PeriodicThread
 
     settings = Settings()
     settings.check()
@@ -89,35 +88,17 @@ def _relay(args: argparse.Namespace) -> int:
     try:
         if args.once:
             print(f"delivered {context.relay.run_once()} events")
-            print(f"sent {context.audit_feed.run_once()} audit entries to Audit & Compliance")
             return 0
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         relay = RelayThread(context.relay, args.interval)
         relay.start()
-        audit_feed = PeriodicThread("audit-feed", context.audit_feed.run_once, args.interval)
-        if context.audit_feed.enabled:
-            audit_feed.start()
-        checkpoints = PeriodicThread(
-            "audit-checkpoint",
-            context.audit_checkpoint.run_once,
-            settings.audit_checkpoint_interval_seconds,
-        )
-        checkpoints.start()
-        settle_every = max(1.0, settings.refund_reconcile_after_seconds)
         try:
-            while not stop.wait(settle_every):
-                try:
-                    context.refund_settlement.run_once()
-                    context.checkout_expiry.run_once()
-                except Exception:  # the database away for a moment: log it, go on
-                    log.exception("relay_jobs_failed")
+            while not stop.wait(1.0):
+                pass
         finally:
             relay.stop()
-            checkpoints.stop()
-            if context.audit_feed.enabled:
-                audit_feed.stop()
         return 0
     finally:
         context.close()

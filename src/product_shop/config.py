@@ -6,6 +6,7 @@ an embedded SQLite database, or no way to verify access tokens.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -154,6 +155,26 @@ class Settings(BaseSettings):
     # How long an unpaid checkout stays open.
     checkout_ttl_minutes: int = 24 * 60
 
+    # Background jobs (`jobs/schedule.py`; `product-shop worker`, or in the API process). Unset,
+    # the API process runs them when it runs the relay (`relay_in_process`: the embedded
+    # default is one process). At scale turn both off and run `product-shop relay` and
+    # `product-shop worker`; several workers are safe (one runs a given job at a time).
+    jobs_in_process: bool | None = None
+    checkout_expiry_interval_seconds: float = Field(default=60.0, ge=1)
+    # Checkouts awaiting payment this long after their payment page opened, with no callback
+    # and no app call, are checked through Integrated Payments' sync API and completed or
+    # failed (`jobs/capture_reconciliation.py`).
+    capture_reconciliation_interval_seconds: float = Field(default=60.0, ge=1)
+    capture_reconciliation_after_seconds: float = Field(default=300.0, ge=0)
+    # How long an Idempotency-Key replays its first response (then the purge deletes it).
+    idempotency_key_ttl_seconds: float = Field(default=86_400.0, ge=3600)
+    # Idempotency keys are deleted once past their `expires_at` (idempotency_key_ttl_seconds).
+    idempotency_purge_interval_seconds: float = Field(default=3600.0, ge=1)
+    # Inbound message ids (webhook dedupe) are kept this long: longer than any sender retries
+    # one message (the relay's own horizon is about three days, as Stripe's).
+    inbox_retention_seconds: float = Field(default=7 * 86_400.0, ge=86_400)
+    inbox_purge_interval_seconds: float = Field(default=3600.0, ge=1)
+
     # Refunds (spec §5.3, §9): the practice staff roles that may refund (each also needs a
     # fresh MFA step-up: `amr` with `mfa` and `auth_time` at most this old).
     refund_roles: list[str] = Field(default_factory=lambda: ["practice_admin", "finance"])
@@ -167,6 +188,19 @@ class Settings(BaseSettings):
     # Distance selling: a patient may ask to cancel within this many days of delivery or
     # collection (an undispatched drop-ship line at once).
     cancellation_period_days: int = Field(default=14, ge=1, le=365)
+    # Retention (spec §16 Privacy, §17): orders placed longer ago than this have their personal
+    # data erased (`orders/retention.py`, `product-shop retention`); amounts, dates, statuses and
+    # references stay. Default 6 years (2192 days): the UK's record-keeping norm for financial
+    # records (HMRC). At least a year, so no refund or cancellation window is cut short.
+    retention_days: int = Field(default=2192, ge=365)
+    # How often the retention job looks for orders past `retention_days` (`jobs/retention.py`).
+    retention_interval_seconds: float = Field(default=86_400.0, ge=60)
+
+    # `GET /metrics` answers callers from these networks (CIDRs: the monitoring network) and
+    # gives anyone else a 404. `metrics_dir`: where `serve --workers N` has its workers write
+    # their samples (emptied at start); None: a fresh directory under the system's temporary one.
+    metrics_allowed_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    metrics_dir: Path | None = None
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -237,6 +271,14 @@ class Settings(BaseSettings):
                 f"{SECRET_FORMAT}"
             ) from exc
         demo_event_sinks = self._check_event_delivery()
+        for network in self.metrics_allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"metrics_allowed_networks: {network!r} is not a network (CIDR, e.g. "
+                    "10.0.0.0/8)"
+                ) from exc
         if len(self.voucher_secret.get_secret_value()) < 32:
             raise ConfigurationError(
                 "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"

@@ -42,8 +42,12 @@ from product_shop.integrations.suppliers import SupplierNetwork
 from product_shop.integrations.suppliers_http import HttpSupplierNetwork
 from product_shop.jobs.audit_checkpoint import AuditCheckpointJob
 from product_shop.jobs.audit_feed import AuditFeed
+from product_shop.jobs.capture_reconciliation import CaptureReconciliation
 from product_shop.jobs.checkout_expiry import CheckoutExpiryJob
+from product_shop.jobs.purge import Purges
 from product_shop.jobs.refund_settlement import RefundSettlement
+from product_shop.jobs.retention import RetentionJob
+from product_shop.jobs.runner import JobRunner
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.service import OrderService
 from product_shop.recommendations.ai.http import HttpSuggestionEngine
@@ -88,6 +92,10 @@ class AppContext:
     feeds: FeedSinks
     audit_feed: AuditFeed
     audit_checkpoint: AuditCheckpointJob
+    jobs: JobRunner
+    capture_reconciliation: CaptureReconciliation
+    purges: Purges
+    retention: RetentionJob
 
     def close(self) -> None:
         """Release threads and network clients (the database is disposed by whoever created
@@ -133,7 +141,9 @@ class AppContext:
             api_key=settings.rewards_api_key.get_secret_value(),
             timeout_seconds=settings.rewards_timeout_seconds,
         )
-        idempotency = IdempotencyStore(clock)
+        idempotency = IdempotencyStore(
+            clock, ttl=timedelta(seconds=settings.idempotency_key_ttl_seconds)
+        )
         recommendations = RecommendationService(audit=audit, clock=clock)
         lines = LineFulfilment(audit=audit, outbox=outbox, clock=clock)
         feeds = FeedSinks(settings, clock)
@@ -267,6 +277,19 @@ class AppContext:
                 clock=clock,
                 period=timedelta(days=settings.cancellation_period_days),
             ),
+            jobs=JobRunner(database, clock),
+            capture_reconciliation=CaptureReconciliation(
+                database=database,
+                completion=completion,
+                clock=clock,
+                after=timedelta(seconds=settings.capture_reconciliation_after_seconds),
+            ),
+            purges=Purges(
+                database=database,
+                clock=clock,
+                inbox_retention=timedelta(seconds=settings.inbox_retention_seconds),
+            ),
+            retention=RetentionJob.from_settings(settings, database, clock),
         )
 
 

@@ -16,23 +16,35 @@ Workers run in their own process group, so a Ctrl-C in a terminal reaches the su
 which stops them as for SIGTERM. A supervisor killed outright (SIGKILL) leaves its workers
 running: stop the whole unit (systemd's default KillMode=control-group does).
 
+Metrics: the supervisor gives its workers one fresh, empty directory (setting `metrics_dir`, by
+default a new one under the system's temporary directory, removed when the supervisor ends) in
+`PROMETHEUS_MULTIPROC_DIR`, set in each worker's environment before it starts, so
+prometheus-client runs in multi-process mode there: each worker writes its samples to files of
+its own and any worker's `/metrics` sums them all. When it reaps a worker it marks the process
+dead (its live gauges go; its counts stay in the sums).
+
 `--host ::` listens on IPv6 and IPv4 (dual-stack), `--host ::1` on the IPv6 loopback only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType, TracebackType
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from product_shop.config import Settings
 from product_shop.logging import configure_logging, get_logger
@@ -42,6 +54,7 @@ log = get_logger("product_shop.serve")
 DEFAULT_GRACE_SECONDS = 20.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _LONGEST_SLEEP = 5.0  # the supervisor looks at its workers at least this often, signals or not
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve(host: str, port: int, *, workers: int = 1, grace: float = DEFAULT_GRACE_SECONDS) -> int:
@@ -49,7 +62,25 @@ def serve(host: str, port: int, *, workers: int = 1, grace: float = DEFAULT_GRAC
     if workers == 1:
         run_worker(host, port, reuse_port=False)
         return 0
-    return Supervisor(host, port, workers, grace=grace).run()
+    configured = Settings().metrics_dir
+    metrics_dir = fresh_metrics_dir(configured)
+    try:
+        return Supervisor(host, port, workers, grace=grace, metrics_dir=metrics_dir).run()
+    finally:
+        if configured is None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def fresh_metrics_dir(configured: Path | None) -> Path:
+    """The workers' multi-process metrics directory, empty: `configured` emptied of the files
+    an earlier run left (they would be summed in), or a new directory under the system's
+    temporary directory."""
+    if configured is None:
+        return Path(tempfile.mkdtemp(prefix="product-shop-metrics-"))
+    configured.mkdir(parents=True, exist_ok=True)
+    for leftover in configured.glob("*.db"):
+        leftover.unlink()
+    return configured
 
 
 def run_worker(host: str, port: int, *, reuse_port: bool) -> None:
@@ -125,12 +156,18 @@ class Supervisor:
         *,
         grace: float = DEFAULT_GRACE_SECONDS,
         backoff: Backoff = Backoff(),  # frozen: one shared default is safe
+        metrics_dir: Path | None = None,
     ) -> None:
         # A supervised worker: this module run as `python -m product_shop.serve HOST PORT`.
         self.command = [sys.executable, "-m", "product_shop.serve", host, str(port)]
         self.slots = [_Slot(index) for index in range(workers)]
         self.grace = grace
         self.backoff = backoff
+        # Set in the workers' environment only: they import prometheus-client after it is there.
+        self.metrics_dir = metrics_dir
+        self.env = (
+            {**os.environ, MULTIPROC_ENV: str(metrics_dir)} if metrics_dir is not None else None
+        )
 
     def run(self) -> int:
         with _Wakeups() as wakeups:
@@ -144,6 +181,8 @@ class Supervisor:
             log.info("supervisor_stopping", grace_seconds=self.grace)
             running = [slot.process for slot in self.slots if slot.process is not None]
             clean = stop_processes(running, self.grace)
+            for process in running:
+                self._reaped(process.pid)
         log.info("supervisor_stopped", clean=clean)
         return 0 if clean else 1
 
@@ -163,12 +202,20 @@ class Supervisor:
                 uptime_seconds=round(uptime, 1),
                 restart_in_seconds=slot.delay,
             )
+            self._reaped(slot.process.pid)
             slot.process = None
         if now >= slot.restart_at:
-            slot.process = subprocess.Popen(self.command, process_group=0)  # noqa: S603 (ours)
+            slot.process = subprocess.Popen(  # noqa: S603 (our own command)
+                self.command, process_group=0, env=self.env
+            )
             slot.started_at = now
             event = "worker_started" if slot.delay is None else "worker_restarted"
             log.info(event, worker=slot.index, pid=slot.process.pid)
+
+    def _reaped(self, pid: int) -> None:
+        """A worker is gone: its live gauges leave the sums (its counts stay)."""
+        if self.metrics_dir is not None:
+            mark_process_dead(pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
 
 
 def stop_processes(processes: Iterable[subprocess.Popen[bytes]], grace: float) -> bool:

@@ -55,8 +55,11 @@ def test_the_operations_team_sees_each_destinations_backlog_and_parked_count(
     assert (finance["pending"], finance["parked"]) == (0, 1)
     assert by_destination["integrated_payments"]["sink"] == "api"
     assert answer.json()["unrouted"] == 0
-    ready = client.get("/readyz").json()
-    assert {e["destination"]: e["pending"] for e in ready["events"]}[CH] == 2
+    # The same detail in the operations status; readiness stays a cheap yes or no.
+    status = client.get("/v1/ops/status", headers=world.operator.headers).json()
+    assert {e["destination"]: e["pending"] for e in status["events"]["destinations"]}[CH] == 2
+    assert status["status"] == "degraded"  # a parked delivery
+    assert "events" not in client.get("/readyz").json()
 
 
 @pytest.mark.parametrize("who", ["admin_a", "finance_a", "catalogue_admin", "patient_a", "service"])

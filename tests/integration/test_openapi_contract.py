@@ -32,6 +32,7 @@ Document = dict[str, Any]
 OPERATION_IDS = {
     ("get", "/healthz"): "healthz",
     ("get", "/readyz"): "readyz",
+    ("get", "/v1/ops/status"): "getOpsStatus",
     ("get", "/v1/catalogue"): "listCatalogue",
     ("get", "/v1/catalogue/{product_id}"): "getCatalogueItem",
     ("put", "/v1/catalogue/{product_id}/practice-settings"): "setPracticeSettings",

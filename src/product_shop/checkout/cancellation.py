@@ -25,6 +25,8 @@ from product_shop.checkout.tables import Checkout, CheckoutLine
 from product_shop.core.clock import Clock, SystemClock
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import CHECKOUT_STAGES
 
 PRODUCT_UNAVAILABLE = "product_unavailable"
 # Checkouts that could still take money: not yet paid, or failed with a page still payable.
@@ -102,6 +104,7 @@ class CheckoutCancellation:
             checkout.status = transition(
                 CheckoutStatus(checkout.status), CheckoutStatus.FAILED
             ).value
+            count_on_commit(session, CHECKOUT_STAGES, stage="failed")
         checkout.failure_code = PRODUCT_UNAVAILABLE
         checkout.failure_reason = (
             "A product in this checkout can no longer be bought, so the checkout was stopped "

@@ -50,7 +50,10 @@ from product_shop.db.fast import Statements
 from product_shop.events import inbox
 from product_shop.events.outbox import Outbox
 from product_shop.events.tables import OutboxEvent
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import CHECKOUT_STAGES, ORDERS_CREATED, PAYMENT_CAPTURES
 from product_shop.integrations.payments import (
+    ACCEPTED_METHODS,
     IntegratedPayments,
     PaymentRejected,
     PaymentState,
@@ -64,6 +67,8 @@ from product_shop.orders.queries import build_order_document, order_document
 from product_shop.orders.tables import Order, OrderLine
 
 log = get_logger("product_shop.checkout")
+
+CHECKOUT_EXPIRED = "checkout_expired"  # the payment exception of a capture after the expiry
 
 PAYMENTS_ACTOR = Actor(
     actor_id="integrated-payments",
@@ -123,7 +128,9 @@ class CheckoutCompletion:
         """The checkout to complete; or, when it already has its order for this intent, the
         outcome (the app asks about the current attempt; a callback may name an earlier one).
         A failed checkout is asked again: the patient may have paid with another card on the
-        same payment page. `owner`: the patient who must own it (404 for anyone else)."""
+        same payment page; so is an expired one, whose page may have been paid as it was closed
+        (`record` makes that capture a payment exception, and answers anything else with 409
+        `checkout_expired`). `owner`: the patient who must own it (404 for anyone else)."""
         checkout = read_checkout(session, checkout_id)
         if owner is not None:
             check_owner(owner, checkout.patient_id if checkout else None)
@@ -140,6 +147,7 @@ class CheckoutCompletion:
             CheckoutStatus.AWAITING_PAYMENT,
             CheckoutStatus.FAILED,
             CheckoutStatus.COMPLETED,
+            CheckoutStatus.EXPIRED,
         ):
             raise Conflict(
                 f"This checkout is {checkout.status}.", code=f"checkout_{checkout.status}"
@@ -182,6 +190,11 @@ class CheckoutCompletion:
         """What the payment's status means for the checkout, recorded in the caller's unit of
         work. Safe to run again (it reads everything it decides on)."""
         checkout_id = pending.checkout.checkout_id
+        if (
+            pending.checkout.status == CheckoutStatus.EXPIRED
+            and status.state is not PaymentState.CAPTURED
+        ):
+            raise Conflict("This checkout is expired.", code="checkout_expired")
         if status.state is PaymentState.CAPTURED:
             expected = (pending.checkout.amount_due_minor, pending.checkout.currency)
             if (status.amount_minor, status.currency) != expected:
@@ -265,6 +278,14 @@ class CheckoutCompletion:
                     session, checkout_id, status, actor, None, reason="duplicate_capture"
                 )
             return self._settled(session, checkout, message)
+        if status is not None and checkout.status == CheckoutStatus.EXPIRED:
+            # Its page was closed before it expired (`jobs/checkout_expiry.py`), yet the gateway
+            # took the money (authorised as the cancellation arrived): no order from an expired
+            # checkout, whose points may have gone back; recorded once for a staff refund.
+            self._exceptions.orphaned_capture(
+                session, checkout_id, status, actor, message, reason=CHECKOUT_EXPIRED
+            )
+            return Outcome(Result.CHECKOUT_EXPIRED)
         payable = (
             (CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED)
             if status is not None
@@ -369,6 +390,7 @@ class CheckoutCompletion:
             ],
         )
         trail += started.follow_up(session, fast)
+        _count_order(session, capture)
         document = build_order_document(
             order_row, line_rows, capture._asdict() if capture else None, trail, started.vouchers
         )
@@ -450,6 +472,19 @@ class CheckoutCompletion:
         ]
         fast.insert(AuditEntry, entries)
         return entries[1:]
+
+
+def _count_order(session: Session, capture: CaptureRow | None) -> None:
+    """The funnel's `captured` (a capture that made the order) and `completed`, and the order,
+    counted once the unit of work commits."""
+    if capture is not None:
+        count_on_commit(session, PAYMENT_CAPTURES, outcome="success", reason="")
+        count_on_commit(session, CHECKOUT_STAGES, stage="captured")
+        paid_by = capture.method if capture.method in ACCEPTED_METHODS else "other"
+    else:
+        paid_by = "points"
+    count_on_commit(session, CHECKOUT_STAGES, stage="completed")
+    count_on_commit(session, ORDERS_CREATED, paid_by=paid_by)
 
 
 def _order_line(order_id: uuid.UUID, line: CheckoutLineRow, now: Any) -> OrderLineRow:

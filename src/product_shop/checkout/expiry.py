@@ -23,6 +23,8 @@ from product_shop.checkout.reversals import SYSTEM_ACTOR, RedemptionReversals
 from product_shop.checkout.tables import Checkout
 from product_shop.core.clock import Clock
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import CHECKOUT_STAGES
 
 EXPIRING = (CheckoutStatus.AWAITING_REDEMPTION.value, CheckoutStatus.AWAITING_PAYMENT.value)
 
@@ -62,6 +64,7 @@ class CheckoutExpiry:
         before = checkout.status
         checkout.status = transition(CheckoutStatus(before), CheckoutStatus.EXPIRED).value
         checkout.updated_at, checkout.version = now, checkout.version + 1
+        count_on_commit(session, CHECKOUT_STAGES, stage="expired")
         self._audit.record(
             session,
             stream_type="checkout",

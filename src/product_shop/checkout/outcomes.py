@@ -41,6 +41,7 @@ class Result(StrEnum):
     PAYMENT_MISMATCH = "payment_mismatch"
     PRODUCT_UNAVAILABLE = "payment_exception"
     POINTS_RETURNED = "points_returned"
+    CHECKOUT_EXPIRED = "checkout_expired"  # paid after it expired: a payment exception
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,12 @@ def answer(outcome: Outcome) -> OrderOut:
             "The points redeemed for this checkout were returned after its payment failed, so "
             "no order was created. The practice has been asked to refund this payment; start a "
             "new checkout."
+        )
+    if outcome.result is Result.CHECKOUT_EXPIRED:
+        raise Conflict(
+            "This checkout expired before its payment arrived, so no order was created. The "
+            "practice has been asked to refund this payment; start a new checkout.",
+            code="checkout_expired",
         )
     raise Conflict(
         "The payment has not been made yet: complete it on the payment page first.",

@@ -2,7 +2,8 @@
 
 A declined or failed payment fails the checkout (no order; the patient may retry, spec §5.2). A
 capture that cannot become an order — a second capture for a checkout that has its order, the
-wrong amount, or a product that can no longer be bought — is recorded once per intent as a
+wrong amount, a product that can no longer be bought, or a checkout that expired (its page
+closed as the payment was taken) — is recorded once per intent as a
 payment exception for a staff refund: system refunds are prohibited (spec §5.3). It is listed for
 staff (`GET /v1/payment-exceptions`) until refunded through the staff-only path. Each adds its
 audit entry and its outbox event to the caller's unit of work.
@@ -25,6 +26,8 @@ from product_shop.core.ids import new_id
 from product_shop.events import inbox
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import CHECKOUT_STAGES, PAYMENT_CAPTURES
 from product_shop.integrations.payments import PaymentStatus
 from product_shop.refunds.tables import PaymentException
 
@@ -65,6 +68,11 @@ class PaymentExceptions:
             inbox.record(session, INBOX_SOURCE, message, "payment", now)
         if not inbox.record(session, ORPHAN_SOURCE, status.intent_id, reason, now):
             return  # already recorded for this intent
+        # The money was captured (a success at Integrated Payments) though no order came of it;
+        # the checkout reached `captured` unless it has its order from another capture.
+        count_on_commit(session, PAYMENT_CAPTURES, outcome="success", reason="")
+        if reason != "duplicate_capture":
+            count_on_commit(session, CHECKOUT_STAGES, stage="captured")
         checkout = lock_checkout(session, checkout_id)
         if reason in _FAILS_CHECKOUT and checkout.status in (
             CheckoutStatus.AWAITING_PAYMENT,
@@ -74,6 +82,7 @@ class PaymentExceptions:
                 checkout.status = transition(
                     CheckoutStatus.AWAITING_PAYMENT, CheckoutStatus.FAILED
                 ).value
+                count_on_commit(session, CHECKOUT_STAGES, stage="failed")
             checkout.failure_code, checkout.failure_reason = _FAILS_CHECKOUT[reason]
             checkout.updated_at = now
             checkout.version += 1
@@ -147,6 +156,10 @@ class PaymentExceptions:
         # Points confirmed for this checkout go back to the patient (spec §5.4, rule 13).
         self._reversals.after_failed_payment(session, checkout)
         checkout.failure_code = status.failure_code or "payment_failed"
+        count_on_commit(
+            session, PAYMENT_CAPTURES, outcome="failure", reason=checkout.failure_code[:64]
+        )
+        count_on_commit(session, CHECKOUT_STAGES, stage="failed")
         checkout.failure_reason = status.failure_message or "The payment did not go through."
         checkout.updated_at = now
         checkout.version += 1

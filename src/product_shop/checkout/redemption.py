@@ -36,6 +36,8 @@ from product_shop.core.clock import Clock
 from product_shop.core.errors import BadGateway, BadRequest, ServiceUnavailable, Unprocessable
 from product_shop.events import inbox
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import CHECKOUT_STAGES, REDEMPTIONS
 from product_shop.integrations.rewards import (
     Redemption,
     RewardsManager,
@@ -162,6 +164,7 @@ class PointsRedemptions:
         if redemption is not None:
             checkout.redemption_ref = redemption.redemption_ref
             self._row(session, checkout, redemption.redemption_ref, now)
+        count_on_commit(session, CHECKOUT_STAGES, stage="payment_started")  # with points
         self._audit.record(
             session,
             stream_type="checkout",
@@ -183,6 +186,7 @@ class PointsRedemptions:
         """Rewards Manager refused the redemption: the checkout fails (nothing was redeemed)."""
         checkout = lock_checkout(session, checkout_id)
         self._fail(session, checkout, f"redemption_{error.code}", error.message)
+        count_on_commit(session, REDEMPTIONS, outcome="failed")
 
     def confirmed(
         self, session: Session, message_id: str, confirmation: Confirmation
@@ -215,6 +219,7 @@ class PointsRedemptions:
             return self._after_confirmation(session, message_id, checkout, now)
         found.status, found.confirmed_at = "confirmed", now
         found.settlement_ref = confirmation.settlement_ref
+        count_on_commit(session, REDEMPTIONS, outcome="confirmed")
         self._audit.record(
             session,
             stream_type="checkout",
@@ -376,6 +381,7 @@ class PointsRedemptions:
         before = checkout.status
         checkout.status = transition(CheckoutStatus(before), CheckoutStatus.FAILED).value
         checkout.failure_code, checkout.failure_reason = code[:64], reason
+        count_on_commit(session, CHECKOUT_STAGES, stage="failed")
         checkout.updated_at, checkout.version = now, checkout.version + 1
         self._audit.record(
             session,

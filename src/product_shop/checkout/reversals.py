@@ -14,6 +14,8 @@ from product_shop.checkout.tables import Checkout, PointsRedemption
 from product_shop.core.clock import Clock
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import REDEMPTION_REVERSALS
 
 REWARDS_ACTOR = Actor(
     actor_id="rewards-manager",
@@ -69,6 +71,7 @@ class RedemptionReversals:
             return False
         now = self._clock.now()
         found.status, found.reversal_requested_at = "reversal_requested", now
+        count_on_commit(session, REDEMPTION_REVERSALS, outcome="requested")
         self._outbox.emit(
             session,
             ev.REDEMPTION_REVERSAL_REQUESTED,

@@ -36,6 +36,8 @@ from product_shop.core.errors import (
 )
 from product_shop.core.ids import new_id
 from product_shop.core.timing import timed
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import CHECKOUT_STAGES
 from product_shop.integrations.payments import (
     ACCEPTED_METHODS,
     IntegratedPayments,
@@ -185,6 +187,9 @@ class CheckoutService:
         ]
         session.execute(insert(Checkout), [row])
         session.execute(insert(CheckoutLine), lines)
+        count_on_commit(session, CHECKOUT_STAGES, stage="created")
+        if intent is not None:  # a points checkout starts paying when the points are asked for
+            count_on_commit(session, CHECKOUT_STAGES, stage="payment_started")
         self._audit.record(
             session,
             stream_type="checkout",

@@ -7,6 +7,7 @@ from product_shop.db.base import Base
 from product_shop.events.inbox import InboxMessage
 from product_shop.events.tables import DeliveryAttempt, EventDelivery, FeedCursor, OutboxEvent
 from product_shop.idempotency.tables import IdempotencyKey
+from product_shop.jobs.tables import JobRun
 from product_shop.orders.tables import Order, OrderLine, Voucher
 from product_shop.recommendations.tables import Recommendation
 from product_shop.refunds.tables import CancellationRequest, PaymentException, Refund, RefundLine
@@ -25,6 +26,7 @@ __all__ = [
     "FeedCursor",
     "IdempotencyKey",
     "InboxMessage",
+    "JobRun",
     "Order",
     "OrderLine",
     "OutboxEvent",

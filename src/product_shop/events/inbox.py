@@ -19,7 +19,8 @@ class InboxMessage(Base):
     source: Mapped[str] = mapped_column(String(40), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(120), primary_key=True)
     message_type: Mapped[str] = mapped_column(String(80))
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Indexed for the purge of messages older than the dedupe window (`jobs/purge.py`).
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 MAX_MESSAGE_ID = 120  # the column's length: a longer webhook id is refused as malformed

@@ -57,9 +57,16 @@ class DeliveryStatus:
 
 
 def delivery_status(
-    session: Session, now: datetime, sinks: Mapping[str, str], *, only: Iterable[str] = ()
+    session: Session,
+    now: datetime,
+    sinks: Mapping[str, str],
+    *,
+    only: Iterable[str] = (),
+    audit_feed: bool = True,
 ) -> DeliveryStatus:
-    """Every destination (with `sinks`, its sink kind), or those in `only`."""
+    """Every destination (with `sinks`, its sink kind), or those in `only`. `audit_feed=False`
+    leaves out the audit feed's backlog, which counts audit entries rather than reading an
+    index (the metrics scrape, `insights/collector.py`)."""
     pending: dict[str, tuple[int, datetime | None]] = {
         row.destination: (int(row[1]), row[2])
         for row in session.execute(
@@ -79,7 +86,8 @@ def delivery_status(
             .group_by(_DELIVERIES.c.destination)
         ).all()
     )
-    pending[AUDIT_FEED.value] = _audit_feed_backlog(session)
+    if audit_feed:
+        pending[AUDIT_FEED.value] = _audit_feed_backlog(session)
     unrouted, oldest_unrouted = session.execute(
         select(func.count(), func.min(_EVENTS.c.occurred_at)).where(
             _EVENTS.c.status == literal_column("'pending'")

@@ -24,6 +24,8 @@ from product_shop.core.clock import Clock
 from product_shop.core.errors import NotFound
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import FULFILMENT_EXCEPTIONS
 from product_shop.orders.model import (
     LineState,
     OrderStatus,
@@ -224,8 +226,9 @@ class LineFulfilment:
                 },
                 at=now,
             )
-        if step is LineState.EXCEPTION:
+        if step is LineState.EXCEPTION:  # entered, or open again after a failed resolution
             self.staff_task(session, order, line, "resolve_fulfilment_exception", now)
+            count_on_commit(session, FULFILMENT_EXCEPTIONS, reason=line.exception_reason or "other")
 
     def staff_task(
         self,

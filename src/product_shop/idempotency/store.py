@@ -57,8 +57,9 @@ class IdempotencyStore:
     """Every method works in the caller's unit of work; `claim` and `release` want one of their
     own (committed before, or after, the work they guard)."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, ttl: timedelta = KEY_TTL) -> None:
         self._clock = clock
+        self._ttl = ttl
 
     def claim(
         self, session: Session, scope: str, key: str | None, operation: str, payload: Any
@@ -87,7 +88,7 @@ class IdempotencyStore:
             "status": "in_flight",
             "claim_token": token,
             "created_at": now,
-            "expires_at": now + KEY_TTL,
+            "expires_at": now + self._ttl,
         }
         # The usual case, a key never seen: one INSERT ... ON CONFLICT DO NOTHING.
         dialect = session.get_bind().dialect.name

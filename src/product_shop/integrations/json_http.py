@@ -11,11 +11,16 @@ request is sent again only when its connection could not be opened (nothing was 
 5xx after the retries, or an answer outside 2xx-4xx: the outcome is unknown) or `Refused` (a
 definite 4xx, with the module's problem `code` and `detail`). Each adapter maps these to its
 port's errors.
+
+Each call is counted per integration and outcome (`insights.metrics.INTEGRATION_CALLS`: success,
+refused, failure) and the time of the last success and failure kept (`INTEGRATION_LAST`), for
+`/metrics` and the operations status.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import urllib3
@@ -27,6 +32,8 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
+
+from product_shop.insights.metrics import INTEGRATION_CALLS, INTEGRATION_LAST
 
 RETRIES = 2  # after the first send: at most three sends per call
 BACKOFF_FACTOR = 0.1  # urllib3: no wait before the first retry, 0.2 s before the second
@@ -66,7 +73,10 @@ class Refused(Exception):
 
 
 class JsonHttpClient:
-    def __init__(self, base_url: str, *, api_key: str, timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self, base_url: str, *, integration: str, api_key: str, timeout_seconds: float = 5.0
+    ) -> None:
+        """`integration`: the module's name in metrics (`integrated_payments`, ...)."""
         url = urllib3.util.parse_url(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"not an http(s) base URL: {base_url!r}")
@@ -83,6 +93,7 @@ class JsonHttpClient:
             timeout=urllib3.Timeout(connect=min(2.0, timeout_seconds), read=timeout_seconds),
             retries=_SEND_ONCE,
         )
+        self._counted = _Outcomes(integration)
 
     def close(self) -> None:
         self._pool.close()
@@ -115,12 +126,16 @@ class JsonHttpClient:
                 redirect=False,
             )
         except MaxRetryError as exc:
+            self._counted.failure()
             raise NoAnswer(describe(exc.reason)) from exc
         except HTTPError as exc:
+            self._counted.failure()
             raise NoAnswer(describe(exc)) from exc
         if response.status >= 500 or response.status in RETRY_STATUSES:
+            self._counted.failure()
             raise NoAnswer(f"HTTP {response.status}")
         if response.status >= 400:
+            self._counted.refused()
             problem = _json(response.data)
             code, detail = problem.get("code"), problem.get("detail")
             raise Refused(
@@ -129,8 +144,33 @@ class JsonHttpClient:
                 str(detail) if detail is not None else None,
             )
         if not 200 <= response.status < 300:
+            self._counted.failure()
             raise NoAnswer(f"HTTP {response.status}")
+        self._counted.success()
         return _json(response.data)
+
+
+class _Outcomes:
+    """One integration's call counters and last-outcome times, their label children made once."""
+
+    def __init__(self, integration: str) -> None:
+        self._success = INTEGRATION_CALLS.labels(integration, "success")
+        self._refused = INTEGRATION_CALLS.labels(integration, "refused")
+        self._failure = INTEGRATION_CALLS.labels(integration, "failure")
+        self._last_success = INTEGRATION_LAST.labels(integration, "success")
+        self._last_failure = INTEGRATION_LAST.labels(integration, "failure")
+
+    def success(self) -> None:
+        self._success.inc()
+        self._last_success.set(time.time())
+
+    def refused(self) -> None:
+        """A definite 4xx: the module answered (neither a success nor an outage)."""
+        self._refused.inc()
+
+    def failure(self) -> None:
+        self._failure.inc()
+        self._last_failure.set(time.time())
 
 
 def describe(error: BaseException | str | None) -> str:

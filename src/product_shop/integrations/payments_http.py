@@ -36,6 +36,8 @@ from product_shop.integrations.payments import (
     RefundResult,
 )
 
+INTEGRATION = "integrated_payments"  # its label in the integration metrics
+
 __all__ = ["RETRY_AFTER_MAX_SECONDS", "HttpIntegratedPayments"]
 
 
@@ -47,7 +49,9 @@ class HttpIntegratedPayments:
         api_key: str,
         timeout_seconds: float = 5.0,
     ) -> None:
-        self._client = JsonHttpClient(base_url, api_key=api_key, timeout_seconds=timeout_seconds)
+        self._client = JsonHttpClient(
+            base_url, integration=INTEGRATION, api_key=api_key, timeout_seconds=timeout_seconds
+        )
 
     def close(self) -> None:
         self._client.close()

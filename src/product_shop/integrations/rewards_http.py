@@ -32,6 +32,8 @@ from product_shop.integrations.rewards import (
     RewardsUnavailable,
 )
 
+INTEGRATION = "rewards_manager"  # its label in the integration metrics
+
 # What a redemption's and a reversal's `status` may be (the contract's).
 REDEMPTION_STATUSES = frozenset({"pending", "confirmed"})
 REVERSAL_STATUSES = frozenset({"pending", "confirmed"})
@@ -46,7 +48,9 @@ class HttpRewardsManager:
         api_key: str,
         timeout_seconds: float = 5.0,
     ) -> None:
-        self._client = JsonHttpClient(base_url, api_key=api_key, timeout_seconds=timeout_seconds)
+        self._client = JsonHttpClient(
+            base_url, integration=INTEGRATION, api_key=api_key, timeout_seconds=timeout_seconds
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -10,6 +10,7 @@ from product_shop.core.clock import Clock
 from product_shop.events import types as ev
 from product_shop.events.delivery import PendingEvent, PermanentDeliveryError, Sink
 from product_shop.events.routing import FEED_DESTINATIONS, PORT_DESTINATIONS
+from product_shop.insights.metrics import REDEMPTION_REVERSALS
 from product_shop.integrations.event_webhooks import WebhookSink
 
 if TYPE_CHECKING:
@@ -49,7 +50,11 @@ def payments_sinks(payments: IntegratedPayments) -> dict[str, Sink]:
 
 def reversal_sink(rewards: RewardsManager) -> Sink:
     """Rewards Manager: reinstate a redemption's points (`rewards.redemption_reversal_requested`).
-    Keyed by the event id, so a redelivery (a crash after sending, a retry) reverses once."""
+    Keyed by the event id, so a redelivery (a crash after sending, a retry) reverses once.
+    Counted as Rewards Manager answers (`made`, or `failed` when it refuses for good; no answer
+    is tried again and not counted): no transaction of ours decides it."""
+    made = REDEMPTION_REVERSALS.labels(outcome="made")
+    failed = REDEMPTION_REVERSALS.labels(outcome="failed")
 
     def reverse(event: PendingEvent) -> None:
         data = event.data
@@ -61,7 +66,9 @@ def reversal_sink(rewards: RewardsManager) -> Sink:
                 idempotency_key=f"reversal:{event.event_id}",
             )
         except RewardsRejected as exc:
+            failed.inc()
             raise PermanentDeliveryError(f"{exc.code}: {exc.message}") from exc
+        made.inc()
 
     return reverse
 

@@ -31,6 +31,8 @@ from product_shop.integrations.suppliers import (
     SupplierUnavailable,
 )
 
+INTEGRATION = "supplier_network"  # its label in the integration metrics
+
 
 class HttpSupplierNetwork:
     def __init__(
@@ -40,7 +42,9 @@ class HttpSupplierNetwork:
         api_key: str,
         timeout_seconds: float = 5.0,
     ) -> None:
-        self._client = JsonHttpClient(base_url, api_key=api_key, timeout_seconds=timeout_seconds)
+        self._client = JsonHttpClient(
+            base_url, integration=INTEGRATION, api_key=api_key, timeout_seconds=timeout_seconds
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -7,14 +7,13 @@ gives no answer (a timeout after sending, a connection lost), the outcome is unk
 stays `pending` and is settled by reading its status at Integrated Payments by our reference —
 found, it is recorded; not found, the same request is sent again under the same Idempotency-Key,
 which Integrated Payments answers with the first refund if there was one, so money goes back at
-most once. `RefundSettlement.run_once` does that for every refund left pending (the background
-loop and `product-shop refunds settle`). It never starts a refund: each one was asked for, and
-is attributed to, a named staff member.
+most once. `RefundSettlement.run_once` does that for every refund left pending (the scheduled
+job `refund_settlement`, `jobs/schedule.py`, and `product-shop refunds settle`). It never
+starts a refund: each one was asked for, and is attributed to, a named staff member.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,27 +149,3 @@ class RefundSettlement:
             return refund_document(session, refund_id)
 
         return Settled(self._database.run(record), rejected=rejected)
-
-
-class PeriodicThread:
-    """Runs `work` every `interval_seconds` in the background of the embedded service."""
-
-    def __init__(self, name: str, work: Callable[[], object], interval_seconds: float) -> None:
-        self._work = work
-        self._interval = interval_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._work()
-            except Exception:
-                log.exception("periodic_job_failed", job=self._thread.name)

@@ -236,6 +236,8 @@ def patient_view(
                 update={
                     "vouchers": [
                         voucher.model_copy(update={"code": reveal(voucher.voucher_id)})
+                        if voucher.last_four  # "" once erased (`orders/retention.py`)
+                        else voucher
                         for voucher in line.vouchers
                     ]
                 }

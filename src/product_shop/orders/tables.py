@@ -7,7 +7,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,6 +68,14 @@ class Order(Base):
         ),
         Index("ix_orders_practice_created", "practice_id", "created_at"),
         Index("ix_orders_patient_created", "patient_id", "created_at"),
+        # Retention (`orders/retention.py`): the orders whose personal data is still held,
+        # oldest first, so a run reads only those past the retention period.
+        Index(
+            "ix_orders_retention_due",
+            "created_at",
+            postgresql_where=text("personal_data_erased_at IS NULL"),
+            sqlite_where=text("personal_data_erased_at IS NULL"),
+        ),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -91,6 +108,9 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer)
+    # When the retention job erased the order's personal data (`orders/retention.py`); amounts,
+    # dates, statuses and references are kept. None: still held.
+    personal_data_erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class OrderLine(Base):

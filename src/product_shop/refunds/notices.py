@@ -14,6 +14,8 @@ from product_shop.audit.log import AuditActor, AuditLog
 from product_shop.checkout.tables import PointsRedemption
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import REDEMPTION_REVERSALS
 from product_shop.orders.tables import Order, OrderLine
 from product_shop.refunds.tables import PaymentException, Refund
 
@@ -132,6 +134,7 @@ class RefundNotices:
             data=data,
             at=now,
         )
+        count_on_commit(session, REDEMPTION_REVERSALS, outcome="requested")
         self._audit.record(
             session,
             stream_type="order",

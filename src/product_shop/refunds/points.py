@@ -17,6 +17,8 @@ from product_shop.core.errors import Conflict, Unprocessable
 from product_shop.core.ids import new_id
 from product_shop.events import types as ev
 from product_shop.events.outbox import Outbox
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import REDEMPTION_REVERSALS, REFUNDS
 from product_shop.orders.model import OrderStatus, order_status
 from product_shop.orders.model import refund_status as refund_status_of
 from product_shop.orders.tables import Order, OrderLine
@@ -87,6 +89,8 @@ class PointsRefunds:
         )
         session.add(refund)
         session.flush()
+        count_on_commit(session, REFUNDS, outcome="succeeded", reason_code=body.reason_code)
+        count_on_commit(session, REDEMPTION_REVERSALS, outcome="requested")
         refunded_lines = []
         for line in lines:
             left = line.quantity - line.refunded_quantity - line.refund_pending_quantity

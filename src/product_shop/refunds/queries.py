@@ -36,6 +36,7 @@ EXCEPTION_REASONS = {
     "product_unavailable": "A product could no longer be bought when the payment arrived.",
     "redemption_reversed": "A payment after the checkout's points were returned (its earlier "
     "payment had failed).",
+    "checkout_expired": "A payment that arrived after its checkout had expired.",
 }
 CSV_COLUMNS = (
     "refund_id",

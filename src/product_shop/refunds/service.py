@@ -39,6 +39,8 @@ from product_shop.core.errors import Conflict, NotFound
 from product_shop.core.ids import new_id
 from product_shop.events.outbox import Outbox
 from product_shop.fulfilment.lines import LineFulfilment
+from product_shop.insights.counting import count_on_commit
+from product_shop.insights.metrics import REFUNDED_MINOR_UNITS, REFUNDS
 from product_shop.integrations.payments import RefundResult
 from product_shop.orders.model import OrderStatus, order_status
 from product_shop.orders.model import refund_status as refund_status_of
@@ -270,6 +272,14 @@ class RefundService:
             if refund.status == "succeeded":
                 return refund  # settled already (by the request, or the settlement job)
             raise Conflict("This refund was recorded as failed.", code="refund_not_pending")
+        count_on_commit(session, REFUNDS, outcome="succeeded", reason_code=refund.reason_code)
+        count_on_commit(
+            session,
+            REFUNDED_MINOR_UNITS,
+            refund.amount_minor,
+            currency=refund.currency,
+            reason_code=refund.reason_code,
+        )
         outcome = {
             "refund_id": str(refund.refund_id),
             "amount_minor": refund.amount_minor,
@@ -319,6 +329,7 @@ class RefundService:
             session, refund, "failed", now, failure_code=code[:64], failure_message=message
         ):
             return refund
+        count_on_commit(session, REFUNDS, outcome="failed", reason_code=refund.reason_code)
         if isinstance(subject, Order):
             settle_hold(session, Order, Order.order_id == subject.order_id, refund.amount_minor)
             for line, quantity in self._refund_lines(session, refund):

@@ -15,7 +15,7 @@ from product_shop.config import Settings
 from product_shop.context import AppContext
 from product_shop.core.errors import ServiceUnavailable
 from product_shop.events.relay_thread import RelayThread
-from product_shop.jobs.refund_settlement import PeriodicThread
+from product_shop.jobs.schedule import JobScheduler, jobs_in_process, scheduled_jobs
 from product_shop.web import (
     audit,
     catalogue,
@@ -23,6 +23,8 @@ from product_shop.web import (
     events,
     fulfilment,
     health,
+    metrics,
+    ops,
     orders,
     recommendations,
     refunds,
@@ -80,6 +82,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(audit.router)
     app.include_router(recommendations.router)
     app.include_router(suggestions.router)
+    app.include_router(metrics.router)
+    app.include_router(ops.router)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app
@@ -87,39 +91,25 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The embedded default runs the outbox relay, the audit feed and checkpoints, the settling
-    of refunds whose outcome is unknown and the expiry of unpaid checkouts in the background of
-    the API process."""
+    """The embedded default runs the outbox relay in the background of the API process, and
+    the background jobs (`jobs/schedule.py`: settling refunds whose outcome is unknown, expiring
+    unpaid checkouts, reconciling captures, the audit feed and checkpoints, the purges) on a
+    scheduler beside it. At scale `product-shop relay` and `product-shop worker` run them."""
     context: AppContext = app.state.context
-    relay = settlement = expiry = audit_feed = checkpoints = None
+    relay = scheduler = None
     if context.settings.relay_in_process:
         relay = RelayThread(context.relay, context.settings.relay_interval_seconds)
         relay.start()
-        settlement = PeriodicThread(
-            "refund-settlement",
-            context.refund_settlement.run_once,
-            max(1.0, context.settings.refund_reconcile_after_seconds),
-        )
-        settlement.start()
-        expiry = PeriodicThread("checkout-expiry", context.checkout_expiry.run_once, 60.0)
-        expiry.start()
-        checkpoints = PeriodicThread(
-            "audit-checkpoint",
-            context.audit_checkpoint.run_once,
-            context.settings.audit_checkpoint_interval_seconds,
-        )
-        checkpoints.start()
-        if context.audit_feed.enabled:
-            audit_feed = PeriodicThread(
-                "audit-feed", context.audit_feed.run_once, context.settings.relay_interval_seconds
-            )
-            audit_feed.start()
+    if jobs_in_process(context):
+        scheduler = JobScheduler(context.jobs, scheduled_jobs(context))
+        scheduler.start()
     try:
         yield
     finally:
-        for thread in (relay, settlement, expiry, audit_feed, checkpoints):
-            if thread is not None:
-                thread.stop()
+        if scheduler is not None:
+            scheduler.stop()
+        if relay is not None:
+            relay.stop()
 
 
 async def _service_unavailable(request: Request, exc: Exception) -> Response:

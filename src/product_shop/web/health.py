@@ -1,4 +1,6 @@
-"""Liveness and readiness: open to anonymous callers (load balancers, orchestrators)."""
+"""Liveness and readiness: open to anonymous callers (load balancers, orchestrators). Readiness
+stays cheap (one query and the migration table); the detail is `GET /v1/ops/status`
+(web/ops.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from product_shop.db.migrate import current_revision, head_revision
-from product_shop.events.status import delivery_status
 from product_shop.web.deps import ContextDep
 from product_shop.web.docs import response_headers
 from product_shop.web.problems import problem_responses
@@ -23,22 +24,12 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-class EventBacklog(BaseModel):
-    destination: str
-    sink: str
-    pending: int
-    oldest_pending_age_seconds: float | None
-    parked: int
-
-
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     database: Literal["ok", "unreachable"]
     migrations: Literal["at_head", "behind", "unknown"]
     revision: str | None
     head: str | None
-    # Detail, not a condition: a backlog means a receiver is away, not that this one is.
-    events: list[EventBacklog] | None = None
 
 
 @router.get(
@@ -74,7 +65,6 @@ def readyz(context: ContextDep) -> Readiness | JSONResponse:
         return JSONResponse(body.model_dump(), status_code=503, headers=RETRY_AFTER)
     at_head = revision == head
     body = Readiness(
-        events=_event_backlog(context) if at_head else None,
         status="ready" if at_head else "not_ready",
         database="ok",
         migrations="at_head" if at_head else "behind",
@@ -84,24 +74,6 @@ def readyz(context: ContextDep) -> Readiness | JSONResponse:
     return (
         body if at_head else JSONResponse(body.model_dump(), status_code=503, headers=RETRY_AFTER)
     )
-
-
-def _event_backlog(context: ContextDep) -> list[EventBacklog] | None:
-    try:
-        with context.database.reading() as session:
-            status = delivery_status(session, context.clock.now(), context.feeds.kinds)
-    except Exception:  # detail only: never what decides readiness
-        return None
-    return [
-        EventBacklog(
-            destination=d.destination,
-            sink=d.sink,
-            pending=d.pending,
-            oldest_pending_age_seconds=d.oldest_pending_age_seconds,
-            parked=d.parked,
-        )
-        for d in status.destinations
-    ]
 
 
 __all__ = ["problem_responses", "router"]

@@ -1,5 +1,6 @@
 """Request context: a request id on every log line and response, one access log line per
-request, security headers, and the last-resort 500 problem (no stack trace ever leaves)."""
+request, its latency in the metrics (by route template, never the concrete path), security
+headers, and the last-resort 500 problem (no stack trace ever leaves)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from product_shop.core.ids import new_id
 from product_shop.core.timing import begin_request, header_value
+from product_shop.insights.metrics import REQUEST_SECONDS
 from product_shop.logging import get_logger
 from product_shop.web.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
@@ -71,13 +73,32 @@ class RequestContextMiddleware:
                     await _send_internal_error(send_with_headers, path, request_id)
                     status_holder["status"] = 500
         finally:
+            elapsed = time.perf_counter() - started
+            _observe(scope, status_holder["status"], elapsed)
             log.info(
                 "request",
                 method=scope.get("method"),
                 path=path,
                 status=status_holder["status"],
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The histogram's label children by (method, route, status class): bounded (methods above, the
+# app's route templates, five classes), so the lookup per request is one dict get.
+_observers: dict[tuple[str, str, str], Any] = {}
+
+
+def _observe(scope: Scope, status: int | None, seconds: float) -> None:
+    method = scope.get("method", "")
+    if method not in _METHODS:
+        method = "other"
+    key = (method, _route(scope), f"{status // 100}xx" if status else "none")
+    observer = _observers.get(key)
+    if observer is None:
+        observer = _observers.setdefault(key, REQUEST_SECONDS.labels(*key))
+    observer.observe(seconds)
 
 
 def _route(scope: Scope) -> str:

@@ -48,6 +48,8 @@ from product_shop.recommendations.ai.port import (
     SuggestionEngineError,
 )
 
+INTEGRATION = "ai_service"  # its label in the integration metrics
+
 SUGGESTIONS_PATH = "/v1/suggestions"
 MIN_SCORE = 0
 MAX_SCORE = 1000
@@ -61,7 +63,9 @@ class HttpSuggestionEngine:
     def __init__(self, base_url: str, *, api_key: str, timeout_seconds: float = 5.0) -> None:
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
-        self._client = JsonHttpClient(base_url, api_key=api_key, timeout_seconds=timeout_seconds)
+        self._client = JsonHttpClient(
+            base_url, integration=INTEGRATION, api_key=api_key, timeout_seconds=timeout_seconds
+        )
         self._last_engine: EngineInfo | None = None
 
     @property

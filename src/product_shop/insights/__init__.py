@@ -1,0 +1,1 @@
+"""Dashboards and Prometheus metrics (spec §16 Observability)."""
