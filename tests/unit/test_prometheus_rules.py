@@ -5,6 +5,7 @@ service exposes (a renamed metric turns this red instead of silencing an alert).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -61,6 +62,39 @@ def test_a_broken_alert_fails_its_unit_test(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode != 0
+
+
+def _documented_queries() -> list[str]:
+    """Every PromQL expression in docs/operations.md's promql blocks: a line at the margin
+    starts one, an indented line continues it."""
+    queries: list[str] = []
+    for block in re.findall(r"```promql\n(.*?)```", OPERATIONS.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            if not line.strip():
+                continue
+            if line.startswith(" ") and queries:
+                queries[-1] += " " + line.strip()
+            else:
+                queries.append(line.strip())
+    return queries
+
+
+def test_every_query_in_the_operations_page_parses(tmp_path: Path) -> None:
+    queries = _documented_queries()
+    assert len(queries) >= 15
+    rules = "groups:\n  - name: documented\n    rules:\n" + "".join(
+        f"      - record: documented:query_{n}\n        expr: {json.dumps(query)}\n"
+        for n, query in enumerate(queries)
+    )
+    (tmp_path / "documented.yml").write_text(rules)
+    result = subprocess.run(  # noqa: S603 - promtool with our own files
+        [_promtool(), "check", "rules", "documented.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _exposed() -> set[str]:
