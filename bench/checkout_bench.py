@@ -418,6 +418,10 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
         # the benchmark measures checkout and completion, not the shipments' later stages).
         "PRODUCT_SHOP_SUPPLIERS_BASE_URL": f"http://127.0.0.1:{suppliers_port}",
         "PRODUCT_SHOP_LOG_LEVEL": "WARNING",
+        # Each benchmark patient starts checkouts far faster than a person, and every payment
+        # callback comes from the one simulator address: the rate limits are lifted here.
+        "PRODUCT_SHOP_CHECKOUT_RATE_LIMIT": "1000000/minute",
+        "PRODUCT_SHOP_WEBHOOK_RATE_LIMIT": "1000000/minute",
         # As in production: the relay is its own process, not a thread in each API worker.
         "PRODUCT_SHOP_RELAY_IN_PROCESS": "false",
         # The event feeds (Communication Hub, Finance, ...) wait in the outbox here, as before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -213,6 +214,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="With --workers > 1: how long workers may take to stop before they are killed "
         "(default %(default)s)",
+    )
+    serve.add_argument(
+        "--ssl-certfile",
+        type=Path,
+        default=None,
+        help="Serve HTTPS with this certificate chain (PEM); sets PRODUCT_SHOP_SSL_CERTFILE",
+    )
+    serve.add_argument(
+        "--ssl-keyfile",
+        type=Path,
+        default=None,
+        help="The certificate's private key (PEM); sets PRODUCT_SHOP_SSL_KEYFILE",
     )
     serve.set_defaults(handler=_serve)
 
@@ -473,6 +486,10 @@ def _demo_users(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # In the environment, so the app's own settings check and every worker process see them.
+    for name, value in (("SSL_CERTFILE", args.ssl_certfile), ("SSL_KEYFILE", args.ssl_keyfile)):
+        if value is not None:
+            os.environ[f"PRODUCT_SHOP_{name}"] = str(value.resolve())
     settings = Settings()
     settings.check()
     configure_logging(settings.log_level, json=settings.log_json)

@@ -10,6 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
+from limits import parse as parse_rate
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -202,6 +203,21 @@ class Settings(BaseSettings):
     metrics_allowed_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
     metrics_dir: Path | None = None
 
+    # Transport and abuse limits (docs/security.md). `serve` speaks TLS with both files set (also
+    # `--ssl-certfile/--ssl-keyfile`); production refuses plain HTTP unless `trusted_proxies`
+    # names the TLS-terminating proxies (CIDRs), whose X-Forwarded-Proto/For alone are believed.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Request bodies above this are refused (413) while they stream in.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Rate limits (the `limits` library's notation, moving window): checkout creation per caller,
+    # each webhook endpoint per client address. `memory://` counts per process; a shared storage
+    # (e.g. redis://127.0.0.1:6379) counts across workers and hosts.
+    checkout_rate_limit: str = "30/minute"
+    webhook_rate_limit: str = "600/minute"
+    rate_limit_storage_url: str = "memory://"
+
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -279,6 +295,7 @@ class Settings(BaseSettings):
                     f"metrics_allowed_networks: {network!r} is not a network (CIDR, e.g. "
                     "10.0.0.0/8)"
                 ) from exc
+        self._check_transport_and_limits()
         if len(self.voucher_secret.get_secret_value()) < 32:
             raise ConfigurationError(
                 "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"
@@ -319,8 +336,31 @@ class Settings(BaseSettings):
             problems.append("the JWT public key file belongs to the demo identity provider")
         if not self.database_url.startswith("postgresql"):
             problems.append("production needs PostgreSQL (database_url)")
+        if self.ssl_certfile is None and not self.trusted_proxies:
+            problems.append(
+                "plain HTTP: set ssl_certfile and ssl_keyfile, or trusted_proxies (the "
+                "TLS-terminating proxies in front)"
+            )
         if problems:
             raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
+
+    def _check_transport_and_limits(self) -> None:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigurationError("ssl_certfile and ssl_keyfile go together: set both or none")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"trusted_proxies: {network!r} is not a network (CIDR, e.g. 10.0.0.0/8)"
+                ) from exc
+        for name in ("checkout_rate_limit", "webhook_rate_limit"):
+            try:
+                parse_rate(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"{name} must be a rate such as 30/minute: {getattr(self, name)!r}"
+                ) from exc
 
     def _check_event_delivery(self) -> list[str]:
         """Refuse unknown destinations, routes and malformed secrets; return the webhook

@@ -24,6 +24,10 @@ its own and any worker's `/metrics` sums them all. When it reaps a worker it mar
 dead (its live gauges go; its counts stay in the sums).
 
 `--host ::` listens on IPv6 and IPv4 (dual-stack), `--host ::1` on the IPv6 loopback only.
+
+TLS: with `ssl_certfile` and `ssl_keyfile` (or `--ssl-certfile/--ssl-keyfile`, which set them in
+the environment every worker inherits) each worker serves HTTPS; `trusted_proxies` (CIDRs) are
+the TLS-terminating proxies whose X-Forwarded-Proto/For each worker believes.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
@@ -91,8 +96,23 @@ def run_worker(host: str, port: int, *, reuse_port: bool) -> None:
         factory=True,
         log_config=None,
         access_log=False,
+        **transport_options(settings),
     )
     uvicorn.Server(config).run(sockets=[server_socket(host, port, reuse_port=reuse_port)])
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS and proxy options from the settings: TLS with `ssl_certfile`/`ssl_keyfile`;
+    X-Forwarded-Proto/For believed only from `trusted_proxies` (none: never, so a caller cannot
+    claim another address or scheme)."""
+    options: dict[str, Any] = {
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies) or "",
+    }
+    if settings.ssl_certfile is not None:
+        options["ssl_certfile"] = str(settings.ssl_certfile)
+        options["ssl_keyfile"] = str(settings.ssl_keyfile) if settings.ssl_keyfile else None
+    return options
 
 
 def server_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:

@@ -320,7 +320,7 @@ def test_a_delivery_address_is_required_only_for_drop_ship(
         ({"payment_gateway": "stripe"}, "payment_gateway_not_permitted"),
         ({"payment_gateway": "PayPal"}, "payment_gateway_not_permitted"),
         ({"payment_method": "direct_debit"}, "payment_method_not_permitted"),
-        ({"card_number": "4242424242424242"}, "validation_failed"),
+        ({"card_number": "4242424242424242"}, "card_data_refused"),
     ],
 )
 def test_other_payment_paths_and_card_data_are_refused(

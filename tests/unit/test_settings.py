@@ -30,6 +30,7 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "rewards_api_key": "a-real-rewards-key-from-the-vault",
         "voucher_secret": "a-real-voucher-key-from-the-vault-0123456789",
         "appointments_webhook_secret": "whsec_YS1yZWFsLWFwcG9pbnRtZW50cy1zZWNyZXQtZnJvbS12YXVsdA==",
+        "trusted_proxies": ["10.0.0.0/8"],  # behind a TLS-terminating load balancer
         "event_sinks": {
             "communication_hub": {
                 "url": "https://hub.internal/events",
@@ -81,6 +82,7 @@ def test_a_properly_configured_production_passes_the_check(key_pair: KeyPair) ->
         ({"jwt_public_key": None}, "no JWT verification key"),
         ({"event_sinks": {}}, "event_sinks.communication_hub has a demo secret"),
         ({"database_url": "sqlite:///var/shop.sqlite3"}, "PostgreSQL"),
+        ({"trusted_proxies": []}, "plain HTTP"),
     ],
 )
 def test_production_refuses_unsafe_settings(
@@ -189,3 +191,23 @@ def test_a_webhook_destination_defaults_to_the_receivers_simulator_with_its_demo
     assert (sink.kind, sink.url) == ("webhook", "http://127.0.0.1:9999/finance")
     assert sink.secret is not None
     assert sink.secret.get_secret_value() == demo_destination_secret("finance")
+
+
+def test_production_serves_tls_itself_or_behind_trusted_proxies(key_pair: KeyPair) -> None:
+    _production(
+        key_pair,
+        trusted_proxies=[],
+        ssl_certfile="/etc/tls/cert.pem",
+        ssl_keyfile="/etc/tls/key.pem",
+    ).check()
+    with pytest.raises(ConfigurationError, match="go together"):
+        _production(key_pair, ssl_certfile="/etc/tls/cert.pem").check()
+    with pytest.raises(ConfigurationError, match="trusted_proxies"):
+        _production(key_pair, trusted_proxies=["not-a-network"]).check()
+
+
+@pytest.mark.parametrize("name", ["checkout_rate_limit", "webhook_rate_limit"])
+def test_rate_limits_must_be_rates(name: str) -> None:
+    Settings(**{name: "5/second"}).check()  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=name):
+        Settings(**{name: "lots"}).check()  # type: ignore[arg-type]

@@ -55,6 +55,7 @@ class WebhookSink:
             maxsize=POOL_SIZE,
             timeout=urllib3.Timeout(connect=connect_timeout_seconds, read=read_timeout_seconds),
             retries=False,
+            cert_reqs="CERT_REQUIRED",  # https receivers' certificates verified (the default)
         )
 
     def __call__(self, event: PendingEvent) -> WebhookReceipt:

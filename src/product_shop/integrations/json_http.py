@@ -92,6 +92,9 @@ class JsonHttpClient:
             block=False,
             timeout=urllib3.Timeout(connect=min(2.0, timeout_seconds), read=timeout_seconds),
             retries=_SEND_ONCE,
+            # https: the server's certificate is verified against the system's trust store and
+            # its host name (urllib3's default, stated so it is never lost).
+            **({"cert_reqs": "CERT_REQUIRED"} if url.scheme == "https" else {}),
         )
         self._counted = _Outcomes(integration)
 

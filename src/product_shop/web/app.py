@@ -31,6 +31,7 @@ from product_shop.web import (
     rewards,
     suggestions,
 )
+from product_shop.web.abuse import RateLimited, RateLimits, RequestGuardMiddleware
 from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
 from product_shop.web.problems import (
@@ -70,6 +71,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.state.context = context
     install_problem_handlers(app)
     app.add_exception_handler(ServiceUnavailable, _service_unavailable)
+    app.state.rate_limits = RateLimits(settings)
+    app.add_exception_handler(RateLimited, _rate_limited)
+    # Inside the request context (added later, so outermost): its refusals get the request id,
+    # the security headers and the request log line.
+    app.add_middleware(RequestGuardMiddleware, settings=settings, rate_limits=app.state.rate_limits)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(catalogue.router)
@@ -126,6 +132,19 @@ async def _service_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _rate_limited(request: Request, exc: Exception) -> Response:
+    """Too many requests (429): the problem, and when to try again."""
+    assert isinstance(exc, RateLimited)
+    return problem_response(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def _declare_headers_and_extra_schemas(schema: dict[str, Any]) -> None:
     """X-Request-Id on every response, Retry-After on every 503, the shared header objects the
     routes reference, and the schemas of bodies routes read raw."""
@@ -135,7 +154,9 @@ def _declare_headers_and_extra_schemas(schema: dict[str, Any]) -> None:
         for operation in path_item.values():
             for code, response in operation.get("responses", {}).items():
                 declared = response.setdefault("headers", {})
-                names = ["X-Request-Id", "Retry-After"] if code == "503" else ["X-Request-Id"]
+                names = (
+                    ["X-Request-Id", "Retry-After"] if code in ("429", "503") else ["X-Request-Id"]
+                )
                 for name, ref in response_headers(*names)["headers"].items():
                     declared.setdefault(name, ref)
     schemas = components.setdefault("schemas", {})

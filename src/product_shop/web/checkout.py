@@ -19,6 +19,7 @@ from product_shop.core.errors import BadRequest
 from product_shop.idempotency.store import Claim
 from product_shop.orders.schemas import OrderOut
 from product_shop.web import checkout_flows as flows
+from product_shop.web.abuse import checkout_rate_limit
 from product_shop.web.deps import ActorDep, ContextDep, permitted
 from product_shop.web.idempotency import (
     IDEMPOTENT_CREATE,
@@ -28,7 +29,7 @@ from product_shop.web.idempotency import (
 )
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
-from product_shop.web.webhooks import verified_message_id
+from product_shop.web.webhooks import WEBHOOK_GUARD_RESPONSES, verified_message_id
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 
@@ -39,7 +40,8 @@ router = APIRouter(prefix="/v1", tags=["checkout"])
     response_model=CheckoutOut,
     status_code=201,
     summary="Start a checkout: prices from the catalogue now, a payment intent to pay in the app",
-    responses=creating_responses(401, 403, 409, 422, 503),
+    responses=creating_responses(401, 403, 409, 422, 429, 503),
+    dependencies=[Depends(checkout_rate_limit)],
     openapi_extra=IDEMPOTENT_CREATE,
 )
 def create_checkout(
@@ -174,6 +176,7 @@ PAYMENTS_WEBHOOK_OPENAPI: dict[str, Any] = {
     tags=["webhooks"],
     summary="Integrated Payments callbacks (Standard Webhooks signature required)",
     responses={
+        **WEBHOOK_GUARD_RESPONSES,
         400: {"model": Problem, "description": "Not a payment event (`malformed_webhook`)"},
         401: {
             "model": Problem,

@@ -76,7 +76,7 @@ def event_delivery_status(context: ContextDep, actor: Operator) -> DeliveryStatu
         "again with a fresh retry horizon; the relay sends them in order per aggregate. "
         "Repeating the call queues nothing more."
     ),
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 async def redeliver_parked(body: RedeliverIn, context: ContextDep, actor: Operator) -> RedeliverOut:
     queued = await run_in_threadpool(

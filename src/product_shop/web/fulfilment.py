@@ -29,7 +29,11 @@ from product_shop.web.deps import ContextDep, SessionDep, permitted
 from product_shop.web.docs import response_headers
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
-from product_shop.web.webhooks import SIGNED_JSON_WEBHOOK, verified_message_id
+from product_shop.web.webhooks import (
+    SIGNED_JSON_WEBHOOK,
+    WEBHOOK_GUARD_RESPONSES,
+    verified_message_id,
+)
 
 router = APIRouter(prefix="/v1", tags=["fulfilment"])
 
@@ -54,7 +58,7 @@ Cursor = Annotated[
         "the current status changes nothing."
     ),
     responses={
-        **problem_responses(401, 403, 404, 409, 422),
+        **problem_responses(400, 401, 403, 404, 409, 422),
         200: response_headers("ETag"),
     },
 )
@@ -118,7 +122,7 @@ def collections(
         "a refunded one 409 `voucher_void`. Repeating a redemption is refused, so it is not a "
         "creating POST and takes no Idempotency-Key."
     ),
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 def redeem_voucher(body: VoucherRedemptionIn, actor: Staff, context: ContextDep) -> Response:
     document = context.database.run(
@@ -144,6 +148,7 @@ class SupplierWebhookAck(BaseModel):
         "recorded for investigation."
     ),
     responses={
+        **WEBHOOK_GUARD_RESPONSES,
         400: {"model": Problem, "description": "Not a shipment update (`malformed_webhook`)"},
         401: {"model": Problem, "description": "Invalid signature (`invalid_signature`)"},
     },

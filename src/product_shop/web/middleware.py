@@ -17,12 +17,39 @@ from product_shop.core.ids import new_id
 from product_shop.core.timing import begin_request, header_value
 from product_shop.insights.metrics import REQUEST_SECONDS
 from product_shop.logging import get_logger
+from product_shop.web.docs import ASSETS_PATH, DOCS_CONTENT_SECURITY_POLICY
 from product_shop.web.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
 REQUEST_ID_HEADER = "x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 log = get_logger("product_shop.http")
+
+# On every response (docs/security.md "Transport"). HSTS too: browsers ignore it over plain HTTP
+# and keep it from the first HTTPS answer. API responses may load and embed nothing; the docs
+# page (/docs and its assets) may load its own scripts, styles and the OpenAPI document.
+_COMMON_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"permissions-policy",
+        b"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+        b"microphone=(), payment=(), usb=(), interest-cohort=()",
+    ),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+SECURITY_HEADERS = (
+    *_COMMON_SECURITY_HEADERS,
+    (b"content-security-policy", API_CONTENT_SECURITY_POLICY.encode()),
+)
+DOCS_SECURITY_HEADERS = (
+    *_COMMON_SECURITY_HEADERS,
+    (b"content-security-policy", DOCS_CONTENT_SECURITY_POLICY.encode()),
+)
 
 
 class RequestContextMiddleware:
@@ -41,13 +68,14 @@ class RequestContextMiddleware:
         timings = begin_request()
         status_holder: dict[str, Any] = {"status": None}
         path: str = scope.get("path", "")
+        is_docs = path == "/docs" or path.startswith(ASSETS_PATH + "/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.extend(DOCS_SECURITY_HEADERS if is_docs else SECURITY_HEADERS)
                 if path.startswith("/v1/"):
                     headers.append((b"cache-control", b"no-store"))
                 if timings:

@@ -108,7 +108,7 @@ def practice_orders(
     operation_id="setPmsInvoiceRef",
     response_model=OrderOut,
     summary="Record (or clear) the optional PMS invoice reference; nothing is written to any PMS",
-    responses={**problem_responses(401, 403, 404, 412, 422), 200: response_headers("ETag")},
+    responses={**problem_responses(400, 401, 403, 404, 412, 422), 200: response_headers("ETag")},
 )
 def set_pms_invoice_ref(
     order_id: uuid.UUID,

@@ -389,7 +389,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found, or not visible to this caller (problem+json)",
         409: "Conflict with the current state (problem+json)",
         412: "If-Match did not match the current version (problem+json)",
+        413: "The request body is larger than allowed (problem+json, `payload_too_large`)",
         422: "The request failed validation (problem+json)",
+        429: "Too many requests from this caller; Retry-After says when to try again "
+        "(problem+json, `too_many_requests`)",
         500: "Unexpected server error (problem+json, no internals)",
         503: "A dependency is unavailable (problem+json)",
     }

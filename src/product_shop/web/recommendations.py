@@ -85,7 +85,7 @@ def recommend(
     operation_id="listPatientRecommendations",
     response_model=RecommendationList,
     summary="A patient's recommendations, newest first (the practice's care team)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 def patient_recommendations(
     patient_id: uuid.UUID,
@@ -108,7 +108,7 @@ def patient_recommendations(
     operation_id="listRecommendations",
     response_model=RecommendationList,
     summary="The practice's recommendations, newest first (the practice's care team)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 def practice_recommendations(
     actor: CareTeam,
@@ -168,7 +168,7 @@ def practice_recommendation(
     operation_id="withdrawRecommendation",
     response_model=RecommendationOut,
     summary="A clinician of the practice withdraws a recommendation",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 def withdraw(
     recommendation_id: uuid.UUID,

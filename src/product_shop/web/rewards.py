@@ -17,7 +17,11 @@ from product_shop.integrations.rewards import RewardsRejected, RewardsUnavailabl
 from product_shop.web import checkout_flows as flows
 from product_shop.web.deps import ContextDep, permitted
 from product_shop.web.problems import Problem, problem_responses
-from product_shop.web.webhooks import SIGNED_JSON_WEBHOOK, verified_message_id
+from product_shop.web.webhooks import (
+    SIGNED_JSON_WEBHOOK,
+    WEBHOOK_GUARD_RESPONSES,
+    verified_message_id,
+)
 
 router = APIRouter(prefix="/v1", tags=["rewards"])
 
@@ -77,6 +81,7 @@ class RewardsWebhookAck(BaseModel):
         "order is made when the points cover it all. A reversal is recorded only."
     ),
     responses={
+        **WEBHOOK_GUARD_RESPONSES,
         400: {"model": Problem, "description": "Not a rewards event (`malformed_webhook`)"},
         401: {"model": Problem, "description": "Invalid signature (`invalid_signature`)"},
         503: {"model": Problem, "description": "Payments unavailable: send it again later"},

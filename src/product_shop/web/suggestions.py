@@ -31,7 +31,11 @@ from product_shop.recommendations.suggestion_schemas import (
 from product_shop.web.deps import ContextDep, SessionDep, permitted
 from product_shop.web.problems import Problem, problem_responses
 from product_shop.web.responses import model_response
-from product_shop.web.webhooks import SIGNED_JSON_WEBHOOK, verified_message_id
+from product_shop.web.webhooks import (
+    SIGNED_JSON_WEBHOOK,
+    WEBHOOK_GUARD_RESPONSES,
+    verified_message_id,
+)
 
 router = APIRouter(prefix="/v1", tags=["ai suggestions"])
 
@@ -57,6 +61,7 @@ Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
         "decision."
     ),
     responses={
+        **WEBHOOK_GUARD_RESPONSES,
         400: {"model": Problem, "description": "Not an appointment event (`malformed_webhook`)"},
         401: {"model": Problem, "description": "Invalid signature (`invalid_signature`)"},
     },
@@ -151,7 +156,7 @@ def get_suggestion(
         "past its lifetime (409 `suggestion_decided` or `suggestion_expired` otherwise). "
         "Audited."
     ),
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 def approve(
     suggestion_id: uuid.UUID,
@@ -170,7 +175,7 @@ def approve(
     operation_id="rejectAiSuggestion",
     response_model=SuggestionOut,
     summary="A named clinician or staff member rejects, with a reason: it never reaches a patient",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 def reject(
     suggestion_id: uuid.UUID,

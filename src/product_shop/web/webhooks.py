@@ -10,6 +10,7 @@ from product_shop.context import AppContext
 from product_shop.core.errors import BadRequest, Unauthenticated
 from product_shop.core.signing import SignatureError, verify
 from product_shop.events.inbox import MAX_MESSAGE_ID
+from product_shop.web.problems import Problem, problem_responses
 
 
 def verified_message_id(
@@ -45,5 +46,16 @@ SIGNED_JSON_WEBHOOK: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+}
+
+# What the guards in front of every route (web/abuse.py) may answer a webhook with, before the
+# signature is looked at: a body over `max_body_bytes`, a card number in the body (refused and
+# never stored, whoever sends it), or a sender over `webhook_rate_limit`.
+WEBHOOK_GUARD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **problem_responses(413, 429),
+    422: {
+        "model": Problem,
+        "description": "A card number in the body (`card_data_refused`): refused, never stored",
     },
 }

@@ -1,0 +1,77 @@
+"""What counts as a payment card number in a request body (`web/abuse.py`
+`find_card_number`), and what does not: ids, timestamps, amounts, phone numbers, postcodes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from product_shop.web.abuse import find_card_number, luhn_valid
+
+VISA = "4111111111111111"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"card_number": VISA},
+        {"a": {"b": [{"c": f"my card is {VISA}, thanks"}]}},
+        {"note": "4111 1111 1111 1111"},
+        {"note": "4111-1111-1111-1111"},
+        {"n": int(VISA)},
+        {"n": [1, 2, {"deep": 378282246310005}]},  # Amex, 15 digits
+        {"n": "6011111111111117"},  # Discover
+        {"n": "4222222222222"},  # Visa, 13 digits
+        {"n": "6250941006528599"},  # UnionPay, 16
+        {VISA: "as a key"},
+    ],
+)
+def test_card_numbers_in_json_are_found(body: object) -> None:
+    assert find_card_number(json.dumps(body).encode(), "application/json")
+
+
+def test_escaped_exponent_and_form_bodies_are_read_as_the_client_meant_them() -> None:
+    assert find_card_number(json.dumps({"n": VISA}).replace("1", "\\u0031").encode())
+    assert find_card_number(b'{"n": 4.111111111111111e15}')
+    assert find_card_number(b"card=4111+1111+1111+1111&x=1", "application/x-www-form-urlencoded")
+    assert find_card_number(b"card=4111%201111%201111%201111", "application/x-www-form-urlencoded")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        str(uuid.UUID("12345678-1234-5678-1234-567812345678")),
+        "01a22fd6-7071-7daa-b95f-2af12d9e8ab4",
+        "2026-12-01T04:10:27.123456+00:00",
+        "+44 7911 123456",
+        "+4479111234567",
+        "+44 4111 1111 1111 1111",  # after a +: a phone number, not a card
+        "BS1 4DJ",
+        "1764562227009",  # an epoch in milliseconds (and Luhn-valid)
+        "4111111111111112",  # fails Luhn
+        "411111111111",  # 12 digits
+        "41111111111111111111",  # 20 digits
+        "AB4111111111111111GB",  # inside a reference
+        "order 12999 of 1 items: 2999 pence",
+    ],
+)
+def test_other_numbers_are_not_card_numbers(text: str) -> None:
+    assert not find_card_number(json.dumps({"value": text}).encode(), "application/json")
+
+
+def test_many_uuids_and_amounts_are_never_card_numbers() -> None:
+    body = json.dumps(
+        {
+            "ids": [str(uuid.uuid4()) for _ in range(2000)],
+            "amounts": list(range(0, 10_000_000, 9973)),
+        }
+    ).encode()
+    assert not find_card_number(body, "application/json")
+
+
+def test_luhn() -> None:
+    assert luhn_valid(VISA)
+    assert luhn_valid("1764562227009")
+    assert not luhn_valid("4111111111111112")
