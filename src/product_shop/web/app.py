@@ -70,9 +70,9 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     )
     app.state.context = context
     install_problem_handlers(app)
-    app.add_exception_handler(ServiceUnavailable, _service_unavailable)
+    app.add_exception_handler(ServiceUnavailable, _retry_later)
     app.state.rate_limits = RateLimits(settings)
-    app.add_exception_handler(RateLimited, _rate_limited)
+    app.add_exception_handler(RateLimited, _retry_later)
     # Inside the request context (added later, so outermost): its refusals get the request id,
     # the security headers and the request log line.
     app.add_middleware(RequestGuardMiddleware, settings=settings, rate_limits=app.state.rate_limits)
@@ -118,30 +118,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             relay.stop()
 
 
-async def _service_unavailable(request: Request, exc: Exception) -> Response:
-    """A dependency is down (503): the problem, and when to retry."""
-    assert isinstance(exc, ServiceUnavailable)
+async def _retry_later(request: Request, exc: Exception) -> Response:
+    """A dependency is down (503) or the caller is over its rate (429): the problem, and when
+    to try again."""
+    assert isinstance(exc, ServiceUnavailable | RateLimited)
+    if isinstance(exc, RateLimited):
+        retry_after, extra = str(exc.retry_after), {}
+    else:
+        retry_after, extra = RETRY_AFTER_SECONDS, exc.extra
     return problem_response(
         request,
         status=exc.status,
         code=exc.code,
         title=exc.title,
         detail=exc.detail,
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-        **exc.extra,
-    )
-
-
-async def _rate_limited(request: Request, exc: Exception) -> Response:
-    """Too many requests (429): the problem, and when to try again."""
-    assert isinstance(exc, RateLimited)
-    return problem_response(
-        request,
-        status=exc.status,
-        code=exc.code,
-        title=exc.title,
-        detail=exc.detail,
-        headers={"Retry-After": str(exc.retry_after)},
+        headers={"Retry-After": retry_after},
+        **extra,
     )
 
 
