@@ -45,7 +45,7 @@ tools:
 
 ## make test: lint, types, and the whole pytest suite (SQLite and, when reachable, PostgreSQL)
 test: $(STAMP) tools lint typecheck
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=30
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

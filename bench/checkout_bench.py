@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 from product_shop.access.demo_idp import ensure_key_pair, issue_token, public_key_file
 from product_shop.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
 from product_shop.context import AppContext
+from product_shop.db.roles import grant_service_role
 from product_shop.demo.data import HARBOUR
 from product_shop.demo.seed import seed
 from product_shop.simulators.server import free_port
@@ -85,6 +86,10 @@ def wait_ready(url: str, deadline_s: float = 60) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
+# The role the API and relay act as (`product-shop db grant`): no superuser, no BYPASSRLS.
+SERVICE_ROLE = "product_shop_bench_service"
+
+
 def prepare_database(admin_url: str, name: str) -> str:
     url, database = fresh_database(admin_url, name)
     context = AppContext.build(
@@ -92,6 +97,9 @@ def prepare_database(admin_url: str, name: str) -> str:
     )
     with database.unit_of_work() as session:
         seed(session, context.catalogue)
+    # The processes connect as the service role, as in production: row-level security holds.
+    with database.engine.begin() as connection:
+        grant_service_role(connection, SERVICE_ROLE, create=True)
     context.close()
     database.dispose()
     return url
@@ -412,6 +420,7 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
     env = {
         **os.environ,
         "PRODUCT_SHOP_DATABASE_URL": url,
+        "PRODUCT_SHOP_DATABASE_ROLE": SERVICE_ROLE,
         "PRODUCT_SHOP_JWT_PUBLIC_KEY_FILE": str(public_key_file(data_dir)),
         "PRODUCT_SHOP_PAYMENTS_BASE_URL": f"http://127.0.0.1:{sim_port}",
         # Drop-ship lines are submitted to the supplier network by the relay (no callbacks here:

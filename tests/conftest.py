@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
 from product_shop.access.actor import Actor, Role
@@ -30,6 +31,7 @@ from product_shop.context import AppContext
 from product_shop.db.engine import Database, make_engine
 from product_shop.db.migrate import upgrade
 from product_shop.db.models import metadata
+from product_shop.db.roles import grant_service_role
 from product_shop.events.routing import FEED_DESTINATIONS
 from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
 from product_shop.simulators.receivers import ReceiversSimulatorConfig, create_receivers_simulator
@@ -92,10 +94,49 @@ def pg_schema_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pg_database(pg_schema_url: str) -> Iterator[Database]:
+def pg_owner(pg_schema_url: str) -> Iterator[Database]:
+    """The schema's owner (the test login, a superuser): for clean-up between tests and for the
+    few tests about what even the owner may not do."""
     database = Database(pg_schema_url)
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_service_role(pg_owner: Database) -> Iterator[str]:
+    """The non-owner role the app runs as in every PostgreSQL test, granted as `product-shop db
+    grant` does: no superuser, no BYPASSRLS, so row-level security applies to everything the
+    app does (docs/security.md)."""
+    role = f"ps_service_{_worker()}_{os.getpid()}"
+    with pg_owner.engine.begin() as connection:
+        connection.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        grant_service_role(connection, role, create=True)
+    yield role
+    with pg_owner.engine.begin() as connection:
+        connection.execute(text(f'DROP OWNED BY "{role}"'))
+        connection.execute(text(f'DROP ROLE "{role}"'))
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_schema_url: str, pg_service_role: str) -> Iterator[Database]:
+    """The database as the app sees it: connected as the service role."""
+    database = Database(pg_schema_url, role=pg_service_role)
+    yield database
+    database.dispose()
+
+
+@contextmanager
+def as_owner(database: Database) -> Iterator[Connection]:
+    """A transaction as the tables' owner (the test login), not as the service role the app
+    runs as (`pg_service_role`): for what only the owner may do (DDL, terminating backends,
+    going past the audit triggers). SQLite has no roles: the database itself."""
+    owner = Database(database.url) if database.role else database
+    try:
+        with owner.engine.begin() as connection:
+            yield connection
+    finally:
+        if owner is not database:
+            owner.dispose()
 
 
 def _truncate_all(database: Database) -> None:
@@ -130,9 +171,10 @@ def database(
         database.dispose()
         return
     database = request.getfixturevalue("pg_database")
-    _truncate_all(database)
+    owner = request.getfixturevalue("pg_owner")
+    _truncate_all(owner)
     yield database
-    _truncate_all(database)
+    _truncate_all(owner)
 
 
 # ---- identity ------------------------------------------------------------------------------

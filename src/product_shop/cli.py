@@ -235,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     from product_shop import cli_retention  # `retention`: personal data past retention_days
 
     cli_retention.add_commands(sub)
+    from product_shop import cli_keys  # `keys`: field encryption keys, rotation
+
+    cli_keys.add_commands(sub)
 
     refunds = sub.add_parser("refunds", help="Refunds whose outcome is not known yet")
     refunds_sub = refunds.add_subparsers(required=True, metavar="ACTION")

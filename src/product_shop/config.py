@@ -1,12 +1,13 @@
 """The one settings object (environment prefix PRODUCT_SHOP_).
 
-In production the service refuses to start with the demo identity provider, demo secrets,
-an embedded SQLite database, or no way to verify access tokens.
+In production the service refuses to start with the demo identity provider, demo secrets, the
+demo field encryption key, an embedded SQLite database, or no way to verify access tokens.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from limits import parse as parse_rate
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from product_shop.core.crypto import DEMO_KEY_ID, Keyring, KeyringError, demo_keyring
 from product_shop.core.signing import (
     DEMO_APPOINTMENTS_WEBHOOK_SECRET,
     DEMO_REWARDS_WEBHOOK_SECRET,
@@ -64,6 +66,10 @@ class Settings(BaseSettings):
     # least the requests a worker runs at once, or connections are opened and closed under load
     # (a server process each). Workers x 1.5 x this must stay under the server's max_connections.
     db_pool_size: int = Field(default=20, ge=1, le=100)
+    # PostgreSQL: the role the service acts as once connected (SET ROLE), when the login role is
+    # a member of it rather than the role itself. Either way the role must not own the tables
+    # nor bypass row-level security: production refuses to start otherwise (docs/security.md).
+    database_role: str | None = None
     data_dir: Path = Path("var")
 
     jwt_issuer: str = DEFAULT_ISSUER
@@ -112,6 +118,15 @@ class Settings(BaseSettings):
     # characters; codes are never stored, so changing it changes every code shown. The demo value
     # is refused in production.
     voucher_secret: SecretStr = SecretStr(DEMO_SECRET_PREFIX + "voucher-key-0123456789abcdefghij")
+    # Field encryption at rest (core/crypto.py, docs/security.md): keys by id, each base64 of
+    # 32 random bytes, as JSON (PRODUCT_SHOP_ENCRYPTION_KEYS='{"k2": "...", "k1": "..."}') and/or
+    # in a file of the same JSON (`encryption_key_file`, read at start); `encryption_key_id`
+    # names the one new values are encrypted with (may be left out with a single key). Every key
+    # listed decrypts; `product-shop keys rotate` re-encrypts old values under the current key.
+    # With none set, the public DEMO key is used, which production refuses.
+    encryption_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    encryption_key_file: Path | None = None
+    encryption_key_id: str | None = None
     # Run the outbox relay inside the API process (the embedded default); at scale run
     # `product-shop relay` as its own process instead.
     relay_in_process: bool = True
@@ -221,6 +236,34 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    def keyring(self) -> Keyring:
+        """The field encryption keyring these settings describe (the demo keyring when no key
+        is set); raises ConfigurationError, never repeating a key."""
+        keys: dict[str, str] = {}
+        try:
+            if self.encryption_key_file is not None:
+                loaded = json.loads(self.encryption_key_file.read_text())
+                if not isinstance(loaded, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()
+                ):
+                    raise KeyringError('the key file must hold {"key id": "base64 key", ...}')
+                keys.update(loaded)
+            keys.update({k: v.get_secret_value() for k, v in self.encryption_keys.items()})
+            if not keys:
+                if self.encryption_key_id not in (None, DEMO_KEY_ID):
+                    raise KeyringError(
+                        f"encryption_key_id is {self.encryption_key_id!r} but no keys are set"
+                    )
+                return demo_keyring()
+            return Keyring.from_text(keys, self.encryption_key_id)
+        except (OSError, json.JSONDecodeError, KeyringError) as exc:
+            raise ConfigurationError(
+                f"field encryption keys (PRODUCT_SHOP_ENCRYPTION_KEYS, "
+                f"PRODUCT_SHOP_ENCRYPTION_KEY_FILE, PRODUCT_SHOP_ENCRYPTION_KEY_ID): {exc}; a "
+                "key is base64 of 32 random bytes, e.g. from python3 -c 'import base64, "
+                "secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())'"
+            ) from exc
+
     def voucher_key(self) -> bytes:
         return self.voucher_secret.get_secret_value().encode()
 
@@ -296,6 +339,7 @@ class Settings(BaseSettings):
                     "10.0.0.0/8)"
                 ) from exc
         self._check_transport_and_limits()
+        keyring = self.keyring()
         if len(self.voucher_secret.get_secret_value()) < 32:
             raise ConfigurationError(
                 "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"
@@ -326,6 +370,11 @@ class Settings(BaseSettings):
             problems.append("ai_service_api_key is a demo secret")
         if self.voucher_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
             problems.append("voucher_secret is a demo secret")
+        if keyring.uses_demo_key:
+            problems.append(
+                "the field encryption key is the public DEMO key: set PRODUCT_SHOP_ENCRYPTION_KEYS"
+                " or PRODUCT_SHOP_ENCRYPTION_KEY_FILE (docs/security.md)"
+            )
         problems.extend(f"event_sinks.{key} has a demo secret" for key in demo_event_sinks)
         if not (self.jwt_jwks_url or self.public_key_pem()):
             problems.append("no JWT verification key: set jwt_jwks_url or jwt_public_key")

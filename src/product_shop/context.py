@@ -16,7 +16,9 @@ from product_shop.checkout.redemption import PointsRedemptions
 from product_shop.checkout.service import CheckoutService
 from product_shop.config import Settings
 from product_shop.core.clock import Clock, SystemClock
+from product_shop.core.crypto import install_keyring
 from product_shop.db.engine import Database
+from product_shop.db.roles import refuse_a_role_that_bypasses_row_security
 from product_shop.events import types as ev
 from product_shop.events.delivery import RetryPolicy, by_event_type
 from product_shop.events.outbox import Outbox
@@ -123,7 +125,13 @@ class AppContext:
         suggestion_engine: SuggestionEngine | None = None,
     ) -> AppContext:
         clock = clock or SystemClock()
-        database = database or Database(settings.database_url, pool_size=settings.db_pool_size)
+        # The process-wide keyring of the encrypted columns (core/crypto.py, db/encrypted.py).
+        install_keyring(settings.keyring())
+        database = database or Database(
+            settings.database_url, pool_size=settings.db_pool_size, role=settings.database_role
+        )
+        if settings.environment == "production":
+            refuse_a_role_that_bypasses_row_security(database)
         audit = AuditLog(clock)
         outbox = Outbox(clock)
         payments = payments or HttpIntegratedPayments(

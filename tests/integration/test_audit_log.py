@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
@@ -27,11 +26,10 @@ from product_shop.audit.verify import Verification, verify
 from product_shop.cli import main
 from product_shop.context import AppContext
 from product_shop.db.engine import Database
-from product_shop.db.roles import grant_service_role
 from product_shop.events.routing import Destination, Routing
 from product_shop.events.tables import OutboxEvent
 from product_shop.events.types import ORDER_CREATED, PAYMENT_RECEIPT
-from tests.conftest import World
+from tests.conftest import World, as_owner
 from tests.integration.checkout_support import Shop, paid_checkout
 
 ACTOR = AuditActor(actor_id="staff-1", role="practice_admin", name="Alice Admin")
@@ -100,7 +98,7 @@ def _entry(database: Database, stream_id: str, seq: int) -> AuditEntry:
 def _past_the_triggers(database: Database, *statements: Any) -> None:
     """What someone with the owner's rights could do: on PostgreSQL, as a superuser with the
     triggers off for the session (`session_replication_role`); on SQLite, with them dropped."""
-    with database.engine.begin() as connection:
+    with as_owner(database) as connection:
         if database.dialect == "postgresql":
             connection.execute(text("SET LOCAL session_replication_role = replica"))
         else:
@@ -134,7 +132,7 @@ def test_an_intact_log_verifies(context: AppContext, log: dict[str, str]) -> Non
 def test_the_database_refuses_to_change_or_delete_audit_rows(
     context: AppContext, log: dict[str, str], statement: str
 ) -> None:
-    with pytest.raises(DBAPIError, match="append-only"), context.database.engine.begin() as c:
+    with pytest.raises(DBAPIError, match="append-only"), as_owner(context.database) as c:
         c.execute(text(statement))
     assert _check(context).intact
 
@@ -143,23 +141,18 @@ def test_the_database_refuses_to_change_or_delete_audit_rows(
 def test_postgresql_refuses_truncate_even_to_the_owner(
     context: AppContext, log: dict[str, str], engine_name: str
 ) -> None:
-    with pytest.raises(DBAPIError, match="append-only"), context.database.engine.begin() as c:
+    with pytest.raises(DBAPIError, match="append-only"), as_owner(context.database) as c:
         c.execute(text("TRUNCATE audit_entries CASCADE"))
 
 
 @pytest.fixture
-def service_role(context: AppContext, engine_name: str) -> Iterator[str]:
-    """A service role granted as `product-shop db grant` does, on this test's schema."""
+def service_role(engine_name: str, request: pytest.FixtureRequest) -> str:
+    """The role the app runs as on PostgreSQL, granted as `product-shop db grant` does
+    (tests/conftest.py `pg_service_role`)."""
     if engine_name != "postgresql":
         pytest.skip("PostgreSQL-only behaviour")
-    role = f"ps_service_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with context.database.engine.begin() as connection:
-        statements = grant_service_role(connection, role, create=True)
-    assert any("GRANT SELECT, INSERT ON" in s and "audit_entries" in s for s in statements)
-    yield role
-    with context.database.engine.begin() as connection:
-        connection.execute(text(f'DROP OWNED BY "{role}"'))
-        connection.execute(text(f'DROP ROLE "{role}"'))
+    role: str = request.getfixturevalue("pg_service_role")
+    return role
 
 
 @pytest.mark.postgres_only
@@ -177,7 +170,7 @@ def test_the_service_role_may_not_change_delete_or_truncate_the_audit_log(
     context: AppContext, log: dict[str, str], service_role: str, statement: str
 ) -> None:
     with context.database.engine.begin() as connection:
-        connection.execute(text(f'SET LOCAL ROLE "{service_role}"'))
+        assert connection.execute(text("SELECT current_user")).scalar_one() == service_role
         with pytest.raises(ProgrammingError, match="permission denied"):
             connection.execute(text(statement))
 
@@ -189,7 +182,7 @@ def test_the_service_role_writes_the_log_and_the_modules_tables(
     """What the service does as that role: append entries (the chain read first), write and
     change other tables."""
     with context.database.unit_of_work() as session:
-        session.execute(text(f'SET LOCAL ROLE "{service_role}"'))
+        assert session.execute(text("SELECT current_user")).scalar_one() == service_role
         context.audit.record(
             session, stream_type="order", stream_id=log["order"], action="order.read", actor=ACTOR
         )

@@ -29,13 +29,14 @@ from product_shop.checkout.tables import Checkout, PaymentCapture
 from product_shop.context import AppContext
 from product_shop.core.clock import FrozenClock
 from product_shop.db.base import Base
+from product_shop.db.encrypted import EncryptedJSON, EncryptedText
 from product_shop.db.engine import Database
 from product_shop.events.relay import REDELIVER_BATCH, OutboxRelay
 from product_shop.events.tables import EventDelivery, OutboxEvent
 from product_shop.events.types import PRODUCT_DEPRECATED
 from product_shop.orders.queries import ActiveOrderReferences
 from product_shop.orders.tables import Order, OrderLine
-from tests.conftest import World
+from tests.conftest import World, as_owner
 
 ROWS = 20_000
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -48,12 +49,28 @@ def _bulk(database: Database, model: type[Base], rows: list[dict[str, Any]]) -> 
     if not rows:
         return
     table = cast(Table, model.__table__)
-    with database.engine.begin() as connection:
+    # As the owner: COPY is refused under row-level security, and ANALYZE is the owner's.
+    with as_owner(database) as connection:
         if database.dialect != "postgresql":
             connection.execute(insert(table), rows)
             return
         columns = list(rows[0])
         json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        # COPY bypasses the column types: encrypt what the app would (db/encrypted.py).
+        encrypted = {
+            c.name: c.type
+            for c in table.columns
+            if isinstance(c.type, (EncryptedJSON, EncryptedText))
+        }
+        dialect = connection.dialect
+        if encrypted:
+            rows = [
+                {
+                    k: encrypted[k].process_bind_param(v, dialect) if k in encrypted else v
+                    for k, v in row.items()
+                }
+                for row in rows
+            ]
         raw = connection.connection.driver_connection
         assert raw is not None
         with raw.cursor() as cursor:

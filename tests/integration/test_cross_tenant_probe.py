@@ -993,7 +993,6 @@ def _service_checks_disabled() -> Callable[[], AbstractContextManager[None]]:
 
 
 @pytest.mark.postgres_only
-@pytest.mark.xfail(strict=True, reason="RLS not built yet (issue 17)")
 def test_row_level_security_alone_holds_the_line(
     request: pytest.FixtureRequest, engine_name: str
 ) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    text,
 )
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionEvents, mapped_column
@@ -40,6 +41,7 @@ from product_shop.db.base import Base
 from product_shop.db.engine import Database
 from product_shop.db.fast import Statements
 from product_shop.events.tables import OutboxEvent
+from tests.conftest import as_owner
 from tests.integration.fast_support import EVENTS, KOLKATA, NOW, event_row
 
 # ---- a table of types the project's tables do not use ------------------------------------
@@ -93,9 +95,13 @@ BY_REF = select(Scratch.scratch_id, Scratch.ref).where(Scratch.ref == bindparam(
 
 @pytest.fixture
 def scratch(database: Database) -> Iterator[Database]:
-    ScratchBase.metadata.create_all(database.engine)
+    with as_owner(database) as connection:  # DDL is the owner's; the app's role may use it
+        ScratchBase.metadata.create_all(connection)
+        if database.role:
+            connection.execute(text(f'GRANT ALL ON fast_parity_scratch TO "{database.role}"'))
     yield database
-    ScratchBase.metadata.drop_all(database.engine)
+    with as_owner(database) as connection:
+        ScratchBase.metadata.drop_all(connection)
 
 
 def scratch_row(scratch_id: int, **overrides: Any) -> dict[str, Any]:

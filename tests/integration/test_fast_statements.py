@@ -40,6 +40,7 @@ from product_shop.db import fast
 from product_shop.db.engine import Database
 from product_shop.db.fast import Statements
 from product_shop.events.tables import OutboxEvent
+from tests.conftest import as_owner
 from tests.integration.fast_support import (
     EVENT,
     EVENTS,
@@ -637,19 +638,21 @@ def test_statements_are_compiled_once_and_reused(
     assert set(fast._compiled_selects) == {EVENT, FIRST_EVENT}
     columns = tuple(column.key for column in EVENTS.selected_columns)
     timestamps = {"occurred_at", "next_attempt_at", "delivered_at"}
+    # ... and the payload's decryption (db/encrypted.py EncryptedJSON): converted per row too.
+    processed = timestamps | {"data"}
     first_event = fast._compiled_selects[FIRST_EVENT]
     assert first_event.sql is not None
     assert list(first_event.defaults.values()) == [1]  # the LIMIT SQLAlchemy bound itself
     assert first_event.params == ()  # nothing to convert or rename: UUIDs go as they are
     assert first_event.keys == columns
     assert first_event.results is not None
-    assert {key for key, _ in first_event.results} == timestamps  # UTCDateTime's processor
+    assert {key for key, _ in first_event.results} == processed  # UTCDateTime's, decryption
     event = fast._compiled_selects[EVENT]
     assert event.sql is not None
     assert event.defaults == {}  # event_id is the caller's
     assert event.keys == columns
     assert event.results is not None
-    assert {key for key, _ in event.results} == timestamps
+    assert {key for key, _ in event.results} == processed
 
     [(insert_key, inserting)] = fast._insert_sql.items()
     assert insert_key == ("outbox_events", tuple(first), 1)  # table, columns, rows
@@ -666,7 +669,7 @@ def lose_the_connection(database: Database, statements: Statements) -> None:
     """Terminates the session's own PostgreSQL backend, as a database restart would."""
     backend = statements.one(select(func.pg_backend_pid().label("pid")))
     assert backend is not None
-    with database.engine.begin() as admin:
+    with as_owner(database) as admin:
         # Waits (up to 5 s) until the backend is gone.
         admin.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": backend["pid"]})
 

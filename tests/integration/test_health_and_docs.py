@@ -12,6 +12,7 @@ from product_shop.config import Settings
 from product_shop.context import AppContext
 from product_shop.db.engine import Database
 from product_shop.web.app import create_app
+from tests.conftest import as_owner
 
 
 def test_health_and_readiness_are_open_and_ready_at_head(client: TestClient) -> None:
@@ -23,12 +24,12 @@ def test_health_and_readiness_are_open_and_ready_at_head(client: TestClient) -> 
 
 
 def test_readiness_fails_when_migrations_are_behind(client: TestClient, database: Database) -> None:
-    with database.engine.begin() as connection:
+    with as_owner(database) as connection:  # the service role may only read it
         connection.execute(text("UPDATE alembic_version SET version_num = 'older'"))
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["migrations"] == "behind"
-    with database.engine.begin() as connection:
+    with as_owner(database) as connection:
         connection.execute(
             text("UPDATE alembic_version SET version_num = :head"),
             {"head": response.json()["head"]},

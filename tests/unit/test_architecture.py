@@ -72,6 +72,7 @@ UNIT_OF_WORK_OWNERS = (
     "cli.py",
     "cli_events.py",
     "cli_audit.py",
+    "cli_keys.py",  # key rotation: a batch per unit of work
     "events/relay",  # relay.py, relay_record.py, relay_thread.py
     "jobs/",
     "demo/",

@@ -1,11 +1,14 @@
 """In production the service refuses to start with demo keys, demo secrets or unsafe settings."""
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
 
 from product_shop.access.demo_idp import DEMO_KEY_HEADER, KeyPair
 from product_shop.config import ConfigurationError, Settings
+from product_shop.core.crypto import DEMO_KEY
 from product_shop.core.signing import (
     DEMO_APPOINTMENTS_WEBHOOK_SECRET,
     DEMO_REWARDS_WEBHOOK_SECRET,
@@ -15,6 +18,7 @@ from product_shop.core.signing import (
 from product_shop.web.app import create_app
 
 PG = "postgresql+psycopg://shop@db.internal/shop"
+TEST_ENCRYPTION_KEY = base64.b64encode(b"test-only field key, 32 bytes!!!").decode()
 
 
 def _production(key_pair: KeyPair, **overrides: object) -> Settings:
@@ -31,6 +35,8 @@ def _production(key_pair: KeyPair, **overrides: object) -> Settings:
         "voucher_secret": "a-real-voucher-key-from-the-vault-0123456789",
         "appointments_webhook_secret": "whsec_YS1yZWFsLWFwcG9pbnRtZW50cy1zZWNyZXQtZnJvbS12YXVsdA==",
         "trusted_proxies": ["10.0.0.0/8"],  # behind a TLS-terminating load balancer
+        # Field encryption (a test key: base64 of 32 bytes, not a real one).
+        "encryption_keys": {"k1": TEST_ENCRYPTION_KEY},
         "event_sinks": {
             "communication_hub": {
                 "url": "https://hub.internal/events",
@@ -211,3 +217,56 @@ def test_rate_limits_must_be_rates(name: str) -> None:
     Settings(**{name: "5/second"}).check()  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=name):
         Settings(**{name: "lots"}).check()  # type: ignore[arg-type]
+
+
+def test_production_refuses_the_demo_field_encryption_key(key_pair: KeyPair) -> None:
+    """No key set means the public DEMO key (core/crypto.py): fine for the demo and tests,
+    refused in production with a message naming the settings to set."""
+    demo = base64.b64encode(DEMO_KEY).decode()
+    for keys, current in (
+        ({}, None),
+        ({"demo": demo}, None),
+        ({"k1": TEST_ENCRYPTION_KEY, "old": demo}, "k1"),
+    ):
+        settings = _production(key_pair, encryption_keys=keys, encryption_key_id=current)
+        with pytest.raises(ConfigurationError, match=r"DEMO key.*PRODUCT_SHOP_ENCRYPTION_KEYS"):
+            settings.check()
+    _production(key_pair, encryption_keys={}, environment="development").check()
+
+
+def test_encryption_keys_come_from_the_environment_or_a_key_file(
+    key_pair: KeyPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second = base64.b64encode(b"another test-only key, 32 bytes!").decode()
+    monkeypatch.setenv(
+        "PRODUCT_SHOP_ENCRYPTION_KEYS", json.dumps({"k1": TEST_ENCRYPTION_KEY, "k2": second})
+    )
+    monkeypatch.setenv("PRODUCT_SHOP_ENCRYPTION_KEY_ID", "k2")
+    keyring = Settings().keyring()
+    assert (sorted(keyring.keys), keyring.current_id) == (["k1", "k2"], "k2")
+    monkeypatch.delenv("PRODUCT_SHOP_ENCRYPTION_KEYS")
+    monkeypatch.delenv("PRODUCT_SHOP_ENCRYPTION_KEY_ID")
+    key_file = tmp_path / "keys.json"
+    key_file.write_text(json.dumps({"k3": second}))
+    from_file = _production(key_pair, encryption_keys={}, encryption_key_file=key_file)
+    from_file.check()
+    assert from_file.keyring().current_id == "k3"
+
+
+@pytest.mark.parametrize(
+    ("keys", "current", "reason"),
+    [
+        ({"k1": "bm90IDMyIGJ5dGVz"}, None, "must be 32 bytes"),
+        ({"k1": "***"}, None, "not base64"),
+        ({"k1": TEST_ENCRYPTION_KEY, "k2": TEST_ENCRYPTION_KEY}, None, "name the current one"),
+        ({"k1": TEST_ENCRYPTION_KEY}, "k9", "not among the keys"),
+        ({"bad id!": TEST_ENCRYPTION_KEY}, None, "key id"),
+    ],
+)
+def test_malformed_encryption_keys_are_refused_without_repeating_them(
+    key_pair: KeyPair, keys: dict[str, str], current: str | None, reason: str
+) -> None:
+    settings = _production(key_pair, encryption_keys=keys, encryption_key_id=current)
+    with pytest.raises(ConfigurationError, match=reason) as refused:
+        settings.check()
+    assert TEST_ENCRYPTION_KEY not in str(refused.value)

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from product_shop.access.actor import Actor, Role
+from product_shop.access.isolation import same
 from product_shop.catalogue.model import (
     AvailabilityStatus,
     FulfilmentType,
@@ -24,7 +25,11 @@ from product_shop.core.errors import BadRequest, NotFound
 
 def view_for(actor: Actor, practice_id: uuid.UUID | None) -> tuple[CatalogueView, uuid.UUID | None]:
     """Which view a caller gets, and for which practice. Practice roles see only their own."""
-    if actor.practice_id is not None and practice_id not in (None, actor.practice_id):
+    if (
+        actor.practice_id is not None
+        and practice_id is not None
+        and not same(practice_id, actor.practice_id)
+    ):
         raise NotFound("No such catalogue.")
     if actor.role is Role.PATIENT:
         return "patient", actor.practice_id

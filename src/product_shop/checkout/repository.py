@@ -14,6 +14,7 @@ from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import STREAM_HEAD
 from product_shop.catalogue.model import (
@@ -151,7 +152,7 @@ def read_for_completion(session: Session, checkout_id: uuid.UUID) -> CompletionR
 def check_owner(actor: Actor, patient_id: uuid.UUID | None) -> None:
     """404 unless this patient owns the checkout (None: there is no such checkout)."""
     require(actor, Action.CHECKOUT)
-    if patient_id is None or patient_id != actor.patient_id:
+    if patient_id is None or not same(patient_id, actor.patient_id):
         raise NotFound("No such checkout.")
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from product_shop.db.base import Base, JSONDoc, UTCDateTime
+from product_shop.db.base import Base, UTCDateTime
+from product_shop.db.encrypted import EncryptedJSON, EncryptedText
 
 CHECKOUT_STATES = (
     "'open', 'awaiting_redemption', 'awaiting_payment', 'completed', 'failed', 'expired'"
@@ -35,9 +36,13 @@ class Checkout(Base):
     total_minor: Mapped[int] = mapped_column(BigInteger)
     # What remains to capture through Integrated Payments after any points redemption.
     amount_due_minor: Mapped[int] = mapped_column(BigInteger)
-    delivery_address: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    delivery_address: Mapped[dict[str, Any] | None] = mapped_column(
+        EncryptedJSON("checkouts.delivery_address")
+    )
     # For the practice's "prepare for collection" task: the first name only (data minimisation).
-    patient_first_name: Mapped[str | None] = mapped_column(String(80))
+    patient_first_name: Mapped[str | None] = mapped_column(
+        EncryptedText("checkouts.patient_first_name")
+    )
     payment_intent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     payment_url: Mapped[str | None] = mapped_column(Text)
     payment_attempts: Mapped[int] = mapped_column(Integer)

@@ -11,8 +11,10 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from product_shop.db import tenancy
 from product_shop.db.base import json_default
 from product_shop.db.fast import commit_queued
+from product_shop.db.roles import quoted_role
 from product_shop.db.session import TransactionRuleViolation, UnitOfWorkSession
 
 __all__ = ["Database", "TransactionRuleViolation", "UnitOfWorkSession", "is_retryable"]
@@ -22,7 +24,10 @@ def _json_serializer(value: Any) -> str:
     return json.dumps(value, default=json_default, separators=(",", ":"))
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20, role: str | None = None) -> Engine:
+    """An engine for `url`. PostgreSQL: each transaction carries the current tenant scope for
+    row-level security (`db.tenancy`); with `role`, each new connection acts as that role (`SET
+    ROLE`: the login role is a member of the service role, docs/security.md)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -39,7 +44,7 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         json_serializer=_json_serializer,
         # Up to 1.5 x pool_size connections per process: keep workers x that (plus the relay)
@@ -52,6 +57,17 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         # the caller gets a 503 (web/problems) rather than a wrong answer.
         pool_pre_ping=False,
     )
+    if role is not None:
+        set_role = f"SET ROLE {quoted_role(role)}"
+
+        @event.listens_for(engine, "connect")
+        def _act_as_role(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(set_role)
+            dbapi_connection.commit()
+
+    tenancy.install(engine)
+    return engine
 
 
 T = TypeVar("T")
@@ -75,9 +91,19 @@ class Database:
     """Owns the engine and hands out units of work. Who may open one: the request (web/) and
     jobs (the relay, CLI commands) — never a service (docs/architecture.md)."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None, pool_size: int = 20) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        engine: Engine | None = None,
+        pool_size: int = 20,
+        role: str | None = None,
+    ) -> None:
         self.url = url
-        self.engine = engine if engine is not None else make_engine(url, pool_size=pool_size)
+        self.role = role
+        self.engine = (
+            engine if engine is not None else make_engine(url, pool_size=pool_size, role=role)
+        )
         self._sessions = sessionmaker(
             self.engine, class_=UnitOfWorkSession, expire_on_commit=False, autoflush=True
         )
@@ -158,7 +184,9 @@ class Database:
         if self.dialect != "postgresql":
             return self
         engine = make_engine(
-            self.engine.url.render_as_string(hide_password=False), pool_size=pool_size
+            self.engine.url.render_as_string(hide_password=False),
+            pool_size=pool_size,
+            role=self.role,
         )
 
         @event.listens_for(engine, "connect")
@@ -167,7 +195,7 @@ class Database:
                 cursor.execute("SET synchronous_commit TO off")
             dbapi_connection.commit()
 
-        return Database(self.url, engine=engine)
+        return Database(self.url, engine=engine, role=self.role)
 
     def dispose(self) -> None:
         self.engine.dispose()

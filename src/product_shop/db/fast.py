@@ -46,6 +46,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from product_shop.db import tenancy
 from product_shop.db.base import Base
 from product_shop.db.fast_compile import (
     AnySelect,
@@ -124,7 +125,10 @@ class Statements:
         connection = self._connection()
         driver = _driver(connection)
         statements = [select.sql for select, _ in compiled if select.sql is not None]
+        scope = tenancy.take_pending(connection)
         with self._errors(connection, statements), driver.pipeline():
+            if scope is not None:  # row-level security's scope, first, in the same pipeline
+                driver.execute(tenancy.SET_SCOPE, scope)
             pending = []
             for select, params in compiled:
                 assert select.sql is not None
@@ -151,10 +155,13 @@ class Statements:
         connection = self._connection()
         # No pipeline for one read: psycopg (3.3) follows the BEGIN it adds in a pipeline with a
         # Sync and waits for it, so a pipeline would cost a round trip more, not less.
+        scope = tenancy.take_pending(connection)
         with (
             self._errors(connection, [select.sql]),
             _driver(connection).cursor(row_factory=tuple_row) as cursor,
         ):
+            if scope is not None:  # row-level security's scope, before the transaction's first
+                cursor.execute(tenancy.SET_SCOPE, scope)
             cursor.execute(select.sql, read_params(select, params))
             if limit_one:
                 first = cursor.fetchone()
@@ -257,12 +264,15 @@ class Statements:
         if commit:
             statements.append("COMMIT")
         checked: list[tuple[psycopg.Cursor[Any], Write]] = []
+        scope = tenancy.take_pending(connection)
         try:
             with (
                 self._errors(connection, statements),
                 driver.pipeline(),
                 driver.cursor() as cursor,
             ):
+                if scope is not None:  # row-level security's scope, first, in the same pipeline
+                    cursor.execute(tenancy.SET_SCOPE, scope)
                 for sql, params, update_checked in prepared:
                     if update_checked is None:
                         cursor.execute(sql, params)

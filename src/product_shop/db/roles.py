@@ -9,14 +9,21 @@ that adds a table) grants exactly that; it is idempotent.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from typing import TYPE_CHECKING
 
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
+
+from product_shop.config import ConfigurationError
 from product_shop.db.base import Base
+
+if TYPE_CHECKING:
+    from product_shop.db.engine import Database
 
 APPEND_ONLY_TABLES = ("audit_entries", "audit_checkpoints", "audit_checkpoint_heads")
 
 
-def _quoted(name: str) -> str:
+def quoted_role(name: str) -> str:
     if not name.replace("_", "").isalnum():
         raise ValueError(f"not a plain role name: {name!r}")
     return f'"{name}"'
@@ -26,7 +33,7 @@ def grant_service_role(connection: Connection, role: str, *, create: bool = Fals
     """Grant `role` what the service needs on the current schema's tables; with `create`, make
     the role first when it does not exist (NOLOGIN: the operator gives it a login and
     password, or a member role that logs in). Returns the statements run."""
-    who = _quoted(role)
+    who = quoted_role(role)
     statements: list[str] = []
     if create:
         exists = connection.execute(
@@ -44,7 +51,53 @@ def grant_service_role(connection: Connection, role: str, *, create: bool = Fals
             statements.append(
                 f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}"."{table}" TO {who}'
             )
+    # Readiness compares the schema's revision with the code's (web/health.py): read only.
+    statements.append(f'GRANT SELECT ON "{schema}"."alembic_version" TO {who}')
     statements.append(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO {who}')
     for statement in statements:
         connection.execute(text(statement))
     return statements
+
+
+def row_security_problems(connection: Connection) -> list[str]:
+    """Why row-level security would not hold for the role this connection acts as (PostgreSQL;
+    empty when it holds): a superuser or a role with BYPASSRLS skips every policy, and although
+    the tables force their policies on the owner too, the owner may switch that off."""
+    role = connection.execute(
+        text(
+            "SELECT current_user AS name, rolsuper, rolbypassrls FROM pg_roles"
+            " WHERE rolname = current_user"
+        )
+    ).one()
+    problems: list[str] = []
+    if role.rolsuper:
+        problems.append(f"the database role {role.name!r} is a superuser")
+    if role.rolbypassrls:
+        problems.append(f"the database role {role.name!r} has BYPASSRLS")
+    owned = connection.execute(
+        text(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+            " AND tableowner = current_user"
+        )
+    ).scalar_one()
+    if owned:
+        problems.append(f"the database role {role.name!r} owns the tables (use the service role)")
+    return problems
+
+
+def refuse_a_role_that_bypasses_row_security(database: Database) -> None:
+    """Production on PostgreSQL: refuse to start as a role row-level security would not hold
+    for (`row_security_problems`). A database that cannot be reached is left to readiness."""
+    if database.dialect != "postgresql":
+        return
+    try:
+        with database.engine.connect() as connection:
+            problems = row_security_problems(connection)
+    except OperationalError:
+        return
+    if problems:
+        raise ConfigurationError(
+            "refusing to start in production: "
+            + "; ".join(problems)
+            + " (connect as the service role: docs/security.md)"
+        )

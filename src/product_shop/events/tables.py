@@ -20,7 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from product_shop.db.base import Base, BigIntKey, JSONDoc, UTCDateTime
+from product_shop.db.base import Base, BigIntKey, UTCDateTime
+from product_shop.db.encrypted import EncryptedJSON
 
 DELIVERY_STATUSES = ("pending", "delivered", "parked")
 
@@ -48,7 +49,7 @@ class OutboxEvent(Base):
     aggregate_type: Mapped[str] = mapped_column(String(40))
     aggregate_id: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    data: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    data: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("outbox_events.data"))
     # `pending` until the relay has given it one delivery per destination (`routed`).
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

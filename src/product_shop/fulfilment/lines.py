@@ -193,9 +193,9 @@ class LineFulfilment:
     ) -> None:
         """The audit entry and the Communication Hub event(s) of a stage (or of an update)."""
         name = action or (step.value if step else "updated")
-        details = line_record(line)
-        if note:
-            details["note"] = note
+        # whether a note came with it, never its text: the log is never rewritten, so it keeps
+        # no personal free text
+        details = {**line_record(line), "has_note": bool(note)}
         self._audit.record(
             session,
             stream_type="order",

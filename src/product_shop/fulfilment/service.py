@@ -11,6 +11,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same, scoped
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
 from product_shop.catalogue.model import FulfilmentType
@@ -58,7 +59,7 @@ class FulfilmentService:
         practice's). Repeating the line's current status changes nothing."""
         require(actor, Action.MANAGE_FULFILMENT)
         order, line = self._lines.lock(session, line_item_id, order_id=order_id)
-        if order.practice_id != actor.practice_id:
+        if not same(order.practice_id, actor.practice_id):
             raise NotFound("No such order line.")
         current = LineState(line.fulfilment_status)
         if body.status is LineState.CANCELLED:
@@ -143,7 +144,7 @@ class FulfilmentService:
         order = (
             session.get(Order, found.order_id, with_for_update=True) if found is not None else None
         )
-        if found is None or order is None or order.practice_id != actor.practice_id:
+        if found is None or order is None or not same(order.practice_id, actor.practice_id):
             raise NotFound("No such voucher at this practice.", code="voucher_not_found")
         found = session.get(Voucher, found.voucher_id, with_for_update=True, populate_existing=True)
         assert found is not None
@@ -237,7 +238,7 @@ class FulfilmentService:
         statement = (
             select(OrderLine, Order.patient_id)
             .join(Order, Order.order_id == OrderLine.order_id)
-            .where(Order.practice_id == actor.practice_id, condition)
+            .where(scoped(Order.practice_id, actor.practice_id), condition)
         )
         if cursor is not None:
             at, last = decode_cursor(cursor)

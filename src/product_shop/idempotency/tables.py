@@ -6,7 +6,8 @@ from typing import Any
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from product_shop.db.base import Base, JSONDoc, UTCDateTime
+from product_shop.db.base import Base, UTCDateTime
+from product_shop.db.encrypted import EncryptedJSON
 
 
 class IdempotencyKey(Base):
@@ -23,7 +24,9 @@ class IdempotencyKey(Base):
     # Who holds an in-flight claim: completion and release only act with the matching token.
     claim_token: Mapped[str] = mapped_column(String(64), server_default="")
     response_status: Mapped[int | None] = mapped_column(Integer)
-    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(
+        EncryptedJSON("idempotency_keys.response_body")
+    )
     response_location: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

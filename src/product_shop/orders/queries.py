@@ -12,6 +12,7 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same, scoped
 from product_shop.access.policy import Action, allowed, require
 from product_shop.audit.tables import AuditEntry
 from product_shop.catalogue.model import FulfilmentType
@@ -56,8 +57,10 @@ def load_visible(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
 
 def _may_see(actor: Actor, order: Order) -> bool:
     if actor.is_patient:
-        return order.patient_id == actor.patient_id
-    return allowed(actor, Action.VIEW_PRACTICE_ORDERS) and order.practice_id == actor.practice_id
+        return same(order.patient_id, actor.patient_id)
+    return allowed(actor, Action.VIEW_PRACTICE_ORDERS) and same(
+        order.practice_id, actor.practice_id
+    )
 
 
 def order_document_for(
@@ -303,10 +306,10 @@ def list_orders(
     """Newest first, keyset-paginated. `own`: the patient's orders; otherwise the practice's."""
     if own:
         require(actor, Action.VIEW_OWN_ORDERS)
-        scope = Order.patient_id == actor.patient_id
+        scope = scoped(Order.patient_id, actor.patient_id)
     else:
         require(actor, Action.VIEW_PRACTICE_ORDERS)
-        scope = Order.practice_id == actor.practice_id
+        scope = scoped(Order.practice_id, actor.practice_id)
     if (
         filters.created_from is not None
         and filters.created_to is not None

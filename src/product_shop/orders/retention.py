@@ -28,7 +28,8 @@ Where an order's personal data lives, and what erasure does to it:
 
 The audit log is not touched: it is append-only and hash-chained (migration 0012), so what its
 entries hold stays (ids and staff names by design, but also the tracking numbers of a line's
-stages and staff's free-text notes on fulfilment moves and refunds). Each erasure adds one entry
+stages; fulfilment moves and refunds record only whether a note was given, `has_note`, except
+in entries written before they did, which hold the note). Each erasure adds one entry
 to the order's stream instead (`order.personal_data_erased`, the system actor),
 naming the fields and how many rows or documents held them, never a value; the order's
 `personal_data_erased_at` marks it done, so a second run passes it by.

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
 from product_shop.core.clock import Clock
@@ -48,7 +49,7 @@ class OrderService:
         `expected_version` (If-Match), a write based on a stale read is refused (412)."""
         require(actor, Action.SET_PMS_INVOICE_REF)
         order = session.get(Order, order_id, with_for_update=True)
-        if order is None or order.practice_id != actor.practice_id:
+        if order is None or not same(order.practice_id, actor.practice_id):
             raise NotFound("No such order.")
         if expected_version is not None and expected_version != order.version:
             raise PreconditionFailed(

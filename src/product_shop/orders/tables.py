@@ -21,6 +21,7 @@ from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, UTCDateTime
+from product_shop.db.encrypted import EncryptedText
 
 EXCEPTION_REASONS = (
     "'out_of_stock', 'address_problem', 'lost', 'damaged', 'other', 'supplier_unavailable', "
@@ -148,8 +149,11 @@ class OrderLine(Base):
     fulfilment_status: Mapped[str] = mapped_column(String(24))
     fulfilment_ref: Mapped[str | None] = mapped_column(String(120))
     carrier: Mapped[str | None] = mapped_column(String(80))
-    tracking_number: Mapped[str | None] = mapped_column(String(120))
-    tracking_url: Mapped[str | None] = mapped_column(Text)
+    # They lead to the recipient at the carrier: stored encrypted (docs/security.md).
+    tracking_number: Mapped[str | None] = mapped_column(
+        EncryptedText("order_lines.tracking_number")
+    )
+    tracking_url: Mapped[str | None] = mapped_column(EncryptedText("order_lines.tracking_url"))
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     collected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

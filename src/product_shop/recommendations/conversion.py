@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import scoped
 from product_shop.checkout.tables import Checkout, CheckoutLine
 from product_shop.core.errors import Unprocessable
 from product_shop.recommendations.tables import Recommendation
@@ -38,8 +39,8 @@ def check_recommended_lines(session: Session, actor: Actor, lines: Sequence[_Lin
         for row in session.execute(
             select(Recommendation.recommendation_id, Recommendation.product_id).where(
                 Recommendation.recommendation_id.in_(list(named)),
-                Recommendation.practice_id == actor.practice_id,
-                Recommendation.patient_id == actor.patient_id,
+                scoped(Recommendation.practice_id, actor.practice_id),
+                scoped(Recommendation.patient_id, actor.patient_id),
                 Recommendation.status == "active",
             )
         )

@@ -17,6 +17,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same, scoped
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
 from product_shop.catalogue import repository as catalogue
@@ -181,7 +182,7 @@ class RecommendationService:
         statement = (
             select(Recommendation, Product)
             .join(Product, Product.product_id == Recommendation.product_id)
-            .where(Recommendation.practice_id == actor.practice_id)
+            .where(scoped(Recommendation.practice_id, actor.practice_id))
         )
         if patient_id is not None:
             statement = statement.where(Recommendation.patient_id == patient_id)
@@ -220,7 +221,7 @@ class RecommendationService:
         """A clinician of the practice withdraws a recommendation: the patient no longer sees it."""
         require(actor, Action.RECOMMEND_PRODUCTS)
         row = session.get(Recommendation, recommendation_id, with_for_update=True)
-        if row is None or row.practice_id != actor.practice_id:
+        if row is None or not same(row.practice_id, actor.practice_id):
             raise NotFound("No such recommendation.")
         if row.status == "withdrawn":
             raise Conflict("The recommendation is already withdrawn.", code="already_withdrawn")
@@ -249,7 +250,7 @@ class RecommendationService:
         """One recommendation of the practice (404 for another practice's, as for none)."""
         require(actor, Action.VIEW_RECOMMENDATIONS)
         row = session.get(Recommendation, recommendation_id)
-        if row is None or row.practice_id != actor.practice_id:
+        if row is None or not same(row.practice_id, actor.practice_id):
             raise NotFound("No such recommendation.")
         product = session.get(Product, row.product_id)
         assert product is not None  # a foreign key
@@ -264,8 +265,8 @@ class RecommendationService:
         row = session.get(Recommendation, recommendation_id)
         if (
             row is None
-            or row.practice_id != actor.practice_id
-            or row.patient_id != actor.patient_id
+            or not same(row.practice_id, actor.practice_id)
+            or not same(row.patient_id, actor.patient_id)
             or row.status != "active"
         ):
             raise NotFound("No such recommendation.")
@@ -282,8 +283,8 @@ class RecommendationService:
             session.scalars(
                 select(Recommendation)
                 .where(
-                    Recommendation.practice_id == actor.practice_id,
-                    Recommendation.patient_id == actor.patient_id,
+                    scoped(Recommendation.practice_id, actor.practice_id),
+                    scoped(Recommendation.patient_id, actor.patient_id),
                     Recommendation.status == "active",
                 )
                 .order_by(Recommendation.created_at.desc(), Recommendation.recommendation_id)

@@ -27,6 +27,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same, scoped
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditActor, AuditLog
 from product_shop.catalogue import repository as catalogue
@@ -287,7 +288,7 @@ class SuggestionService:
                 AppointmentContext.appointment_context_id == AiSuggestion.appointment_context_id,
             )
             .join(Product, Product.product_id == AiSuggestion.product_id)
-            .where(AiSuggestion.practice_id == actor.practice_id)
+            .where(scoped(AiSuggestion.practice_id, actor.practice_id))
         )
         if status == "pending":
             statement = statement.where(
@@ -331,7 +332,7 @@ class SuggestionService:
     def get(self, session: Session, actor: Actor, suggestion_id: uuid.UUID) -> SuggestionOut:
         require(actor, Action.VIEW_AI_SUGGESTIONS)
         row = session.get(AiSuggestion, suggestion_id)
-        if row is None or row.practice_id != actor.practice_id:
+        if row is None or not same(row.practice_id, actor.practice_id):
             raise NotFound("No such suggestion.")
         return self._present(session, row)
 
@@ -393,7 +394,7 @@ class SuggestionService:
             actor=actor.audit_actor(),
             practice_id=row.practice_id,
             before={"status": "pending"},
-            after={"status": "rejected", "reason": data.reason},
+            after={"status": "rejected", "has_reason": bool(data.reason)},
             at=now,
         )
         session.flush()
@@ -409,7 +410,7 @@ class SuggestionService:
                 "the token names nobody."
             )
         row = session.get(AiSuggestion, suggestion_id, with_for_update=True)
-        if row is None or row.practice_id != actor.practice_id:
+        if row is None or not same(row.practice_id, actor.practice_id):
             raise NotFound("No such suggestion.")
         if row.status != "pending":
             raise Conflict(

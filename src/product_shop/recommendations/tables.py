@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, JSONDoc, UTCDateTime
+from product_shop.db.encrypted import EncryptedJSON, EncryptedText
 
 
 class Recommendation(Base):
@@ -39,7 +40,7 @@ class Recommendation(Base):
     recommended_by_name: Mapped[str | None] = mapped_column(Text)
     recommended_by_role: Mapped[str] = mapped_column(String(32))
     appointment_id: Mapped[str | None] = mapped_column(String(64))
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(EncryptedText("recommendations.note"))
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -67,7 +68,7 @@ class AppointmentContext(Base):
     clinician_id: Mapped[str] = mapped_column(String(64))
     clinician_name: Mapped[str | None] = mapped_column(Text)
     treatment_codes: Mapped[list[str]] = mapped_column(JSONDoc)
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(EncryptedText("appointment_contexts.reason"))
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     message_id: Mapped[str] = mapped_column(String(120))
@@ -112,7 +113,7 @@ class AiSuggestion(Base):
     engine: Mapped[str] = mapped_column(String(64))
     engine_version: Mapped[str] = mapped_column(String(32))
     # What the engine was given (treatment codes, reason, how many candidates) and said.
-    inputs: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    inputs: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("ai_suggestions.inputs"))
     rationale: Mapped[str] = mapped_column(Text)
     score: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
@@ -122,7 +123,9 @@ class AiSuggestion(Base):
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_by_name: Mapped[str | None] = mapped_column(Text)
     decided_by_role: Mapped[str | None] = mapped_column(String(32))
-    decision_reason: Mapped[str | None] = mapped_column(Text)
+    decision_reason: Mapped[str | None] = mapped_column(
+        EncryptedText("ai_suggestions.decision_reason")
+    )
     recommendation_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("recommendations.recommendation_id")
     )

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same, scoped
 from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
 from product_shop.catalogue.model import FulfilmentType
@@ -56,7 +57,7 @@ class CancellationRequests:
         request is already open (409 `cancellation_already_requested`)."""
         require(actor, Action.REQUEST_CANCELLATION)
         order = session.get(Order, order_id, with_for_update=True)
-        if order is None or order.patient_id != actor.patient_id:
+        if order is None or not same(order.patient_id, actor.patient_id):
             raise NotFound("No such order.")
         open_request = session.scalar(
             select(CancellationRequest.request_id).where(
@@ -202,10 +203,10 @@ class CancellationRequests:
         found = session.get(CancellationRequest, request_id)
         if actor.is_patient:
             require(actor, Action.REQUEST_CANCELLATION)
-            visible = found is not None and found.patient_id == actor.patient_id
+            visible = found is not None and same(found.patient_id, actor.patient_id)
         else:
             require(actor, Action.VIEW_CANCELLATION_REQUESTS)
-            visible = found is not None and found.practice_id == actor.practice_id
+            visible = found is not None and same(found.practice_id, actor.practice_id)
         if found is None or not visible:
             raise NotFound("No such cancellation request.")
         return request_out(found)
@@ -216,7 +217,7 @@ class CancellationRequests:
         """The practice's cancellation requests, oldest first (open ones by default)."""
         require(actor, Action.VIEW_CANCELLATION_REQUESTS)
         statement = select(CancellationRequest).where(
-            CancellationRequest.practice_id == actor.practice_id
+            scoped(CancellationRequest.practice_id, actor.practice_id)
         )
         if status is not None:
             statement = statement.where(CancellationRequest.status == status)

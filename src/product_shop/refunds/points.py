@@ -130,6 +130,7 @@ class PointsRefunds:
                 "points": redemption.points,
                 "currency": order.currency,
                 "reason_code": body.reason_code,
+                "has_note": bool(body.note),
                 "payment_ref": refund.payment_ref,
                 "payment_method": "points",
                 "redemption_ref": redemption.redemption_ref,

@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
+from product_shop.access.isolation import same, scoped
 from product_shop.access.policy import Action, require
 from product_shop.core.cursors import decode_cursor, encode_cursor
 from product_shop.core.errors import NotFound, Unprocessable
@@ -128,7 +129,7 @@ def order_refunds(session: Session, actor: Actor, order_id: uuid.UUID) -> list[R
     """An order's refunds for practice admin and finance of its practice."""
     require(actor, Action.VIEW_REFUNDS)
     order = session.get(Order, order_id)
-    if order is None or order.practice_id != actor.practice_id:
+    if order is None or not same(order.practice_id, actor.practice_id):
         raise NotFound("No such order.")
     return refunds_of_order(session, order_id)
 
@@ -147,7 +148,7 @@ def all_refunds(session: Session, actor: Actor, filters: RefundFilters) -> Itera
 def read_refund(session: Session, actor: Actor, refund_id: uuid.UUID) -> RefundOut:
     require(actor, Action.VIEW_REFUNDS)
     refund = session.get(Refund, refund_id)
-    if refund is None or refund.practice_id != actor.practice_id:
+    if refund is None or not same(refund.practice_id, actor.practice_id):
         raise NotFound("No such refund.")
     return _documents(session, [refund])[0]
 
@@ -168,7 +169,7 @@ def list_refunds(
             code="invalid_date_range",
             errors=[{"loc": ["query", "from"], "type": "invalid_date_range"}],
         )
-    statement = select(Refund).where(Refund.practice_id == actor.practice_id)
+    statement = select(Refund).where(scoped(Refund.practice_id, actor.practice_id))
     if filters.date_from is not None:
         statement = statement.where(
             Refund.initiated_at >= datetime.combine(filters.date_from, time.min, UTC)
@@ -258,7 +259,9 @@ def list_payment_exceptions(
 ) -> PaymentExceptionPage:
     """The practice's payment exceptions, newest first: those still to refund, or all."""
     require(actor, Action.VIEW_REFUNDS)
-    statement = select(PaymentException).where(PaymentException.practice_id == actor.practice_id)
+    statement = select(PaymentException).where(
+        scoped(PaymentException.practice_id, actor.practice_id)
+    )
     if not include_refunded:
         statement = statement.where(PaymentException.refunded_minor < PaymentException.amount_minor)
     if cursor is not None:
@@ -287,7 +290,7 @@ def read_payment_exception(
 ) -> PaymentExceptionOut:
     require(actor, Action.VIEW_REFUNDS)
     found = session.get(PaymentException, exception_id)
-    if found is None or found.practice_id != actor.practice_id:
+    if found is None or not same(found.practice_id, actor.practice_id):
         raise NotFound("No such payment exception.")
     return exception_out(found)
 

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor, Role
+from product_shop.access.isolation import same
 from product_shop.access.policy import require_refunder
 from product_shop.audit.log import AuditLog
 from product_shop.core.clock import Clock
@@ -111,7 +112,7 @@ class RefundService:
         locked)."""
         self.authorise(actor)
         order = session.get(Order, order_id, with_for_update=True)
-        if order is None or order.practice_id != actor.practice_id:
+        if order is None or not same(order.practice_id, actor.practice_id):
             raise NotFound("No such order.")
         lines = list(
             session.scalars(
@@ -185,7 +186,7 @@ class RefundService:
     ) -> PendingRefund:
         self.authorise(actor)
         found = session.get(PaymentException, exception_id, with_for_update=True)
-        if found is None or found.practice_id != actor.practice_id:
+        if found is None or not same(found.practice_id, actor.practice_id):
             raise NotFound("No such payment exception.")
         plan = plan_refund(
             refundable_minor=refundable(
@@ -292,9 +293,10 @@ class RefundService:
             "initiated_at": refund.initiated_at,
             "mfa_at": refund.mfa_at,
             "settled_by": settled_by,
+            # whether staff wrote a note, never its text: the log is never rewritten, so it
+            # keeps no personal free text (the note itself is encrypted, refunds.note)
+            "has_note": bool(refund.note),
         }
-        if refund.note:
-            outcome["note"] = refund.note
         if isinstance(subject, PaymentException):
             settle_hold(
                 session,

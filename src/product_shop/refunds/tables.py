@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from product_shop.db.base import Base, JSONDoc, UTCDateTime
+from product_shop.db.encrypted import EncryptedText
 
 REFUND_STATES = "'pending', 'succeeded', 'failed'"
 REFUND_KINDS = "'amount', 'lines', 'balance', 'points'"
@@ -88,7 +89,7 @@ class Refund(Base):
     points: Mapped[int | None] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     reason_code: Mapped[str] = mapped_column(String(64))
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(EncryptedText("refunds.note"))
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     # The named staff member (spec §3.3, §5.3) and when their MFA step-up was made (spec §9).
@@ -140,7 +141,7 @@ class CancellationRequest(Base):
     practice_id: Mapped[uuid.UUID] = mapped_column()
     patient_id: Mapped[uuid.UUID] = mapped_column()
     status: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(EncryptedText("cancellation_requests.reason"))
     # Per line: quantity, whether it may be cancelled by this path and why (JSON list).
     lines: Mapped[list[dict[str, object]]] = mapped_column(JSONDoc)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -16,6 +16,7 @@ from product_shop.access.actor import Actor
 from product_shop.access.policy import Action, require
 from product_shop.context import AppContext
 from product_shop.core.errors import BadRequest, Unauthenticated
+from product_shop.db import tenancy
 
 _bearer = HTTPBearer(auto_error=False, description="Access Manager JWT")
 
@@ -52,7 +53,21 @@ async def current_actor(
     # Who acted, on every later log line of the request, the request line too (the id and
     # role: never the name or the token).
     structlog.contextvars.bind_contextvars(actor_id=actor.actor_id, actor_role=actor.role.value)
+    # Whose rows the request's transactions may see from here on (row-level security).
+    tenancy.enter(tenant_scope(actor))
     return actor
+
+
+def tenant_scope(actor: Actor) -> tenancy.TenantScope:
+    """The rows a caller's transactions may see in PostgreSQL (db/tenancy.py): a patient their
+    own at their practice, a practice's staff and AI engine their practice's, and the roles
+    that are no practice's (other modules' service role, the platform's catalogue admins and
+    operators) every practice's; what each may do with them is the permission table's."""
+    if actor.practice_id is None:
+        return tenancy.SYSTEM
+    if actor.patient_id is not None:
+        return tenancy.patient_scope(actor.practice_id, actor.patient_id)
+    return tenancy.practice_scope(actor.practice_id)
 
 
 def permitted(action: Action) -> Callable[..., Awaitable[Actor]]:

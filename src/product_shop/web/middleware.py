@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from product_shop.core.ids import new_id
 from product_shop.core.timing import begin_request, header_value
+from product_shop.db import tenancy
 from product_shop.insights.metrics import REQUEST_SECONDS
 from product_shop.logging import get_logger
 from product_shop.web.docs import ASSETS_PATH, DOCS_CONTENT_SECURITY_POLICY
@@ -64,6 +65,9 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        # No rows until the caller is known (web/deps.py) or the webhook authentic
+        # (web/webhooks.py): a route that never says whose it is reads nothing (db/tenancy.py).
+        tenancy.enter(tenancy.NOBODY)
         started = time.perf_counter()
         timings = begin_request()
         status_holder: dict[str, Any] = {"status": None}

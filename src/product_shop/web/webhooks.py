@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from product_shop.context import AppContext
 from product_shop.core.errors import BadRequest, Unauthenticated
 from product_shop.core.signing import SignatureError, verify
+from product_shop.db import tenancy
 from product_shop.events.inbox import MAX_MESSAGE_ID
 from product_shop.web.problems import Problem, problem_responses
 
@@ -17,7 +18,9 @@ def verified_message_id(
     context: AppContext, secret: SecretStr, headers: dict[str, str], body: bytes
 ) -> str:
     """The message id of an authentic webhook (401 `invalid_signature` otherwise; 400
-    `malformed_webhook` for an id longer than the inbox keeps)."""
+    `malformed_webhook` for an id longer than the inbox keeps). An authentic webhook comes
+    from another module of the platform and acts across practices: the request's transactions
+    take the system scope (db/tenancy.py) from here on."""
     try:
         message_id = verify(
             secret.get_secret_value(), headers, body, now=int(context.clock.now().timestamp())
@@ -28,6 +31,7 @@ def verified_message_id(
         ) from exc
     if len(message_id) > MAX_MESSAGE_ID:
         raise BadRequest("The webhook id is too long.", code="malformed_webhook")
+    tenancy.enter(tenancy.SYSTEM)
     return message_id
 
 
