@@ -139,15 +139,33 @@ def as_owner(database: Database) -> Iterator[Connection]:
             owner.dispose()
 
 
+_TABLES = [t.name for t in reversed(metadata.sorted_tables)]
+# One round trip names the tables holding rows (cheap on empty ones): truncating only those takes
+# a few milliseconds, all forty-odd about 70 ms, and it runs before every PostgreSQL test.
+_USED_TABLES = " UNION ALL ".join(
+    f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM \"{name}\")" for name in _TABLES
+)
+# Every sequence a test moved starts again at 1, as RESTART IDENTITY would (some tables may have
+# been emptied by the code under test, and are not truncated).
+_RESET_SEQUENCES = (
+    "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false)"
+    " FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+)
+
+
 def _truncate_all(database: Database) -> None:
-    tables = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
+    """Empty every table of the schema and reset its sequences, before a PostgreSQL test."""
     with database.engine.begin() as connection:
         # A test that leaks an open transaction makes this fail loudly instead of hanging.
         connection.execute(text("SET LOCAL lock_timeout = '10s'"))
-        # The audit tables' triggers refuse TRUNCATE; the test owner (a superuser) passes them
-        # for the clean-up between tests only.
-        connection.execute(text("SET LOCAL session_replication_role = replica"))
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        used = [row[0] for row in connection.execute(text(_USED_TABLES))]
+        if used:
+            # The audit tables' triggers refuse TRUNCATE; the test owner (a superuser) passes
+            # them for the clean-up between tests only.
+            connection.execute(text("SET LOCAL session_replication_role = replica"))
+            tables = ", ".join(f'"{name}"' for name in used)
+            connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+        connection.execute(text(_RESET_SEQUENCES))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -172,9 +190,8 @@ def database(
         return
     database = request.getfixturevalue("pg_database")
     owner = request.getfixturevalue("pg_owner")
-    _truncate_all(owner)
+    _truncate_all(owner)  # before each test, whatever the last one left
     yield database
-    _truncate_all(owner)
 
 
 # ---- identity ------------------------------------------------------------------------------

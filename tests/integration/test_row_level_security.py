@@ -212,3 +212,23 @@ def test_each_callers_scope(role: str, practice: bool, expected: str) -> None:
     assert scope.kind == expected
     assert scope.practice_id == practice_id
     assert scope.patient_id == (actor.patient_id if expected == "patient" else None)
+
+
+def test_the_relays_own_pool_holds_the_system_scope_and_the_apps_follows_the_caller(
+    context: AppContext, world: World
+) -> None:
+    """The relay's pool (only system work uses it) sets the system scope once per connection;
+    the app's pool sends the current scope with each transaction."""
+    setting = "SELECT current_setting('product_shop.scope', true)"
+    relay = context.relay.database
+    assert relay is not context.database  # the relay's own pool (asynchronous commit)
+    with tenancy.scoped(tenancy.NOBODY):
+        with relay.engine.begin() as connection:
+            assert connection.execute(text(setting)).scalar_one() == "system"
+        with context.database.engine.begin() as connection:
+            assert connection.execute(text(setting)).scalar_one() == "nobody"
+    with (
+        tenancy.scoped(tenancy.practice_scope(world.practice_a)),
+        context.database.engine.begin() as connection,
+    ):
+        assert connection.execute(text(setting)).scalar_one() == "practice"

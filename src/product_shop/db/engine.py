@@ -24,7 +24,13 @@ def _json_serializer(value: Any) -> str:
     return json.dumps(value, default=json_default, separators=(",", ":"))
 
 
-def make_engine(url: str, *, pool_size: int = 20, role: str | None = None) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 20,
+    role: str | None = None,
+    fixed_scope: tenancy.TenantScope | None = None,
+) -> Engine:
     """An engine for `url`. PostgreSQL: each transaction carries the current tenant scope for
     row-level security (`db.tenancy`); with `role`, each new connection acts as that role (`SET
     ROLE`: the login role is a member of the service role, docs/security.md)."""
@@ -66,7 +72,7 @@ def make_engine(url: str, *, pool_size: int = 20, role: str | None = None) -> En
                 cursor.execute(set_role)
             dbapi_connection.commit()
 
-    tenancy.install(engine)
+    tenancy.install(engine, fixed=fixed_scope)
     return engine
 
 
@@ -187,6 +193,9 @@ class Database:
             self.engine.url.render_as_string(hide_password=False),
             pool_size=pool_size,
             role=self.role,
+            # Only the relay's system work uses this pool: its connections hold the system
+            # scope from the start (db/tenancy.py), no statement per transaction.
+            fixed_scope=tenancy.SYSTEM,
         )
 
         @event.listens_for(engine, "connect")

@@ -106,9 +106,26 @@ def take_pending(connection: Connection) -> dict[str, object] | None:
     return {"kind": kind, "practice": practice, "patient": patient, "local": local}
 
 
-def install(engine: Engine) -> None:
-    """Set the current scope on every transaction `engine` begins (PostgreSQL only)."""
+def install(engine: Engine, *, fixed: TenantScope | None = None) -> None:
+    """Set the current scope on every transaction `engine` begins (PostgreSQL only). With
+    `fixed`, every connection of the engine holds that scope for its whole life instead, set
+    once when it connects: for a pool only system work uses (the relay's), where a statement
+    per transaction would buy nothing."""
     if engine.dialect.name != "postgresql":
+        return
+    if fixed is not None:
+        kind, practice, patient = fixed.settings()
+        scope = {"kind": kind, "practice": practice, "patient": patient, "local": False}
+
+        @event.listens_for(engine, "connect")
+        def _hold_scope(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(SET_SCOPE, scope)
+            finally:
+                cursor.close()
+            dbapi_connection.commit()
+
         return
 
     @event.listens_for(engine, "begin")
