@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import threading
 import time
 from typing import Literal
@@ -80,27 +81,36 @@ def release(state: State, order: Literal["as_sent", "reverse"], duplicate: bool)
 
 
 def forget_pending(state: State) -> None:
-    """Drop every callback queued or held so far (a reset: the next test starts clean)."""
+    """Drop every callback queued or held so far (a reset: the next test starts clean). Later
+    callbacks go through a fresh queue and worker, so none waits behind a delivery still in
+    flight to a receiver of before the reset (one that hangs holds its worker for up to
+    `callback_attempts` x `callback_timeout_seconds`)."""
     with state.lock:
         state.generation += 1
         state.holding = False
         state.held.clear()
+        old = state.outbox
+        state.outbox = queue.Queue()
+        state.worker = None
+        old.put(None)  # wakes the old worker, which then ends
 
 
 def _enqueue(state: State, callback: Callback) -> None:
     with state.lock:
         if state.worker is None or not state.worker.is_alive():
             state.worker = threading.Thread(
-                target=_work, args=(state,), name="supplier-callbacks", daemon=True
+                target=_work, args=(state, state.outbox), name="supplier-callbacks", daemon=True
             )
             state.worker.start()
         state.outbox.put(callback)
 
 
-def _work(state: State) -> None:
+def _work(state: State, callbacks: queue.Queue[Callback | None]) -> None:
     with httpx.Client(timeout=state.config.callback_timeout_seconds) as client:
         while True:
-            callback = state.outbox.get()
+            callback = callbacks.get()
+            if callback is None:  # a reset gave later callbacks a worker of their own
+                return
             try:
                 if callback.generation == state.generation:
                     deliver(state, callback, client)

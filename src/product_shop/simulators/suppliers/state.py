@@ -127,7 +127,7 @@ class State(FaultQueue):
     rng: random.Random = field(default_factory=random.Random)
     # Callbacks: a FIFO worked by one thread (so they leave in the order the changes happened),
     # or held back by a test control until released.
-    outbox: queue.Queue[Callback] = field(default_factory=queue.Queue)
+    outbox: queue.Queue[Callback | None] = field(default_factory=queue.Queue)
     holding: bool = False
     held: list[Callback] = field(default_factory=list)
     generation: int = 0
