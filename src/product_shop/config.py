@@ -57,6 +57,17 @@ class EventSinkSettings(BaseModel):
     read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
 
+def _check_networks(setting: str, networks: list[str]) -> None:
+    """Each entry of a list setting is a network (CIDR) or one address."""
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{setting}: {network!r} is not a network (CIDR, e.g. 10.0.0.0/8)"
+            ) from exc
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRODUCT_SHOP_", extra="ignore")
 
@@ -330,14 +341,7 @@ class Settings(BaseSettings):
                 f"{SECRET_FORMAT}"
             ) from exc
         demo_event_sinks = self._check_event_delivery()
-        for network in self.metrics_allowed_networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"metrics_allowed_networks: {network!r} is not a network (CIDR, e.g. "
-                    "10.0.0.0/8)"
-                ) from exc
+        _check_networks("metrics_allowed_networks", self.metrics_allowed_networks)
         self._check_transport_and_limits()
         keyring = self.keyring()
         if len(self.voucher_secret.get_secret_value()) < 32:
@@ -396,13 +400,7 @@ class Settings(BaseSettings):
     def _check_transport_and_limits(self) -> None:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ConfigurationError("ssl_certfile and ssl_keyfile go together: set both or none")
-        for network in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"trusted_proxies: {network!r} is not a network (CIDR, e.g. 10.0.0.0/8)"
-                ) from exc
+        _check_networks("trusted_proxies", self.trusted_proxies)
         for name in ("checkout_rate_limit", "webhook_rate_limit"):
             try:
                 parse_rate(getattr(self, name))
