@@ -10,7 +10,7 @@ APT    := $(if $(filter 0,$(shell id -u)),,sudo) DEBIAN_FRONTEND=noninteractive 
 UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 
-.PHONY: demo test lint typecheck unit install install-runtime lock bench clean tools
+.PHONY: demo test lint typecheck unit install install-runtime lock bench clean tools browser
 
 # The development environment: runtime and dev dependencies (requirements-dev.lock), the project
 # editable.
@@ -43,8 +43,16 @@ tools:
 		$(APT) install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
 		{ $(APT) update >/dev/null && $(APT) install -y --no-install-recommends prometheus >/dev/null; }; }
 
-## make test: lint, types, and the whole pytest suite (SQLite and, when reachable, PostgreSQL)
-test: $(STAMP) tools lint typecheck
+## make browser: Debian's chromium for the browser tests (Playwright drives it; it never
+## downloads a browser of its own), installed with apt when missing.
+browser:
+	@command -v chromium >/dev/null || { \
+		$(APT) install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ $(APT) update >/dev/null && $(APT) install -y --no-install-recommends chromium >/dev/null; }; }
+
+## make test: lint, types, and the whole pytest suite (SQLite and, when reachable, PostgreSQL),
+## browser tests included
+test: $(STAMP) tools browser lint typecheck
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=30
 
 lint: $(STAMP)

@@ -6,12 +6,16 @@ import argparse
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 
-import uvicorn
-
-from product_shop import cli_audit, cli_events, cli_jobs
+from product_shop import (
+    cli_access,
+    cli_audit,
+    cli_demo,
+    cli_events,
+    cli_jobs,
+    cli_simulators,
+)
 from product_shop import serve as serving
 from product_shop.config import ConfigurationError, Settings
 from product_shop.core.signing import (
@@ -49,11 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="Default: $PRODUCT_SHOP_DATA_DIR, else the project's var/ (as make demo)",
     )
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=cli_demo.run_demo)
 
     simulate = sub.add_parser("simulate", help="Serve a simulator of another Primoro module")
     simulate_sub = simulate.add_subparsers(required=True, metavar="MODULE")
     cli_events.add_receivers_simulator(simulate_sub)
+    cli_access.add_access_simulator(simulate_sub)
     payments = simulate_sub.add_parser("payments", help="Integrated Payments (DNA Payments)")
     payments.add_argument("--port", type=int, default=8101)
     payments.add_argument("--host", default="127.0.0.1")
@@ -65,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Standard Webhooks secret (whsec_ + base64) shared with the API",
     )
     payments.add_argument("--duplicate-rate", type=float, default=0.3)
-    payments.set_defaults(handler=_simulate_payments)
+    payments.set_defaults(handler=cli_simulators.simulate_payments)
     suppliers = simulate_sub.add_parser("suppliers", help="The supplier network (drop-ship)")
     suppliers.add_argument("--port", type=int, default=8102)
     suppliers.add_argument("--host", default="127.0.0.1")
@@ -95,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Deliver this long after acceptance; in transit halfway from dispatch "
         "(default %(default)s)",
     )
-    suppliers.set_defaults(handler=_simulate_suppliers)
+    suppliers.set_defaults(handler=cli_simulators.simulate_suppliers)
     rewards = simulate_sub.add_parser("rewards", help="Rewards Manager (loyalty points)")
     rewards.add_argument("--port", type=int, default=8103)
     rewards.add_argument("--host", default="127.0.0.1")
@@ -127,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     rewards.add_argument("--duplicate-rate", type=float, default=0.3)
-    rewards.set_defaults(handler=_simulate_rewards)
+    rewards.set_defaults(handler=cli_simulators.simulate_rewards)
     ai = simulate_sub.add_parser("ai", help="The platform AI service (product suggestions)")
     ai.add_argument("--port", type=int, default=8105)
     ai.add_argument("--host", default="127.0.0.1")
@@ -150,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         help="How long every answer takes (default %(default)s)",
     )
     ai.add_argument("--seed", type=int, default=None, help="Seed for the failure rate's draws")
-    ai.set_defaults(handler=_simulate_ai)
+    ai.set_defaults(handler=cli_simulators.simulate_ai)
     appointments = simulate_sub.add_parser(
         "appointments",
         help="Appointment Manager (signed appointment.ended events; end one with "
@@ -181,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Deliveries of one copy before it is given up (default %(default)s)",
     )
     appointments.add_argument("--seed", type=int, default=None, help="Seed for duplicates")
-    appointments.set_defaults(handler=_simulate_appointments)
+    appointments.set_defaults(handler=cli_simulators.simulate_appointments)
 
     users = sub.add_parser("demo-users", help="Print the demo users with fresh tokens")
     users.add_argument("--json", action="store_true", help="JSON list (the only format)")
@@ -269,211 +274,6 @@ def _parser() -> argparse.ArgumentParser:
     revision.set_defaults(handler=_db_revision)
     cli_audit.add_db_commands(db_sub)
     return parser
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from product_shop.demo.runtime import (
-        default_data_dir,
-        demo_settings,
-        end_demo_appointments,
-        prepare,
-        start_appointments_simulator,
-        start_payments_simulator,
-        start_receivers_simulator,
-        start_rewards_simulator,
-        start_suppliers_simulator,
-    )
-    from product_shop.web.app import create_app
-
-    configure_logging("INFO", json=True)
-    base = f"http://{args.host}:{args.port}"
-    data_dir = (args.data_dir or default_data_dir()).resolve()  # as demo-users resolves it
-    simulator = start_payments_simulator(demo_settings(data_dir), base)
-    suppliers = start_suppliers_simulator(demo_settings(data_dir), base)
-    rewards = start_rewards_simulator(demo_settings(data_dir), base)
-    receivers = start_receivers_simulator(demo_settings(data_dir))
-    appointments = start_appointments_simulator(demo_settings(data_dir), base)
-    context = prepare(
-        data_dir,
-        payments_url=simulator.url,
-        suppliers_url=suppliers.url,
-        rewards_url=rewards.url,
-        receivers_url=receivers.url,
-    )
-    app = create_app(context=context)
-    print(
-        f"""
-Product Shop demo — data in {data_dir}
-  API            {base}/v1/catalogue
-  API docs       {base}/docs   (OpenAPI: {base}/openapi.json)
-  Health         {base}/healthz   {base}/readyz
-
-Get a token (every seeded user, fresh tokens; add --mfa for MFA tokens):
-  .venv/bin/product-shop demo-users --json --data-dir {data_dir}
-For example, as a patient of Harbour Dental Care:
-  TOKEN=$(.venv/bin/product-shop demo-users --json --data-dir {data_dir} \\
-    | python3 -c 'import json,sys; print([u for u in json.load(sys.stdin) \\
-      if u["handle"]=="harbour-patient-amelia"][0]["token"])')
-  curl -H "Authorization: Bearer $TOKEN" {base}/v1/catalogue
-
-Buy something (Integrated Payments simulator at {simulator.url}):
-  POST {base}/v1/checkouts  (Idempotency-Key header, {{"lines": [...], "delivery_address": ...}})
-  POST <payment_url> {{"card_number": "4242424242424242"}}   (4000000000000002 is declined)
-  POST {base}/v1/checkouts/<id>/complete   -> the order
-Redeem points (Harbour patients; Rewards Manager simulator at {rewards.url}):
-  GET  {base}/v1/me/rewards;  add "redeem_points": 500 to the checkout, then wait for
-  `awaiting_payment` (or the order, when the points cover it all)
-Drop-ship lines go to the supplier network simulator at {suppliers.url}
-  (dispatched with tracking a few seconds after the order, delivered a little later).
-What the other modules received (signed webhooks; receivers simulator at {receivers.url}):
-  GET {receivers.url}/_simulator/communication_hub/received?order_id=<order id>
-  GET {receivers.url}/_simulator/received   (counts per module)
-  .venv/bin/product-shop events status   (backlog per destination; as platform_operator:
-  GET {base}/v1/event-deliveries)
-AI suggestions (Appointment Manager simulator at {appointments.url} ends three appointments):
-  GET  {base}/v1/ai-suggestions?status=pending   (as harbour-staff or harbour-clinician)
-  POST {base}/v1/ai-suggestions/<id>/approve  {{"note": "..."}}   -> the patient sees it in
-  GET  {base}/v1/me/recommendations;   .../reject {{"reason": "..."}} keeps it from them
-""",
-        flush=True,
-    )
-    threading.Thread(
-        target=end_demo_appointments,
-        args=(appointments.url, base),
-        name="demo-appointments",
-        daemon=True,
-    ).start()
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
-    finally:
-        simulator.stop()
-        suppliers.stop()
-        rewards.stop()
-        receivers.stop()
-        appointments.stop()
-        context.close()
-    return 0
-
-
-def _simulate_payments(args: argparse.Namespace) -> int:
-    from product_shop.simulators.payments import SimulatorConfig, create_payments_simulator
-
-    configure_logging("INFO", json=True)
-    config = SimulatorConfig(
-        api_key=args.api_key,
-        webhook_secret=args.webhook_secret,
-        callback_url=args.callback_url,
-        public_url=f"http://{args.host}:{args.port}",
-        duplicate_callback_rate=args.duplicate_rate,
-    )
-    app = create_payments_simulator(config)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
-    return 0
-
-
-def _simulate_suppliers(args: argparse.Namespace) -> int:
-    from product_shop.simulators.suppliers import (
-        SupplierSimulatorConfig,
-        create_suppliers_simulator,
-    )
-
-    configure_logging("INFO", json=True)
-    dispatch_after = max(0.0, args.dispatch_after)
-    deliver_after = max(dispatch_after, args.deliver_after)
-    config = SupplierSimulatorConfig(
-        api_key=args.api_key,
-        webhook_secret=args.webhook_secret,
-        callback_url=args.callback_url,
-        dispatch_after_seconds=dispatch_after,
-        in_transit_after_seconds=(dispatch_after + deliver_after) / 2,
-        deliver_after_seconds=deliver_after,
-        auto_advance=True,
-    )
-    try:
-        app = create_suppliers_simulator(config)
-    except ValueError as exc:
-        print(f"product-shop simulate suppliers: {exc}", file=sys.stderr)
-        return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
-    return 0
-
-
-def _simulate_rewards(args: argparse.Namespace) -> int:
-    from product_shop.simulators.rewards import RewardsSimulatorConfig, create_rewards_simulator
-
-    configure_logging("INFO", json=True)
-    try:
-        practices = dict(_practice_value(option) for option in args.practice)
-        config = RewardsSimulatorConfig(
-            api_key=args.api_key,
-            webhook_secret=args.webhook_secret,
-            callback_url=args.callback_url,
-            enabled_practices=practices,
-            default_balance_points=args.balance,
-            duplicate_callback_rate=args.duplicate_rate,
-            auto_confirm=True,
-        )
-        app = create_rewards_simulator(config)
-    except ValueError as exc:
-        print(f"product-shop simulate rewards: {exc}", file=sys.stderr)
-        return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
-    return 0
-
-
-def _simulate_ai(args: argparse.Namespace) -> int:
-    from product_shop.simulators.ai import AiSimulatorConfig, create_ai_simulator
-
-    configure_logging("INFO", json=True)
-    try:
-        config = AiSimulatorConfig(
-            api_key=args.api_key,
-            failure_rate=args.failure_rate,
-            latency_seconds=args.latency,
-            seed=args.seed,
-        )
-        app = create_ai_simulator(config)
-    except ValueError as exc:
-        print(f"product-shop simulate ai: {exc}", file=sys.stderr)
-        return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
-    return 0
-
-
-def _simulate_appointments(args: argparse.Namespace) -> int:
-    from product_shop.simulators.appointments import (
-        AppointmentsSimulatorConfig,
-        create_appointments_simulator,
-    )
-
-    configure_logging("INFO", json=True)
-    try:
-        config = AppointmentsSimulatorConfig(
-            webhook_secret=args.webhook_secret,
-            callback_url=args.callback_url or None,
-            duplicate_rate=args.duplicate_rate,
-            callback_attempts=args.attempts,
-            seed=args.seed,
-        )
-        app = create_appointments_simulator(config)
-    except ValueError as exc:
-        print(f"product-shop simulate appointments: {exc}", file=sys.stderr)
-        return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
-    return 0
-
-
-def _practice_value(option: str) -> tuple[str, int]:
-    """`PRACTICE_ID` or `PRACTICE_ID=MINOR_PER_POINT` (--practice)."""
-    practice_id, _, value = option.partition("=")
-    if not practice_id.strip():
-        raise ValueError(f"--practice {option!r}: give a practice id")
-    try:
-        return practice_id.strip(), int(value) if value else 1
-    except ValueError:
-        raise ValueError(
-            f"--practice {option!r}: the value per point is not a whole number"
-        ) from None
 
 
 def _demo_users(args: argparse.Namespace) -> int:

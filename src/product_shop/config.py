@@ -244,6 +244,22 @@ class Settings(BaseSettings):
     webhook_rate_limit: str = "600/minute"
     rate_limit_storage_url: str = "memory://"
 
+    # The staff portal (/portal; docs/portal.md): staff sign in through Access Manager with
+    # OpenID Connect (authorization code with PKCE). `oidc_discovery_url`: Access Manager's
+    # discovery document (None: the portal answers 503 until it is set; the demo sets its
+    # simulator's). The redirect URI registered there is `{portal_public_url}/portal/callback`
+    # (default: the URL the request came in on). Sessions are server-side: a random cookie,
+    # `Secure` unless `portal_cookie_secure` is false (default: secure outside the demo), ended
+    # after `portal_session_idle_seconds` without a request or `portal_session_lifetime_seconds`.
+    oidc_discovery_url: str | None = None
+    oidc_client_id: str = "product-shop-portal"
+    oidc_client_secret: SecretStr | None = None
+    oidc_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    portal_public_url: str | None = None
+    portal_session_lifetime_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 86_400)
+    portal_session_idle_seconds: int = Field(default=30 * 60, ge=60, le=86_400)
+    portal_cookie_secure: bool | None = None
+
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -287,6 +303,12 @@ class Settings(BaseSettings):
                 "secret": configured.secret or SecretStr(demo_destination_secret(destination)),
             }
         )
+
+    def portal_cookies_secure(self) -> bool:
+        """Whether the portal's cookies carry `Secure` (HTTPS only): yes outside the demo."""
+        if self.portal_cookie_secure is not None:
+            return self.portal_cookie_secure
+        return not self.demo_mode
 
     def public_key_pem(self) -> str | None:
         if self.jwt_public_key:
@@ -387,6 +409,15 @@ class Settings(BaseSettings):
             problems.append("the JWT public key is the demo identity provider's key")
         if self.jwt_public_key_file and "demo-idp" in self.jwt_public_key_file.parts:
             problems.append("the JWT public key file belongs to the demo identity provider")
+        if (
+            self.oidc_client_secret is not None
+            and self.oidc_client_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX)
+        ):
+            problems.append("oidc_client_secret is a demo secret")
+        if self.portal_cookie_secure is False:
+            problems.append("portal_cookie_secure is false (portal session cookies over HTTP)")
+        if self.oidc_discovery_url and self.oidc_discovery_url.startswith("http://"):
+            problems.append("oidc_discovery_url is plain HTTP")
         if not self.database_url.startswith("postgresql"):
             problems.append("production needs PostgreSQL (database_url)")
         if self.ssl_certfile is None and not self.trusted_proxies:

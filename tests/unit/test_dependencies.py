@@ -18,6 +18,8 @@ USED_WITHOUT_IMPORT = {
     "uvloop": "uvicorn's event loop when installed",
     "httptools": "uvicorn's HTTP parser when installed",
     "fastapi-offline": "web/docs.py serves its Swagger UI files (importlib.resources)",
+    "jinja2": "the staff portal's templates, through fastapi.templating (web/portal/render.py)",
+    "python-multipart": "Starlette's form parsing: the staff portal's form posts",
 }
 
 

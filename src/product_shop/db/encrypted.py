@@ -33,6 +33,7 @@ ENCRYPTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "idempotency_keys": ("response_body",),
     "outbox_events": ("data",),
     "order_lines": ("tracking_number", "tracking_url"),
+    "portal_sessions": ("claims", "pending"),
 }
 
 

@@ -1,5 +1,6 @@
 """Imports every area's tables so `Base.metadata` is complete (Alembic and drift checks)."""
 
+from product_shop.access.sessions import PortalSession
 from product_shop.audit.tables import AuditCheckpoint, AuditCheckpointHead, AuditEntry
 from product_shop.catalogue.tables import PracticeProductSetting, Product
 from product_shop.checkout.tables import Checkout, CheckoutLine, PaymentCapture, PointsRedemption
@@ -33,6 +34,7 @@ __all__ = [
     "PaymentCapture",
     "PaymentException",
     "PointsRedemption",
+    "PortalSession",
     "PracticeProductSetting",
     "Product",
     "Recommendation",

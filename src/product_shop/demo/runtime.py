@@ -19,6 +19,12 @@ from product_shop.db.migrate import upgrade
 from product_shop.demo.data import APPOINTMENTS, HARBOUR, USERS, user_by_handle
 from product_shop.demo.seed import is_seeded, seed
 from product_shop.events.routing import FEED_DESTINATIONS
+from product_shop.simulators.access import (
+    AccessClient,
+    AccessSimulatorConfig,
+    create_access_simulator,
+    users_from_demo,
+)
 from product_shop.simulators.appointments import (
     AppointmentsSimulatorConfig,
     create_appointments_simulator,
@@ -33,6 +39,8 @@ from product_shop.simulators.server import BackgroundServer, free_port, serve_in
 from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
 
 DATA_DIR_VARIABLE = "PRODUCT_SHOP_DATA_DIR"
+# The staff portal's client secret at the demo's Access Manager (refused in production).
+DEMO_PORTAL_CLIENT_SECRET = "demo-portal-client-secret"  # noqa: S105
 
 
 class NoDemo(RuntimeError):
@@ -74,9 +82,12 @@ def demo_settings(
     suppliers_url: str | None = None,
     rewards_url: str | None = None,
     receivers_url: str | None = None,
+    access_url: str | None = None,
+    portal_url: str | None = None,
 ) -> Settings:
     """SQLite in the data directory (unless PRODUCT_SHOP_DATABASE_URL says otherwise), the demo
-    identity provider's public key, development mode; the simulators' URLs when given."""
+    identity provider's public key, development mode; the simulators' URLs when given (with
+    Access Manager's, the staff portal signs in through it, the API served at `portal_url`)."""
     data_dir = data_dir.resolve()
     overrides: dict[str, Any] = {
         "environment": "development",
@@ -93,9 +104,39 @@ def demo_settings(
         overrides["rewards_base_url"] = rewards_url
     if receivers_url is not None:
         overrides["receivers_base_url"] = receivers_url
+    if access_url is not None:
+        overrides["oidc_discovery_url"] = f"{access_url}/.well-known/openid-configuration"
+        overrides["oidc_client_secret"] = DEMO_PORTAL_CLIENT_SECRET
+    if portal_url is not None:
+        overrides["portal_public_url"] = portal_url
     if "PRODUCT_SHOP_DATABASE_URL" not in os.environ:
         overrides["database_url"] = f"sqlite:///{data_dir / 'product_shop.sqlite3'}"
     return Settings(**overrides)
+
+
+def start_access_simulator(data_dir: Path, api_url: str) -> BackgroundServer:
+    """Access Manager for the demo: an OpenID Connect provider for the staff portal's sign-in
+    (a page to pick a demo user; the TOTP step for a refund shows the current code as a hint),
+    signing with the demo identity key the API trusts."""
+    settings = demo_settings(data_dir)
+    port = free_port()
+    config = AccessSimulatorConfig(
+        private_pem=ensure_key_pair(data_dir).private_pem,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        public_url=f"http://127.0.0.1:{port}",
+        clients={
+            settings.oidc_client_id: AccessClient(
+                client_id=settings.oidc_client_id,
+                client_secret=DEMO_PORTAL_CLIENT_SECRET,
+                redirect_uris=(f"{api_url}/portal/callback",),
+                post_logout_redirect_uris=(f"{api_url}/portal/signed-out",),
+            )
+        },
+        users=users_from_demo(),
+        show_codes=True,
+    )
+    return serve_in_background(create_access_simulator(config), port)
 
 
 def start_payments_simulator(settings: Settings, api_url: str) -> BackgroundServer:
@@ -209,6 +250,8 @@ def prepare(
     suppliers_url: str | None = None,
     rewards_url: str | None = None,
     receivers_url: str | None = None,
+    access_url: str | None = None,
+    portal_url: str | None = None,
 ) -> AppContext:
     """Create the data directory and key, migrate, seed once. Returns the wired context."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +262,8 @@ def prepare(
         suppliers_url=suppliers_url,
         rewards_url=rewards_url,
         receivers_url=receivers_url,
+        access_url=access_url,
+        portal_url=portal_url,
     )
     database = Database(settings.database_url)
     upgrade(database.engine)

@@ -4,8 +4,6 @@ open payment exceptions."""
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from sqlalchemy.orm import Session
 from product_shop.access.actor import Actor
 from product_shop.access.isolation import same, scoped
 from product_shop.access.policy import Action, require
+from product_shop.core.csv_export import csv_document
 from product_shop.core.cursors import decode_cursor, encode_cursor
 from product_shop.core.errors import NotFound, Unprocessable
 from product_shop.orders.tables import Order
@@ -201,19 +200,8 @@ def list_refunds(
 
 def refunds_csv(refunds: Iterable[RefundOut]) -> str:
     """The refund list as CSV (one row per refund; the lines are in the JSON form)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for refund in refunds:
-        document = refund.model_dump(mode="json")
-        writer.writerow([_cell(document[column]) for column in CSV_COLUMNS])
-    return out.getvalue()
-
-
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # A spreadsheet would run a cell starting with these as a formula (CSV injection).
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    documents = (refund.model_dump(mode="json") for refund in refunds)
+    return csv_document(CSV_COLUMNS, ([d[column] for column in CSV_COLUMNS] for d in documents))
 
 
 # ---- payment exceptions -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from product_shop.web import (
 from product_shop.web.abuse import RateLimited, RateLimits, RequestGuardMiddleware
 from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
+from product_shop.web.portal import install_portal
 from product_shop.web.problems import (
     PROBLEM_MEDIA_TYPE,
     install_problem_handlers,
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(suggestions.router)
     app.include_router(metrics.router)
     app.include_router(ops.router)
+    install_portal(app)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app

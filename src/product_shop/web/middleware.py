@@ -73,14 +73,25 @@ class RequestContextMiddleware:
         status_holder: dict[str, Any] = {"status": None}
         path: str = scope.get("path", "")
         is_docs = path == "/docs" or path.startswith(ASSETS_PATH + "/")
+        is_portal = path == "/portal" or path.startswith("/portal/")
+        is_asset = path.startswith("/portal/static/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                headers.extend(DOCS_SECURITY_HEADERS if is_docs else SECURITY_HEADERS)
-                if path.startswith("/v1/"):
+                if is_portal:
+                    # Portal pages send their own policy (web/portal/render.py: the sign-in
+                    # provider is a form target); anything else there gets the API's.
+                    headers.extend(_COMMON_SECURITY_HEADERS)
+                    if not any(name == b"content-security-policy" for name, _ in headers):
+                        headers.append(
+                            (b"content-security-policy", API_CONTENT_SECURITY_POLICY.encode())
+                        )
+                else:
+                    headers.extend(DOCS_SECURITY_HEADERS if is_docs else SECURITY_HEADERS)
+                if path.startswith("/v1/") or (is_portal and not is_asset):
                     headers.append((b"cache-control", b"no-store"))
                 if timings:
                     headers.append((b"server-timing", header_value(timings).encode()))

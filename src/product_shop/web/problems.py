@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.exc import (
@@ -35,6 +35,8 @@ from product_shop.db.models import metadata
 from product_shop.logging import get_logger
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Paths whose problems are pages (the staff portal), when the app installs a renderer.
+PORTAL_PREFIX = "/portal"
 # Problem types are relative URI references (RFC 9457 §3.1.1), resolved against the API's own
 # address: `/problems/<code>`. Each code is documented in docs/problems.md; the path is an
 # identifier, the API serves no page there.
@@ -85,7 +87,15 @@ def problem_response(
     detail: str,
     headers: dict[str, str] | None = None,
     **extra: Any,
-) -> JSONResponse:
+) -> Response:
+    if request is not None and request.url.path.startswith(PORTAL_PREFIX):
+        # The staff portal shows a problem as a page (web/portal/render.py problem_page).
+        render = getattr(request.app.state, "problem_page", None)
+        if render is not None:
+            response: Response = render(
+                request, status=status, code=code, title=title, detail=detail, headers=headers
+            )
+            return response
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
@@ -107,14 +117,14 @@ def problem_response(
     )
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProductShopError)
     return problem_response(
         request, status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra
     )
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -139,7 +149,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code, title = HTTP_ERROR_CODES.get(exc.status_code, HTTP_ERROR_FALLBACK)
     detail = exc.detail if isinstance(exc.detail, str) else title
@@ -306,7 +316,7 @@ def database_error_kind(exc: BaseException, failure: DatabaseFailure) -> Databas
     return "bug"
 
 
-async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> Response:
     # Never the error's message or parameters: they quote the values that failed.
     failure = database_failure(exc)
     kind = database_error_kind(exc, failure)

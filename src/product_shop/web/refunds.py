@@ -84,7 +84,7 @@ def _refund_answer(settled: Settled) -> RefundOut:
     return settled.refund
 
 
-def _refund_request(
+def refund_request(
     context: AppContext,
     actor: Actor,
     idempotency_key: str | None,
@@ -199,7 +199,7 @@ def refund_order(
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    return _refund_request(
+    return refund_request(
         context,
         actor,
         idempotency_key,
@@ -338,7 +338,7 @@ def refund_payment_exception(
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    return _refund_request(
+    return refund_request(
         context,
         actor,
         idempotency_key,

@@ -1,0 +1,228 @@
+"""Portal pages for orders (spec §10.2, §15.4): the practice's order list with the spec filters
+(status, date range, fulfilment type, patient), paging and CSV export; one order with its lines,
+tracking, refunds, audit trail and PMS invoice reference.
+
+Every page calls the same services as the JSON API (`context.orders`), so access rules, audit
+and row-level security are the API's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
+from starlette.responses import RedirectResponse, Response
+
+from product_shop.access.policy import Action, allowed
+from product_shop.catalogue.model import FulfilmentType
+from product_shop.core.csv_export import csv_document
+from product_shop.core.errors import BadRequest
+from product_shop.orders.model import OrderStatus
+from product_shop.orders.queries import OrderFilters
+from product_shop.orders.schemas import OrderOut, OrderSummary, PmsInvoiceRefIn
+from product_shop.web.deps import ContextDep, SessionDep
+from product_shop.web.portal.auth import FormDep, PortalUserDep
+from product_shop.web.portal.render import PREFIX, page
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+PAGE_SIZE = 25
+# A CSV export reads the matching orders a page at a time, up to this many.
+CSV_MAX_ROWS = 10_000
+E = TypeVar("E", OrderStatus, FulfilmentType)
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+def _choice(kind: type[E], value: str | None, what: str) -> E | None:
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError as exc:
+        raise BadRequest(f"{value!r} is not a {what}.", code="invalid_filter") from exc
+
+
+def _day(value: str | None, what: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise BadRequest(
+            f"The {what} date must be a date (YYYY-MM-DD).", code="invalid_filter"
+        ) from exc
+
+
+def order_filters(
+    status: Text = None,
+    date_from: Text = None,
+    date_to: Text = None,
+    fulfilment_type: Text = None,
+    patient_id: Text = None,
+) -> tuple[OrderFilters, dict[str, str]]:
+    """The filter form's fields (empty means any) as the service's filters, and as entered.
+    Dates are whole UTC days, `to` included."""
+    start, end = _day(date_from, "from"), _day(date_to, "to")
+    if start and end and end < start:
+        raise BadRequest("The 'to' date is before the 'from' date.", code="invalid_filter")
+    patient = None
+    if patient_id:
+        try:
+            patient = uuid.UUID(patient_id.strip())
+        except ValueError as exc:
+            raise BadRequest("The patient must be a patient id.", code="invalid_filter") from exc
+    filters = OrderFilters(
+        status=_choice(OrderStatus, status, "known order status"),
+        created_from=datetime.combine(start, time.min, UTC) if start else None,
+        created_to=datetime.combine(end + timedelta(days=1), time.min, UTC) if end else None,
+        fulfilment_type=_choice(FulfilmentType, fulfilment_type, "known fulfilment type"),
+        patient_id=patient,
+    )
+    entered = {
+        "status": status or "",
+        "date_from": date_from or "",
+        "date_to": date_to or "",
+        "fulfilment_type": fulfilment_type or "",
+        "patient_id": patient_id or "",
+    }
+    return filters, entered
+
+
+FiltersDep = Annotated[tuple[OrderFilters, dict[str, str]], Depends(order_filters)]
+
+
+@router.get("/orders")
+def order_list(
+    request: Request,
+    user: PortalUserDep,
+    session: SessionDep,
+    context: ContextDep,
+    found: FiltersDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    filters, entered = found
+    orders = context.orders.list_orders(
+        session, user.actor, filters, limit=PAGE_SIZE, cursor=cursor or None, own=False
+    )
+    query = {k: v for k, v in entered.items() if v}
+    return page(
+        request,
+        "orders.html",
+        {
+            "orders": orders.items,
+            "next_cursor": orders.next_cursor,
+            "filters": entered,
+            "query": query,
+            "statuses": list(OrderStatus),
+            "fulfilment_types": list(FulfilmentType),
+        },
+        actor=user.actor,
+        csrf_token=user.csrf_token,
+    )
+
+
+CSV_COLUMNS = (
+    "order_id",
+    "created_at",
+    "patient_id",
+    "status",
+    "fulfilment_status",
+    "refund_status",
+    "fulfilment_types",
+    "items",
+    "currency",
+    "total_minor",
+)
+
+
+def _csv_row(order: OrderSummary) -> list[str]:
+    items = "; ".join(f"{item.quantity} x {item.name}" for item in order.items)
+    return [
+        str(order.order_id),
+        order.created_at.isoformat(),
+        str(order.patient_id),
+        order.status.value,
+        order.fulfilment_status.value,
+        order.refund_status.value,
+        " ".join(t.value for t in order.fulfilment_types),
+        items,
+        order.currency,
+        str(order.total_minor),
+    ]
+
+
+@router.get("/orders.csv")
+def order_csv(
+    user: PortalUserDep, session: SessionDep, context: ContextDep, found: FiltersDep
+) -> Response:
+    filters, _ = found
+    rows: list[list[str]] = []
+    cursor: str | None = None
+    while len(rows) < CSV_MAX_ROWS:
+        batch = context.orders.list_orders(
+            session, user.actor, filters, limit=200, cursor=cursor, own=False
+        )
+        rows.extend(_csv_row(order) for order in batch.items)
+        cursor = batch.next_cursor
+        if cursor is None:
+            break
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    return Response(
+        csv_document(CSV_COLUMNS, rows[:CSV_MAX_ROWS]),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="orders-{stamp}.csv"'},
+    )
+
+
+@router.get("/orders/{order_id}")
+def order_page(
+    request: Request,
+    order_id: uuid.UUID,
+    user: PortalUserDep,
+    session: SessionDep,
+    context: ContextDep,
+    saved: Annotated[str | None, Query(max_length=40)] = None,
+) -> Response:
+    order = context.orders.read_order(session, user.actor, order_id)
+    assert isinstance(order, OrderOut)  # staff get the staff view
+    return page(
+        request,
+        "order.html",
+        {
+            "order": order,
+            "saved": saved,
+            "refund_allowed": allowed(user.actor, Action.INITIATE_REFUND)
+            and user.actor.role.value in context.settings.refund_roles,
+        },
+        actor=user.actor,
+        csrf_token=user.csrf_token,
+    )
+
+
+@router.post("/orders/{order_id}/pms-invoice-ref")
+def set_pms_invoice_ref(
+    order_id: uuid.UUID,
+    user: PortalUserDep,
+    form: FormDep,
+    session: SessionDep,
+    context: ContextDep,
+) -> Response:
+    raw = form.get("pms_invoice_ref")
+    try:  # the API's own rules for the field
+        body = PmsInvoiceRefIn.model_validate(
+            {"pms_invoice_ref": raw.strip() or None if isinstance(raw, str) else None}
+        )
+    except ValidationError as exc:
+        raise BadRequest(
+            "The PMS invoice reference must be 1 to 120 characters of text.",
+            code="validation_failed",
+        ) from exc
+    version = form.get("version")
+    expected = int(version) if isinstance(version, str) and version.isdigit() else None
+    context.orders.set_pms_invoice_ref(
+        session, user.actor, order_id, body.pms_invoice_ref, expected_version=expected
+    )
+    return RedirectResponse(f"{PREFIX}/orders/{order_id}?saved=pms", status_code=303)
