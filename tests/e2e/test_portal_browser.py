@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 
+import httpx
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from product_shop.context import AppContext
 from product_shop.db.engine import Database
+from product_shop.orders.tables import OrderLine
+from product_shop.recommendations.tables import AiSuggestion, Recommendation
 from product_shop.refunds.tables import Refund
 from product_shop.simulators.access import demo_totp_secret
 from tests.conftest import World
@@ -30,6 +35,7 @@ from tests.e2e.browser_support import (  # noqa: F401 (fixtures)
     settings,
     sign_in_as,
 )
+from tests.integration.ai_support import perio_catalogue, suggest
 from tests.integration.checkout_support import Shop
 from tests.integration.conftest import make_product, offer, shop  # noqa: F401 (fixtures)
 from tests.integration.fulfilment_support import place_order
@@ -110,3 +116,92 @@ def test_the_order_list_reads_on_a_tablet_and_sign_out_ends_the_session(
     page.goto(f"{portal}/orders")
 
     expect(page.get_by_role("heading", name="Sign in to Primoro (demo)")).to_be_visible()
+
+
+def test_a_clinician_approves_one_ai_suggestion_and_rejects_another(
+    page: Page,  # noqa: F811
+    portal: str,  # noqa: F811
+    client: TestClient,
+    world: World,
+    make_product: Callable[..., uuid.UUID],  # noqa: F811
+    offer: Callable[..., None],  # noqa: F811
+    database: Database,
+) -> None:
+    catalogue = perio_catalogue(client, world, make_product, offer)
+    made = {s["product"]["product_id"]: s for s in suggest(client, world, world.patient_a)}
+    brushes, mouthwash = made[str(catalogue.brushes)], made[str(catalogue.mouthwash)]
+
+    sign_in_as(page, portal, "Dr Clare", start="/recommendations")
+    expect(page.get_by_text(brushes["rationale"][:40])).to_be_visible()
+    screenshot(page, "portal-recommendations")
+    approve = page.get_by_role("form", name=f"Approve {brushes['product']['name']}")
+    approve.get_by_label(re.compile("^Note to the patient")).fill("Use them every evening.")
+    approve.get_by_role("button", name=re.compile("^Approve")).click()
+    expect(page.get_by_role("status")).to_contain_text("Suggestion approved")
+    reject = page.get_by_role("form", name=f"Reject {mouthwash['product']['name']}")
+    reject.get_by_label(re.compile("^Reason for rejecting")).fill("Sensitive to alcohol rinses.")
+    reject.get_by_role("button", name=re.compile("^Reject")).click()
+    expect(page.get_by_role("status")).to_contain_text("Suggestion rejected")
+
+    with Session(database.engine) as session:
+        approved = session.get(AiSuggestion, uuid.UUID(brushes["suggestion_id"]))
+        rejected = session.get(AiSuggestion, uuid.UUID(mouthwash["suggestion_id"]))
+        assert approved is not None
+        assert rejected is not None
+        assert approved.status == "approved"
+        assert approved.decided_by == world.clinician_a.actor.actor_id
+        recommendation = session.get(Recommendation, approved.recommendation_id)
+        assert recommendation is not None
+        assert recommendation.note == "Use them every evening."
+        assert rejected.status == "rejected"
+        assert rejected.decision_reason == "Sensitive to alcohol rinses."
+        assert rejected.recommendation_id is None
+
+
+def test_staff_hand_over_an_in_clinic_line_and_resolve_a_drop_ship_exception(
+    page: Page,  # noqa: F811
+    portal: str,  # noqa: F811
+    client: TestClient,
+    context: AppContext,
+    world: World,
+    shop: Shop,  # noqa: F811
+    database: Database,
+    suppliers_url: str,
+) -> None:
+    kit = place_order(client, world.patient_a, [(shop.kit, 1)])
+    brush = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    httpx.post(
+        f"{suppliers_url}/_simulator/refusals", json={"code": "out_of_stock", "times": 1}
+    ).raise_for_status()
+    context.relay.run_once()  # the supplier network refuses the brush: an exception
+    kit_line = kit["lines"][0]["line_item_id"]
+    brush_line = brush["lines"][0]["line_item_id"]
+
+    sign_in_as(page, portal, "Stan Staff", start="/fulfilment")
+    expect(page.locator(f"#line-{brush_line}")).to_contain_text("Out of stock")
+    expect(page.locator(f"#line-{kit_line}")).to_contain_text("In stock")
+    screenshot(page, "portal-fulfilment")
+    page.locator(f"#line-{kit_line}").get_by_role(
+        "button", name=re.compile("^Mark ready for collection")
+    ).click()
+    expect(page.get_by_role("status")).to_be_visible()
+    assert _line_state(database, kit_line) == "ready_for_collection"
+    page.locator(f"#line-{kit_line}").get_by_role(
+        "button", name=re.compile("^Mark collected")
+    ).click()
+    expect(page.get_by_role("status")).to_be_visible()
+    page.locator(f"#line-{brush_line}").get_by_role(
+        "button", name=re.compile("^Mark delivered")
+    ).click()
+    expect(page.get_by_role("status")).to_be_visible()
+    expect(page.locator(f"#line-{brush_line}")).to_have_count(0)
+
+    assert _line_state(database, kit_line) == "collected"
+    assert _line_state(database, brush_line) == "delivered"
+
+
+def _line_state(database: Database, line_item_id: str) -> str:
+    with Session(database.engine) as session:
+        line = session.get(OrderLine, uuid.UUID(line_item_id))
+        assert line is not None
+        return str(line.fulfilment_status)

@@ -301,7 +301,7 @@ def test_simulate_suppliers_serves_the_network_with_the_given_settings(
     def run(app: FastAPI, **options: Any) -> None:  # instead of serving for ever
         served.update(app=app, **options)
 
-    monkeypatch.setattr("product_shop.cli.uvicorn.run", run)
+    monkeypatch.setattr("product_shop.cli_simulators.uvicorn.run", run)
     secret = new_secret()
     argv = ["simulate", "suppliers", "--port", "9123", "--webhook-secret", secret]
     argv += ["--callback-url", "http://127.0.0.1:8000/v1/webhooks/suppliers"]
@@ -324,7 +324,7 @@ def test_simulate_suppliers_serves_the_network_with_the_given_settings(
 def test_simulate_suppliers_refuses_a_webhook_secret_in_another_format(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("product_shop.cli.uvicorn.run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr("product_shop.cli_simulators.uvicorn.run", lambda *a, **k: pytest.fail("served"))
 
     assert main(["simulate", "suppliers", "--webhook-secret", "plain-text"]) == 2
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy import table as sa_table
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import column as sa_column
@@ -42,6 +42,7 @@ from product_shop.db.encrypted import ENCRYPTED_COLUMNS
 from product_shop.db.engine import Database, make_engine
 from product_shop.db.migrate import downgrade, upgrade
 from product_shop.db.models import metadata
+from product_shop.db.roles import grant_service_role
 from tests.conftest import Person, World
 from tests.integration.checkout_support import Shop, key, pay
 from tests.integration.refund_support import refund
@@ -129,7 +130,10 @@ def _raw_rows(database: Database) -> dict[str, str]:
     decrypted), as text per table."""
     found: dict[str, str] = {}
     with database.engine.connect() as connection:
+        present = set(inspect(connection).get_table_names())  # a downgraded schema has fewer
         for table in metadata.sorted_tables:
+            if table.name not in present:
+                continue
             rows = connection.exec_driver_sql(f'SELECT * FROM "{table.name}"').all()
             found[table.name] = "\n".join(
                 repr(value) + " " + str(value) for row in rows for value in row
@@ -413,6 +417,9 @@ def test_the_migration_encrypts_plaintext_rows_and_its_downgrade_decrypts_them(
         assert TRACKING_NUMBER in plain["order_lines"]
         assert TRACKING_URL in plain["order_lines"]
         upgrade(owner)
+        if context.database.role:  # tables made again by the upgrade: granted again
+            with owner.begin() as connection:
+                grant_service_role(connection, context.database.role)
     finally:
         owner.dispose()
         context.database.engine.dispose()  # no connection keeps plans of the old columns

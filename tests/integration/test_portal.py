@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from datetime import timedelta
 
@@ -68,16 +69,54 @@ def test_a_signed_out_browser_signs_in_through_access_manager_and_lands_where_it
     assert page.headers["cache-control"] == "no-store"
 
 
-def test_no_page_is_reachable_without_a_session(client: TestClient) -> None:
-    for path in ("/portal", "/portal/orders", f"/portal/orders/{uuid.uuid4()}", "/portal/refunds"):
-        answer = client.get(path, follow_redirects=False)
-        assert answer.status_code == 303, path
+# Portal routes a browser without a session may reach: signing in and out.
+OPEN_PATHS = {"/portal/login", "/portal/callback", "/portal/signed-out"}
+
+
+def portal_routes(client: TestClient) -> list[tuple[str, str]]:
+    """Every portal page and form target of the app (method, path with ids filled in), so a
+    page added later is covered too."""
+    found = []
+    routes = []
+    for route in client.app.routes:  # type: ignore[attr-defined]
+        included = getattr(route, "original_router", None)  # a router included as a whole
+        routes.extend(included.routes if included is not None else [route])
+    for route in routes:
+        path = getattr(route, "path", "")
+        if (
+            not path.startswith("/portal")
+            or path in OPEN_PATHS
+            or path.startswith("/portal/static")
+        ):
+            continue
+        concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+        found.extend((method, concrete) for method in sorted(route.methods - {"HEAD"}))
+    return found
+
+
+def test_no_page_is_reachable_without_a_session(client: TestClient, database: Database) -> None:
+    routes = portal_routes(client)
+    assert len(routes) >= 20  # every section's pages and forms
+
+    for method, path in routes:
+        answer = client.request(method, path, data={"x": "1"}, follow_redirects=False)
+        assert answer.status_code == 303, (method, path)
         assert answer.headers["location"].startswith("/portal/login?next=")
-    posted = client.post(
-        f"/portal/orders/{uuid.uuid4()}/pms-invoice-ref", data={"pms_invoice_ref": "X"}
-    )
-    assert posted.history
-    assert posted.history[0].status_code == 303
+    assert _sessions(database) == 0
+
+
+def test_a_signed_out_session_reaches_no_page(
+    client: TestClient, world: World, database: Database
+) -> None:
+    page = sign_in(client, world.admin_a, "admin_a")
+    old_cookie = client.cookies["ps_portal"]
+    client.post("/portal/logout", data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    client.cookies.set("ps_portal", old_cookie)  # the cookie kept, as a thief would
+
+    for method, path in portal_routes(client):
+        answer = client.request(method, path, data={"x": "1"}, follow_redirects=False)
+        assert answer.status_code == 303, (method, path)
+    assert _sessions(database) == 0
 
 
 def test_a_callback_this_browser_did_not_start_is_refused(

@@ -930,7 +930,7 @@ def test_simulate_rewards_serves_the_manager_with_the_given_settings(
     def run(app: FastAPI, **options: Any) -> None:  # instead of serving for ever
         served.update(app=app, **options)
 
-    monkeypatch.setattr("product_shop.cli.uvicorn.run", run)
+    monkeypatch.setattr("product_shop.cli_simulators.uvicorn.run", run)
     secret = signing.new_secret()
     argv = ["simulate", "rewards", "--port", "9124", "--webhook-secret", secret]
     argv += ["--callback-url", "http://127.0.0.1:8000/v1/webhooks/rewards"]
@@ -955,7 +955,7 @@ def test_simulate_rewards_defaults_to_the_apis_demo_settings(
 
     served: dict[str, Any] = {}
     monkeypatch.setattr(
-        "product_shop.cli.uvicorn.run", lambda app, **o: served.update(app=app, **o)
+        "product_shop.cli_simulators.uvicorn.run", lambda app, **o: served.update(app=app, **o)
     )
 
     assert main(["simulate", "rewards"]) == 0
@@ -985,7 +985,7 @@ def test_simulate_rewards_refuses_bad_settings(
     argv: list[str],
     message: str,
 ) -> None:
-    monkeypatch.setattr("product_shop.cli.uvicorn.run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr("product_shop.cli_simulators.uvicorn.run", lambda *a, **k: pytest.fail("served"))
 
     assert main(["simulate", "rewards", *argv]) == 2
 
