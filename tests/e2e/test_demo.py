@@ -469,3 +469,33 @@ def test_in_the_demo_an_ended_appointment_waits_as_ai_suggestions_until_staff_ap
     assert [item["product"]["product_id"] for item in seen] == [pending[0]["product"]["product_id"]]
     assert seen[0]["framing"] == "Recommended by your care team"
     assert seen[0]["recommended_by_name"] == "Jess Morgan"
+
+
+def test_the_demos_staff_portal_signs_in_at_its_access_manager_simulator(demo: Demo) -> None:
+    """`make demo` opens the portal: /portal sends the browser to the in-process Access Manager
+    simulator, whose page lists the demo's staff; picking one signs in and lands on the orders
+    page (the steps a browser takes, with httpx)."""
+    with httpx.Client(base_url=demo.base_url, timeout=10) as browser:
+        to_login = browser.get("/portal/orders")
+        assert to_login.status_code == 303
+        to_idp = browser.get(to_login.headers["location"])
+        assert to_idp.status_code == 303
+        picker = httpx.get(to_idp.headers["location"], timeout=10)
+        assert picker.status_code == 200
+        assert "Sarah Whitfield" in picker.text
+        pending = re.search(r'name="pending" value="([^"]+)"', picker.text)
+        assert pending is not None
+        action = to_idp.headers["location"].split("/authorize")[0] + "/authorize/login"
+        chosen = httpx.post(
+            action,
+            data={"pending": pending.group(1), "handle": HARBOUR_ADMIN},
+            timeout=10,
+        )
+        assert chosen.status_code == 302
+        callback = chosen.headers["location"]
+        assert callback.startswith(f"{demo.base_url}/portal/callback?")
+        landed = browser.get(callback.removeprefix(demo.base_url))
+        assert landed.status_code == 303
+        orders = browser.get(landed.headers["location"])
+        assert orders.status_code == 200
+        assert "Sarah Whitfield" in orders.text

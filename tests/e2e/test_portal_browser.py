@@ -205,3 +205,35 @@ def _line_state(database: Database, line_item_id: str) -> str:
         line = session.get(OrderLine, uuid.UUID(line_item_id))
         assert line is not None
         return str(line.fulfilment_status)
+
+
+def test_the_order_filters_work_with_the_keyboard_alone(
+    page: Page,  # noqa: F811
+    portal: str,  # noqa: F811
+    client: TestClient,
+    world: World,
+    shop: Shop,  # noqa: F811
+) -> None:
+    place_order(client, world.patient_a, [(shop.kit, 1)])
+    sign_in_as(page, portal, "Alice Admin")
+    page.locator("body").focus()
+
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    focused = ""
+    for _ in range(40):  # on through the navigation to the first filter
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")
+        if focused == "status":
+            break
+    assert focused == "status"
+    page.keyboard.press("ArrowDown")  # Any -> the first status
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Filter":
+            break
+    page.keyboard.press("Enter")
+
+    expect(page).to_have_url(re.compile(r"status=Created"))
+    expect(page.get_by_label("Status")).to_have_value("Created")
+    expect(page.locator("table.list caption")).to_be_visible()

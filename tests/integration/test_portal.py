@@ -10,6 +10,7 @@ import io
 import re
 import uuid
 from datetime import timedelta
+from html.parser import HTMLParser
 
 import pytest
 from fastapi.testclient import TestClient
@@ -310,3 +311,84 @@ def test_a_refund_passes_the_mfa_step_up_and_comes_back_to_the_filled_form(
     )
     assert again.status_code == 200
     assert len(_refunds(database, order["order_id"])) == 1
+
+
+class _Controls(HTMLParser):
+    """Form controls a person fills in, and the ids their labels name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labelled: set[str] = set()
+        self.controls: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "label" and found.get("for"):
+            self.labelled.add(str(found["for"]))
+        hidden = found.get("type") in ("hidden", "submit", "button")
+        if tag in ("input", "select", "textarea") and not hidden:
+            self.controls.append(found)
+
+    def unlabelled(self) -> list[dict[str, str | None]]:
+        return [
+            c for c in self.controls if not (c.get("id") in self.labelled or c.get("aria-label"))
+        ]
+
+
+def test_every_form_field_on_the_admins_pages_has_a_label(
+    client: TestClient, world: World, shop: Shop
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    sign_in(client, world.admin_a, "admin_a")
+    pages = [
+        "/portal/orders",
+        f"/portal/orders/{order['order_id']}",
+        f"/portal/orders/{order['order_id']}/refund",
+        "/portal/refunds",
+        "/portal/payment-exceptions",
+        "/portal/cancellations",
+        "/portal/fulfilment",
+        "/portal/recommendations",
+        "/portal/catalogue",
+        f"/portal/catalogue/{shop.toothbrush}",
+    ]
+    seen = 0
+    for path in pages:
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        parser = _Controls()
+        parser.feed(answer.text)
+        seen += len(parser.controls)
+        assert parser.unlabelled() == [], path
+    assert seen >= 20  # the check looked at real forms
+
+
+def test_a_refund_by_lines_after_the_step_up_refunds_those_units(
+    client: TestClient, world: World, shop: Shop, database: Database
+) -> None:
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 3)])
+    line = order["lines"][0]["line_item_id"]
+    sign_in(client, world.admin_a, "admin_a")
+    form = client.get(f"/portal/orders/{order['order_id']}/refund")
+    fields = {
+        "csrf_token": csrf_of(form),
+        "mode": "lines",
+        f"qty_{line}": "2",
+        "reason_code": "customer_request",
+        "idempotency_key": str(uuid.uuid4()),
+    }
+    asked = client.post(
+        f"/portal/orders/{order['order_id']}/refund", data=fields, follow_redirects=False
+    )
+    back = follow(client, asked, totp=demo_totp_secret(world.admin_a.actor.actor_id))
+    assert f'name="qty_{line}" type="number" min="0" max="3" value="2"' in back.text
+
+    done = client.post(
+        f"/portal/orders/{order['order_id']}/refund",
+        data={**fields, "csrf_token": csrf_of(back)},
+    )
+
+    assert done.status_code == 200
+    (refund,) = _refunds(database, order["order_id"])
+    assert refund.kind == "lines"
+    assert refund.amount_minor == 2 * 5999
