@@ -324,7 +324,9 @@ def test_simulate_suppliers_serves_the_network_with_the_given_settings(
 def test_simulate_suppliers_refuses_a_webhook_secret_in_another_format(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("product_shop.cli_simulators.uvicorn.run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr(
+        "product_shop.cli_simulators.uvicorn.run", lambda *a, **k: pytest.fail("served")
+    )
 
     assert main(["simulate", "suppliers", "--webhook-secret", "plain-text"]) == 2
 

@@ -985,7 +985,9 @@ def test_simulate_rewards_refuses_bad_settings(
     argv: list[str],
     message: str,
 ) -> None:
-    monkeypatch.setattr("product_shop.cli_simulators.uvicorn.run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr(
+        "product_shop.cli_simulators.uvicorn.run", lambda *a, **k: pytest.fail("served")
+    )
 
     assert main(["simulate", "rewards", *argv]) == 2
 

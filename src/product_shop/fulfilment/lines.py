@@ -91,6 +91,18 @@ class LineFulfilment:
         self._outbox = outbox
         self._clock = clock
 
+    @property
+    def audit(self) -> AuditLog:
+        return self._audit
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._outbox
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def lock(
         self, session: Session, line_item_id: uuid.UUID, *, order_id: uuid.UUID | None = None
     ) -> tuple[Order, OrderLine]:

@@ -35,6 +35,7 @@ from product_shop.core.errors import BadRequest, InvalidTransition
 from product_shop.core.ids import new_id
 from product_shop.events import inbox
 from product_shop.events.delivery import PendingEvent, PermanentDeliveryError, Sink
+from product_shop.fulfilment.acceptance import SubmissionAccepted, awaiting_acceptance
 from product_shop.fulfilment.lines import SUPPLIER_ACTOR, SYSTEM_ACTOR, Change, LineFulfilment
 from product_shop.integrations.suppliers import (
     ExceptionReason,
@@ -105,18 +106,6 @@ def _parse_reference(reference: str) -> tuple[uuid.UUID, int] | None:
         return None
 
 
-def _awaiting_acceptance(line: OrderLine) -> bool:
-    """Whether the line waits for the supplier to take its current submission: never sent, or
-    resent after an exception and not heard of since."""
-    if line.fulfilment_status == LineState.PENDING:
-        return True
-    return (
-        line.fulfilment_status == LineState.EXCEPTION
-        and line.exception_resolution == "resent"
-        and line.supplier_sequence == 0
-    )
-
-
 def shipment_sink(network: SupplierNetwork) -> Sink:
     def submit(event: PendingEvent) -> Shipment:
         data = event.data
@@ -145,15 +134,34 @@ class ShipmentFollowUp:
 
     def __init__(self, lines: LineFulfilment) -> None:
         self._lines = lines
+        self._accepted = SubmissionAccepted(
+            audit=lines.audit, outbox=lines.outbox, clock=lines.clock
+        )
 
     def delivered(self, session: Session, event: PendingEvent, result: object) -> None:
+        """The supplier network took the submission: the line goes `sent_to_supplier` (with its
+        audit entry, Communication Hub event and the order's status), unless the line was
+        resent since or the supplier's callbacks moved it already; a repeat changes nothing.
+        The relay's session holds no ORM objects, so this is rows (`fulfilment.acceptance`,
+        once per drop-ship line); a session holding some gets the same through the ORM."""
         assert isinstance(result, Shipment)
-        order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
-        if line.shipment_attempt != event.data["attempt"]:
+        line_item_id = uuid.UUID(event.data["line_item_id"])
+        if len(session.identity_map) == 0:
+            self._accepted.record(session, line_item_id, event.data["attempt"], result.shipment_id)
+        else:
+            self.delivered_through_orm(session, line_item_id, event.data["attempt"], result)
+
+    def delivered_through_orm(
+        self, session: Session, line_item_id: uuid.UUID, attempt: int, result: Shipment
+    ) -> None:
+        """`delivered` through the ORM: the line and its order loaded and locked, then
+        `LineFulfilment.apply`. The same outcome as the rows (the tests hold them equal)."""
+        order, line = self._lines.lock(session, line_item_id)
+        if line.shipment_attempt != attempt:
             return  # an older submission: the line was resent since
         if line.fulfilment_ref is None:
             line.fulfilment_ref = result.shipment_id
-        if not _awaiting_acceptance(line):
+        if not awaiting_acceptance(line):
             return  # the supplier's callbacks got there first (accepted, dispatched, exception)
         with contextlib.suppress(InvalidTransition):
             self._lines.apply(
@@ -162,7 +170,7 @@ class ShipmentFollowUp:
 
     def parked(self, session: Session, event: PendingEvent, error: Exception) -> None:
         order, line = self._lines.lock(session, uuid.UUID(event.data["line_item_id"]))
-        if line.shipment_attempt != event.data["attempt"] or not _awaiting_acceptance(line):
+        if line.shipment_attempt != event.data["attempt"] or not awaiting_acceptance(line):
             return  # resent since, or the supplier has the shipment after all (callbacks)
         code = getattr(error, "code", None)
         if isinstance(error, ShipmentRefused):
