@@ -10,7 +10,6 @@ form was read at as its If-Match. The practice view carries the cost price: no p
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated
 
@@ -26,22 +25,19 @@ from product_shop.core.errors import BadRequest, PreconditionFailed, ProductShop
 from product_shop.core.money import MAX_MINOR
 from product_shop.web.deps import ContextDep, SessionDep
 from product_shop.web.portal.auth import FormDep, PortalUser, PortalUserDep
+from product_shop.web.portal.forms import minor_units
 from product_shop.web.portal.render import PREFIX, page
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 PAGE_SIZE = 50
-_PRICE = re.compile(r"^\s*£?\s*(\d{1,10})(?:\.(\d{1,2}))?\s*$")
 PRICE_HELP = "Enter the retail price in pounds and pence, e.g. 12.50."
 
 
 def price_minor(text: str) -> int:
     """ "12.50" (or "£12.50", "12.5") -> 1250, "12" -> 1200; BadRequest for anything else.
     Parsed as text, never through a float."""
-    found = _PRICE.match(text)
-    if not found:
-        raise BadRequest(PRICE_HELP, code="invalid_price")
-    minor = int(found.group(1)) * 100 + int((found.group(2) or "0").ljust(2, "0"))
+    minor = minor_units(text, help_text=PRICE_HELP, code="invalid_price")
     if minor < 1:
         raise BadRequest("The retail price must be at least £0.01.", code="invalid_price")
     if minor > MAX_MINOR:

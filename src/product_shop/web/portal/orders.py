@@ -9,7 +9,7 @@ and row-level security are the API's.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,6 +25,7 @@ from product_shop.orders.queries import OrderFilters
 from product_shop.orders.schemas import OrderOut, OrderSummary, PmsInvoiceRefIn
 from product_shop.web.deps import ContextDep, SessionDep
 from product_shop.web.portal.auth import FormDep, PortalUserDep
+from product_shop.web.portal.forms import day
 from product_shop.web.portal.render import PREFIX, page
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -45,17 +46,6 @@ def _choice(kind: type[E], value: str | None, what: str) -> E | None:
         raise BadRequest(f"{value!r} is not a {what}.", code="invalid_filter") from exc
 
 
-def _day(value: str | None, what: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(
-            f"The {what} date must be a date (YYYY-MM-DD).", code="invalid_filter"
-        ) from exc
-
-
 def order_filters(
     status: Text = None,
     date_from: Text = None,
@@ -65,7 +55,7 @@ def order_filters(
 ) -> tuple[OrderFilters, dict[str, str]]:
     """The filter form's fields (empty means any) as the service's filters, and as entered.
     Dates are whole UTC days, `to` included."""
-    start, end = _day(date_from, "from"), _day(date_to, "to")
+    start, end = day(date_from, "from"), day(date_to, "to")
     if start and end and end < start:
         raise BadRequest("The 'to' date is before the 'from' date.", code="invalid_filter")
     patient = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -30,22 +29,13 @@ from product_shop.refunds import queries
 from product_shop.refunds.schemas import RefundIn
 from product_shop.web.deps import ContextDep, SessionDep
 from product_shop.web.portal.auth import FormDep, PortalUser, PortalUserDep
+from product_shop.web.portal.forms import day, minor_units
 from product_shop.web.portal.render import PREFIX, page
 from product_shop.web.refunds import refund_request
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-_AMOUNT = re.compile(r"^\s*(\d{1,9})(?:\.(\d{1,2}))?\s*$")
 FIELDS = ("mode", "amount", "reason_code", "note", "idempotency_key")
-
-
-def _minor(text: str) -> int:
-    """ "12.5" -> 1250; BadRequest for anything but a positive amount with at most 2 decimals."""
-    found = _AMOUNT.match(text)
-    if not found:
-        raise BadRequest("Enter the amount in pounds and pence, e.g. 12.50.", code="invalid_input")
-    pence = (found.group(2) or "").ljust(2, "0")
-    return int(found.group(1)) * 100 + int(pence or "0")
 
 
 def _fields(form: FormData) -> dict[str, str]:
@@ -61,7 +51,9 @@ def refund_body(fields: dict[str, str]) -> RefundIn:
     if fields.get("note", "").strip():
         raw["note"] = fields["note"].strip()
     if mode == "amount":
-        raw["amount_minor"] = _minor(fields.get("amount", ""))
+        raw["amount_minor"] = minor_units(
+            fields.get("amount", ""), help_text="Enter the amount in pounds and pence, e.g. 12.50."
+        )
     elif mode == "lines":
         lines = []
         for name, value in fields.items():
@@ -188,15 +180,6 @@ def submit_refund(
 Text = Annotated[str | None, Query(max_length=64)]
 
 
-def _date(value: str | None, what: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(f"The {what} date must be YYYY-MM-DD.", code="invalid_filter") from exc
-
-
 def refund_filters(
     date_from: Text, date_to: Text, reason_code: Text, initiated_by: Text, status: Text
 ) -> queries.RefundFilters:
@@ -205,8 +188,8 @@ def refund_filters(
     if reason_code and not re.fullmatch(r"[a-z0-9_]+", reason_code):
         raise BadRequest("Unknown reason code.", code="invalid_filter")
     return queries.RefundFilters(
-        date_from=_date(date_from, "from"),
-        date_to=_date(date_to, "to"),
+        date_from=day(date_from, "from"),
+        date_to=day(date_to, "to"),
         reason_code=reason_code or None,
         initiated_by=(initiated_by or "").strip() or None,
         status=status or None,
