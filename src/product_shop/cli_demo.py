@@ -54,6 +54,8 @@ Product Shop demo — data in {data_dir}
   Health         {base}/healthz   {base}/readyz
   Staff portal   {base}/portal   (sign in at the Access Manager simulator, {access.url}: pick
                  a demo user; a refund asks for an authentication code, shown on the page)
+  Patient app    {base}/app   (a preview of the mobile app: sign in as a demo patient, buy
+                 what their clinician recommended on the simulator's card page, track it)
 
 Get a token (every seeded user, fresh tokens; add --mfa for MFA tokens):
   .venv/bin/product-shop demo-users --json --data-dir {data_dir}

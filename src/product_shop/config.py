@@ -259,6 +259,10 @@ class Settings(BaseSettings):
     portal_session_lifetime_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 86_400)
     portal_session_idle_seconds: int = Field(default=30 * 60, ge=60, le=86_400)
     portal_cookie_secure: bool | None = None
+    # The patient app preview (/app; docs/patient-app.md) signs patients in through the same
+    # Access Manager as another client: redirect URI `{portal_public_url}/app/callback`.
+    oidc_app_client_id: str = "product-shop-app"
+    oidc_app_client_secret: SecretStr | None = None
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -414,6 +418,11 @@ class Settings(BaseSettings):
             and self.oidc_client_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX)
         ):
             problems.append("oidc_client_secret is a demo secret")
+        if (
+            self.oidc_app_client_secret is not None
+            and self.oidc_app_client_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX)
+        ):
+            problems.append("oidc_app_client_secret is a demo secret")
         if self.portal_cookie_secure is False:
             problems.append("portal_cookie_secure is false (portal session cookies over HTTP)")
         if self.oidc_discovery_url and self.oidc_discovery_url.startswith("http://"):

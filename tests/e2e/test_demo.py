@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import httpx
 import pytest
 
-READY_DEADLINE_SECONDS = 30.0
+READY_DEADLINE_SECONDS = 90.0  # a loaded 2-core CI machine migrates and seeds slowly
 STOP_DEADLINE_SECONDS = 10.0
 HARBOUR_PATIENT = "harbour-patient-amelia"
 HARBOUR_ADMIN = "harbour-practice-admin"

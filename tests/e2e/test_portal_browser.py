@@ -26,7 +26,6 @@ from tests.e2e.browser_support import (  # noqa: F401 (fixtures)
     TABLET,
     access_manager,
     app_port,
-    browser,
     engine_name,
     page,
     pass_mfa,

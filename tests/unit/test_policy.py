@@ -7,6 +7,7 @@ import pytest
 from product_shop.access.actor import Actor, Role
 from product_shop.access.policy import (
     AUDIT_COMPLIANCE,
+    FINANCE,
     HYGIENE_SUBSCRIPTIONS,
     PERMISSIONS,
     SERVICE_PERMISSIONS,
@@ -49,6 +50,7 @@ EXPECTED = {
     Action.VIEW_AI_SUGGESTIONS: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF},
     Action.DECIDE_AI_SUGGESTIONS: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF},
     Action.VIEW_AI_SUMMARIES: {R.PRACTICE_ADMIN, R.CLINICIAN, R.STAFF, R.FINANCE},
+    Action.READ_FINANCE_DATA: set(),  # the Finance module's service identity only
 }
 
 
@@ -83,19 +85,23 @@ def test_require_refuses_every_role_outside_the_table(action: Action, role: Role
 
 def test_service_identities_get_only_what_their_module_needs() -> None:
     """Issue 8 item 6: Hygiene Subscriptions reads the catalogue and nothing else; Audit &
-    Compliance exports the audit log and nothing else (issue 14); any other service identity
-    (Integrated Payments signs webhooks instead) may do nothing."""
+    Compliance exports the audit log and nothing else (issue 14); Finance reads order and
+    refund data and nothing else (issue 19); any other service identity (Integrated Payments
+    signs webhooks instead) may do nothing."""
     expected = {
         HYGIENE_SUBSCRIPTIONS: {Action.BROWSE_CATALOGUE},
         AUDIT_COMPLIANCE: {Action.EXPORT_AUDIT_LOG},
+        FINANCE: {Action.READ_FINANCE_DATA},
     }
     assert expected == SERVICE_PERMISSIONS
     hygiene = _actor(Role.SERVICE, HYGIENE_SUBSCRIPTIONS)
     audit = _actor(Role.SERVICE, AUDIT_COMPLIANCE)
+    finance = _actor(Role.SERVICE, FINANCE)
     for action in Action:
         assert allowed(hygiene, action) is (action is Action.BROWSE_CATALOGUE)
         assert allowed(audit, action) is (action is Action.EXPORT_AUDIT_LOG)
-    for other in ("integrated-payments", "finance", "rewards-manager", "x"):
+        assert allowed(finance, action) is (action is Action.READ_FINANCE_DATA)
+    for other in ("integrated-payments", "financial-insights", "rewards-manager", "x"):
         stranger = _actor(Role.SERVICE, other)
         for action in Action:
             with pytest.raises(Forbidden):

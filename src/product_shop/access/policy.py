@@ -35,6 +35,7 @@ class Action(StrEnum):
     VIEW_AI_SUGGESTIONS = "ai_suggestions.view"
     DECIDE_AI_SUGGESTIONS = "ai_suggestions.decide"
     VIEW_AI_SUMMARIES = "ai_summaries.view"
+    READ_FINANCE_DATA = "finance.read"
 
 
 _P, _C, _PA, _F, _S, _CA = (
@@ -91,19 +92,25 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.VIEW_AI_SUGGESTIONS: frozenset({_PA, _C, _S}),
     Action.DECIDE_AI_SUGGESTIONS: frozenset({_PA, _C, _S}),
     Action.VIEW_AI_SUMMARIES: frozenset({_PA, _C, _S, _F}),
+    # Order-level revenue and refund data across every practice (spec §11.2): the Finance
+    # module's service identity only, never a practice role (practice finance staff included).
+    Action.READ_FINANCE_DATA: frozenset(),
 }
 
 
 # Other modules' service identities (the token's subject, role "service") get only what their
 # module needs. Hygiene Subscriptions reads the live catalogue price and availability of a
-# practice (spec §3.1). Audit & Compliance exports the audit log (spec §8). Integrated
-# Payments, Rewards Manager and the supplier network call our signed webhooks and hold no
-# token permissions. Any other service identity may do nothing.
+# practice (spec §3.1). Audit & Compliance exports the audit log (spec §8). Finance reads
+# order-level revenue and refund data for reconciliation and VAT reporting (spec §11.2).
+# Integrated Payments, Rewards Manager and the supplier network call our signed webhooks and
+# hold no token permissions. Any other service identity may do nothing.
 HYGIENE_SUBSCRIPTIONS = "hygiene-subscriptions"
 AUDIT_COMPLIANCE = "audit-compliance"
+FINANCE = "finance"  # also its event destination's name (events/routing.py)
 SERVICE_PERMISSIONS: dict[str, frozenset[Action]] = {
     HYGIENE_SUBSCRIPTIONS: frozenset({Action.BROWSE_CATALOGUE}),
     AUDIT_COMPLIANCE: frozenset({Action.EXPORT_AUDIT_LOG}),
+    FINANCE: frozenset({Action.READ_FINANCE_DATA}),
 }
 
 

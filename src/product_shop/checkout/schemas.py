@@ -58,6 +58,14 @@ class CheckoutIn(InputModel):
         "Rewards Manager's confirmation (`awaiting_redemption`) before any payment opens; the "
         "rest, if any, is paid through Integrated Payments.",
     )
+    return_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://[^\s]+$",
+        description="Where Integrated Payments' hosted payment page sends the patient's browser "
+        "once they have paid (the app's own page; the page adds `intent_id` and "
+        "`merchant_reference`, the checkout id, to its query). Then complete the checkout.",
+    )
 
 
 class CheckoutLineOut(BaseModel):

@@ -65,6 +65,7 @@ class NewCheckout:
     total_minor: int
     delivery_address: dict[str, Any] | None
     patient_first_name: str | None
+    return_url: str | None = None  # the hosted payment page's way back (the app's page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +121,17 @@ class CheckoutService:
             total_minor=sum(line.total_minor for line in lines),
             delivery_address=body.delivery_address.model_dump() if body.delivery_address else None,
             patient_first_name=_first_name(actor.name),
+            return_url=body.return_url,
         )
 
     def open_intent(self, checkout: NewCheckout) -> PaymentIntent:
         """The payment intent at Integrated Payments (network; no transaction open)."""
         return self._open_intent(
-            checkout.checkout_id, checkout.total_minor, checkout.currency, attempt=1
+            checkout.checkout_id,
+            checkout.total_minor,
+            checkout.currency,
+            attempt=1,
+            return_url=checkout.return_url,
         )
 
     def record_new(
@@ -347,7 +353,13 @@ class CheckoutService:
             log.warning("payment_intent_not_cancelled", intent_id=intent.intent_id)
 
     def _open_intent(
-        self, checkout_id: uuid.UUID, amount: int, currency: str, *, attempt: int
+        self,
+        checkout_id: uuid.UUID,
+        amount: int,
+        currency: str,
+        *,
+        attempt: int,
+        return_url: str | None = None,
     ) -> PaymentIntent:
         try:
             with timed("payment-intent"):
@@ -356,6 +368,7 @@ class CheckoutService:
                     currency=currency,
                     merchant_reference=str(checkout_id),
                     idempotency_key=f"checkout:{checkout_id}:{attempt}",
+                    return_url=return_url,
                 )
         except PaymentsUnavailable as exc:
             raise ServiceUnavailable(

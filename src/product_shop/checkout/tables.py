@@ -26,6 +26,8 @@ class Checkout(Base):
             "amount_due_minor >= 0 AND amount_due_minor <= total_minor", name="amount_due_range"
         ),
         Index("ix_checkouts_patient_created", "patient_id", "created_at"),
+        # The dashboard's checkout funnel: a practice's checkouts in a date range (0021).
+        Index("ix_checkouts_practice_created", "practice_id", "created_at"),
     )
 
     checkout_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

@@ -41,6 +41,8 @@ from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_su
 DATA_DIR_VARIABLE = "PRODUCT_SHOP_DATA_DIR"
 # The staff portal's client secret at the demo's Access Manager (refused in production).
 DEMO_PORTAL_CLIENT_SECRET = "demo-portal-client-secret"  # noqa: S105
+# The patient app preview's (docs/patient-app.md), likewise.
+DEMO_APP_CLIENT_SECRET = "demo-app-client-secret"  # noqa: S105
 
 
 class NoDemo(RuntimeError):
@@ -107,6 +109,7 @@ def demo_settings(
     if access_url is not None:
         overrides["oidc_discovery_url"] = f"{access_url}/.well-known/openid-configuration"
         overrides["oidc_client_secret"] = DEMO_PORTAL_CLIENT_SECRET
+        overrides["oidc_app_client_secret"] = DEMO_APP_CLIENT_SECRET
     if portal_url is not None:
         overrides["portal_public_url"] = portal_url
     if "PRODUCT_SHOP_DATABASE_URL" not in os.environ:
@@ -116,10 +119,12 @@ def demo_settings(
 
 def start_access_simulator(data_dir: Path, api_url: str) -> BackgroundServer:
     """Access Manager for the demo: an OpenID Connect provider for the staff portal's sign-in
-    (a page to pick a demo user; the TOTP step for a refund shows the current code as a hint),
-    signing with the demo identity key the API trusts."""
+    (a page to pick a demo staff member; the TOTP step for a refund shows the current code as
+    a hint) and the patient app preview's (a page to pick a demo patient), signing with the
+    demo identity key the API trusts."""
     settings = demo_settings(data_dir)
     port = free_port()
+    users = users_from_demo(include_patients=True)
     config = AccessSimulatorConfig(
         private_pem=ensure_key_pair(data_dir).private_pem,
         issuer=settings.jwt_issuer,
@@ -131,9 +136,17 @@ def start_access_simulator(data_dir: Path, api_url: str) -> BackgroundServer:
                 client_secret=DEMO_PORTAL_CLIENT_SECRET,
                 redirect_uris=(f"{api_url}/portal/callback",),
                 post_logout_redirect_uris=(f"{api_url}/portal/signed-out",),
-            )
+                roles=frozenset(user.role for user in users if user.role != "patient"),
+            ),
+            settings.oidc_app_client_id: AccessClient(
+                client_id=settings.oidc_app_client_id,
+                client_secret=DEMO_APP_CLIENT_SECRET,
+                redirect_uris=(f"{api_url}/app/callback",),
+                post_logout_redirect_uris=(f"{api_url}/app/signed-out",),
+                roles=frozenset({"patient"}),
+            ),
         },
-        users=users_from_demo(),
+        users=users,
         show_codes=True,
     )
     return serve_in_background(create_access_simulator(config), port)

@@ -85,8 +85,18 @@ class PaymentRejected(Exception):
 
 class IntegratedPayments(Protocol):
     def create_intent(
-        self, *, amount_minor: int, currency: str, merchant_reference: str, idempotency_key: str
-    ) -> PaymentIntent: ...
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        merchant_reference: str,
+        idempotency_key: str,
+        return_url: str | None = None,
+    ) -> PaymentIntent:
+        """A payment intent and its hosted payment page. `return_url`: where that page sends the
+        patient's browser once they have paid (with `intent_id` and `merchant_reference` added
+        to its query); without one, the page just says the payment is done."""
+        ...
 
     def get_payment(self, intent_id: str) -> PaymentStatus: ...
 

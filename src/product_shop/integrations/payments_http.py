@@ -57,15 +57,23 @@ class HttpIntegratedPayments:
         self._client.close()
 
     def create_intent(
-        self, *, amount_minor: int, currency: str, merchant_reference: str, idempotency_key: str
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        merchant_reference: str,
+        idempotency_key: str,
+        return_url: str | None = None,
     ) -> PaymentIntent:
-        body = {
+        body: dict[str, Any] = {
             "amount_minor": amount_minor,
             "currency": currency,
             "merchant_reference": merchant_reference,
             "payment_methods": ["card", "apple_pay", "google_pay"],
             "capture": "immediate",
         }
+        if return_url is not None:
+            body["return_url"] = return_url
         data = self._call(
             "POST", "/v1/payment-intents", json_body=body, idempotency_key=idempotency_key
         )

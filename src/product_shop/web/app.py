@@ -20,7 +20,9 @@ from product_shop.web import (
     audit,
     catalogue,
     checkout,
+    dashboards,
     events,
+    finance,
     fulfilment,
     health,
     metrics,
@@ -34,6 +36,7 @@ from product_shop.web import (
 from product_shop.web.abuse import RateLimited, RateLimits, RequestGuardMiddleware
 from product_shop.web.docs import RESPONSE_HEADERS, install_docs, response_headers
 from product_shop.web.middleware import RequestContextMiddleware
+from product_shop.web.patient_app import install_patient_app
 from product_shop.web.portal import install_portal
 from product_shop.web.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -91,7 +94,10 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(suggestions.router)
     app.include_router(metrics.router)
     app.include_router(ops.router)
+    app.include_router(dashboards.router)
+    app.include_router(finance.router)
     install_portal(app)
+    install_patient_app(app)
     install_docs(app)
     _problem_json_in_openapi(app)
     return app

@@ -43,6 +43,11 @@ _COMMON_SECURITY_HEADERS = (
     (b"cross-origin-resource-policy", b"same-origin"),
 )
 API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# The server-rendered sites (the staff portal, the patient app preview): their pages carry their
+# own policy and are never cached.
+PAGE_PREFIXES = ("/portal", "/app")
+_PAGE_PATHS = tuple(f"{prefix}/" for prefix in PAGE_PREFIXES)
+_PAGE_ASSETS = tuple(f"{prefix}/static/" for prefix in PAGE_PREFIXES)
 SECURITY_HEADERS = (
     *_COMMON_SECURITY_HEADERS,
     (b"content-security-policy", API_CONTENT_SECURITY_POLICY.encode()),
@@ -73,8 +78,8 @@ class RequestContextMiddleware:
         status_holder: dict[str, Any] = {"status": None}
         path: str = scope.get("path", "")
         is_docs = path == "/docs" or path.startswith(ASSETS_PATH + "/")
-        is_portal = path == "/portal" or path.startswith("/portal/")
-        is_asset = path.startswith("/portal/static/")
+        is_portal = path in PAGE_PREFIXES or path.startswith(_PAGE_PATHS)
+        is_asset = path.startswith(_PAGE_ASSETS)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -82,8 +87,9 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 if is_portal:
-                    # Portal pages send their own policy (web/portal/render.py: the sign-in
-                    # provider is a form target); anything else there gets the API's.
+                    # The portal's and the app's pages send their own policy (their
+                    # render.py: the sign-in provider is a form target); anything else there
+                    # gets the API's.
                     headers.extend(_COMMON_SECURITY_HEADERS)
                     if not any(name == b"content-security-policy" for name, _ in headers):
                         headers.append(

@@ -35,8 +35,19 @@ from product_shop.db.models import metadata
 from product_shop.logging import get_logger
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-# Paths whose problems are pages (the staff portal), when the app installs a renderer.
-PORTAL_PREFIX = "/portal"
+
+
+def page_renderer(request: Request) -> Any:
+    """The problem page renderer of the site (portal, patient app) the path belongs to; None for
+    the JSON API."""
+    path = request.url.path
+    pages: dict[str, Any] = getattr(request.app.state, "problem_pages", {})
+    for prefix, render in pages.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return render
+    return None
+
+
 # Problem types are relative URI references (RFC 9457 §3.1.1), resolved against the API's own
 # address: `/problems/<code>`. Each code is documented in docs/problems.md; the path is an
 # identifier, the API serves no page there.
@@ -88,9 +99,10 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    if request is not None and request.url.path.startswith(PORTAL_PREFIX):
-        # The staff portal shows a problem as a page (web/portal/render.py problem_page).
-        render = getattr(request.app.state, "problem_page", None)
+    if request is not None:
+        # The staff portal and the patient app show a problem as a page of their own
+        # (`app.state.problem_pages`: path prefix -> renderer; web/portal/render.py).
+        render = page_renderer(request)
         if render is not None:
             response: Response = render(
                 request, status=status, code=code, title=title, detail=detail, headers=headers

@@ -23,8 +23,10 @@ issued by `issuer`, which may differ from it):
 - GET  /logout ?post_logout_redirect_uri&state -> 302 there when some client registered it,
   else a "Signed out" page.
 
-Users: `users_from_demo()` (the demo's staff), each with a TOTP secret `demo_totp_secret(subject)`
-so the README and the tests compute codes with `pyotp.TOTP(secret).now()`.
+Users: `users_from_demo()` (the demo's staff; `include_patients=True` adds its patients, for the
+patient app), each with a TOTP secret `demo_totp_secret(subject)` so the README and the tests
+compute codes with `pyotp.TOTP(secret).now()`. A client's `roles` limit whom its sign-in page
+offers (the portal: staff; the app: patients).
 
 Test controls under /_simulator (no authentication): state (counters), reset, token-failures
 (the next n token requests answered with a status).

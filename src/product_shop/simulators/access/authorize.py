@@ -44,7 +44,10 @@ def _expired() -> HTMLResponse:
 
 def _picker(state: State, pending: Pending, error: str | None = None) -> HTMLResponse:
     body = pages.picker_page(
-        _action(state, "/authorize/login"), pending.pending_id, state.config.users, error
+        _action(state, "/authorize/login"),
+        pending.pending_id,
+        state.users_for(pending.client_id),
+        error,
     )
     return html_page(body, 400 if error else 200)
 
@@ -120,7 +123,8 @@ async def authorize(request: Request, state: Sim) -> Response:
         created_at=state.now(),
     )
     state.start(pending)
-    hinted = state.user(query["login_hint"]) if query.get("login_hint") else None
+    hint = query.get("login_hint")
+    hinted = state.user(hint, client.client_id) if hint else None
     if hinted is not None:
         return _chosen(state, pending, hinted)
     return _picker(state, pending)
@@ -132,7 +136,7 @@ async def login(request: Request, state: Sim) -> Response:
     pending = state.find_pending(str(form.get("pending", "")))
     if pending is None or pending.user is not None:
         return _expired()
-    user = state.user(str(form.get("handle", "")))
+    user = state.user(str(form.get("handle", "")), pending.client_id)
     if user is None:
         return _picker(state, pending, "Choose one of the users listed.")
     return _chosen(state, pending, user)

@@ -35,12 +35,18 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class AccessClient:
-    """A relying party: the staff portal. No secret: a public client (client_id only)."""
+    """A relying party: the staff portal, the patient app. No secret: a public client
+    (client_id only). `roles`: whose sign-in it offers (None: every user), as Access Manager
+    lists only the people an application serves."""
 
     client_id: str
     client_secret: str | None
     redirect_uris: tuple[str, ...]
     post_logout_redirect_uris: tuple[str, ...] = ()
+    roles: frozenset[str] | None = None
+
+    def offers(self, user: AccessUser) -> bool:
+        return self.roles is None or user.role in self.roles
 
 
 @dataclass(frozen=True)
@@ -146,11 +152,17 @@ class State:
     def now(self) -> datetime:
         return self.config.clock()
 
-    def user(self, handle_or_subject: str) -> AccessUser | None:
-        for user in self.config.users:
+    def user(self, handle_or_subject: str, client_id: str | None = None) -> AccessUser | None:
+        """The user by handle or subject; with `client_id`, only one that client offers."""
+        for user in self.users_for(client_id):
             if handle_or_subject in (user.handle, user.subject):
                 return user
         return None
+
+    def users_for(self, client_id: str | None) -> list[AccessUser]:
+        """The users a client's sign-in page lists (every user when no client is named)."""
+        client = self.config.clients.get(client_id) if client_id else None
+        return [user for user in self.config.users if client is None or client.offers(user)]
 
     def start(self, pending: Pending) -> None:
         """Keep a new authorization, dropping those left too long (and the oldest beyond
@@ -236,8 +248,10 @@ def demo_totp_secret(subject: str) -> str:
     return base64.b32encode(digest).decode()
 
 
-def users_from_demo() -> list[AccessUser]:
-    """The demo's staff (every user but patients and services) with their demo TOTP secrets."""
+def users_from_demo(*, include_patients: bool = False) -> list[AccessUser]:
+    """The demo's staff (every user but patients and services), and with `include_patients` its
+    patients too (for the patient app), with their demo TOTP secrets."""
+    left_out = NON_STAFF_ROLES - {"patient"} if include_patients else NON_STAFF_ROLES
     return [
         AccessUser(
             handle=user.handle,
@@ -249,5 +263,5 @@ def users_from_demo() -> list[AccessUser]:
             practice_name=user.practice.name if user.practice else None,
         )
         for user in USERS
-        if user.role not in NON_STAFF_ROLES
+        if user.role not in left_out
     ]

@@ -1,14 +1,17 @@
 """Integrated Payments simulator (DNA Payments behind it).
 
 Contract (what `integrations.payments_http` speaks):
-- POST /v1/payment-intents               (Idempotency-Key) -> intent with `payment_url`
+- POST /v1/payment-intents               (Idempotency-Key; optional `return_url`) -> intent
+                                         with `payment_url`
 - GET  /v1/payment-intents/{id}          -> status, transaction reference, card scheme, last four
 - POST /v1/payment-intents/{id}/cancel   -> cancelled (idempotent); 409 `intent_captured` once paid
 - PUT  /v1/payment-intents/{id}/order-reference   {"order_id"}
 - POST /v1/refunds                       (Idempotency-Key; refunds only a captured payment)
 - GET  /v1/refunds?merchant_reference=  (the refunds made under our reference)
 - GET  /v1/refund-reasons
-The hosted payment page: POST {payment_url} with {"card_number": "..."} or {"method": "apple_pay"}.
+The hosted payment page: POST {payment_url} with {"card_number": "..."} or {"method": "apple_pay"}
+(an API client), or GET {payment_url} in a browser: a card form (`hosted_form`) that sends the
+browser back to the intent's `return_url` with `intent_id` and `merchant_reference` added.
 Only this simulator ever sees a card number. After a payment it sends a signed callback
 (Standard Webhooks) to the configured URL, sometimes twice, as real gateways do.
 

@@ -44,6 +44,8 @@ class IntentIn(BaseModel):
     merchant_reference: str = Field(min_length=1, max_length=64)
     payment_methods: list[str] = Field(default_factory=lambda: ["card"])
     capture: Literal["immediate"] = "immediate"
+    # Where the hosted page sends the browser after a payment (an absolute http(s) URL).
+    return_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
 
 
 class OrderReferenceIn(BaseModel):
@@ -94,6 +96,7 @@ async def create_intent(
                 currency=body.currency,
                 merchant_reference=body.merchant_reference,
                 created_at=datetime.now(UTC).isoformat(),
+                return_url=body.return_url,
             )
             state.intents[intent_id] = intent
             if idempotency_key and digest:

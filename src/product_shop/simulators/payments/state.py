@@ -49,6 +49,7 @@ class Intent:
     capture_count: int = 0
     refunded_minor: int = 0
     callbacks_sent: int = 0
+    return_url: str | None = None  # the hosted page's way back to the merchant (not public)
 
     def public(self) -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from product_shop.web.portal import (
     auth,
     catalogue,
+    dashboards,
     exceptions,
     fulfilment,
     orders,
@@ -19,7 +20,7 @@ from product_shop.web.portal.render import PREFIX, STATIC_DIR, problem_page
 
 
 def install_portal(app: FastAPI) -> None:
-    app.state.problem_page = problem_page
+    app.state.problem_pages = {**getattr(app.state, "problem_pages", {}), PREFIX: problem_page}
     app.add_exception_handler(auth.SignInRequired, auth.sign_in_required)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="portal-static")
     app.include_router(auth.router)
@@ -29,3 +30,4 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(fulfilment.router)
     app.include_router(recommendations.router)
     app.include_router(catalogue.router)
+    app.include_router(dashboards.router)

@@ -8,6 +8,7 @@ form target too: browsers apply `form-action` to a form's redirects).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 
 from product_shop.access.actor import Actor, Role
 from product_shop.access.policy import Action, allowed
+from product_shop.config import Settings
 from product_shop.context import AppContext
 
 HERE = Path(__file__).parent
@@ -68,6 +70,7 @@ NAV: tuple[tuple[str, str, Action], ...] = (
     (f"{PREFIX}/cancellations", "Cancellations", Action.VIEW_CANCELLATION_REQUESTS),
     (f"{PREFIX}/recommendations", "Recommendations", Action.VIEW_AI_SUGGESTIONS),
     (f"{PREFIX}/catalogue", "Catalogue", Action.CONFIGURE_PRACTICE_CATALOGUE),
+    (f"{PREFIX}/dashboard", "Dashboard", Action.VIEW_DASHBOARDS),
 )
 
 
@@ -90,67 +93,94 @@ def short_id(value: object) -> str:
     return str(value).rsplit("-", 1)[-1]
 
 
-templates.env.filters["short_id"] = short_id
-templates.env.filters["money"] = money
-templates.env.filters["when"] = when
-templates.env.filters["label"] = label
+FILTERS: dict[str, Callable[..., str]] = {
+    "short_id": short_id,
+    "money": money,
+    "when": when,
+    "label": label,
+}
 templates.env.globals["ROLE_NAMES"] = ROLE_NAMES
 
 
-def content_security_policy(context: AppContext) -> str:
-    targets = ["'self'"]
-    discovery = context.settings.oidc_discovery_url
-    if discovery:
-        parts = urlsplit(discovery)
-        targets.append(f"{parts.scheme}://{parts.netloc}")
-    return (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
-        f"form-action {' '.join(targets)}; frame-ancestors 'none'; base-uri 'none'"
-    )
+def _origin(url: str | None) -> str | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
 
-def page(
-    request: Request,
-    template: str,
-    values: dict[str, Any] | None = None,
-    *,
-    status: int = 200,
-    actor: Actor | None = None,
-    csrf_token: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> HTMLResponse:
-    context: AppContext = request.app.state.context
-    body = {
-        "actor": actor,
-        "csrf_token": csrf_token,
-        "demo": context.settings.demo_mode,
-        "path": request.url.path,
-        **(values or {}),
-    }
-    response = templates.TemplateResponse(request, template, body, status_code=status)
-    response.headers["Content-Security-Policy"] = content_security_policy(context)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+class Pages:
+    """A site's pages (the staff portal, the patient app): its templates, rendered with the
+    filters above, a security policy that lets its forms lead only to the site itself and to
+    `form_targets` (Access Manager's sign-in; for the app, the hosted payment page), never
+    cached; and problems shown as pages of the site."""
+
+    def __init__(
+        self, templates: Jinja2Templates, form_targets: Callable[[Settings], list[str | None]]
+    ) -> None:
+        for name, function in FILTERS.items():
+            templates.env.filters[name] = function
+        self.templates = templates
+        self._form_targets = form_targets
+
+    def content_security_policy(self, settings: Settings) -> str:
+        targets = ["'self'"]
+        for origin in map(_origin, self._form_targets(settings)):
+            if origin and origin not in targets:
+                targets.append(origin)
+        return (
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+            f"form-action {' '.join(targets)}; frame-ancestors 'none'; base-uri 'none'"
+        )
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        values: dict[str, Any] | None = None,
+        *,
+        status: int = 200,
+        actor: Actor | None = None,
+        csrf_token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        context: AppContext = request.app.state.context
+        body = {
+            "actor": actor,
+            "csrf_token": csrf_token,
+            "demo": context.settings.demo_mode,
+            "path": request.url.path,
+            **(values or {}),
+        }
+        response = self.templates.TemplateResponse(request, template, body, status_code=status)
+        response.headers["Content-Security-Policy"] = self.content_security_policy(context.settings)
+        for name, value in (headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    def problem_page(
+        self,
+        request: Request,
+        *,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """A problem (web/problems.py) on the site's path, as a page: its title and detail,
+        the code and the request id to quote; never internals."""
+        values = {
+            "status": status,
+            "code": code,
+            "title": title,
+            "detail": detail,
+            "request_id": getattr(request.state, "request_id", None),
+        }
+        actor = getattr(request.state, "portal_actor", None)
+        return self.page(request, "error.html", values, status=status, actor=actor, headers=headers)
 
 
-def problem_page(
-    request: Request,
-    *,
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """A problem (web/problems.py) on a portal path, as a page: its title and detail, the code
-    and the request id to quote; never internals."""
-    values = {
-        "status": status,
-        "code": code,
-        "title": title,
-        "detail": detail,
-        "request_id": getattr(request.state, "request_id", None),
-    }
-    actor = getattr(request.state, "portal_actor", None)
-    return page(request, "error.html", values, status=status, actor=actor, headers=headers)
+PORTAL_PAGES = Pages(templates, lambda settings: [settings.oidc_discovery_url])
+page = PORTAL_PAGES.page
+problem_page = PORTAL_PAGES.problem_page
