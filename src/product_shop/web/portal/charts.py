@@ -22,12 +22,13 @@ TEXT = "#1d2733"
 
 
 def _nice_top(value: int) -> int:
-    """The axis' top: the smallest 1, 2 or 5 x 10^n at or above the largest value."""
+    """The axis' top: the smallest 1, 2, 4, 6 or 8 x 10^n at or above the largest value (even,
+    so the half-way tick is a whole number too: 3 gets a top of 4 and a tick at 2)."""
     if value <= 0:
         return 1
     step = 1
     while True:
-        for factor in (1, 2, 5):
+        for factor in (1, 2, 4, 6, 8):
             if step * factor >= value:
                 return step * factor
         step *= 10
