@@ -34,8 +34,11 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """A browser per test (about half a second to start): Playwright's sync API runs an event
+    loop in this thread while it is open, and a later test of the same worker that calls
+    `asyncio.run` (the NATS sink, the transport tests) would find it running."""
     executable = chromium_path()
     if executable is None:
         if os.environ.get("CI") == "true":

@@ -1,5 +1,4 @@
-"""One browser for the whole session, shared by every browser test module (a second
-`sync_playwright()` in the same process would fail while the first runs)."""
+"""The browser tests' browser, defined once for every module (see browser_support.py)."""
 
 from tests.e2e.browser_support import browser
 

@@ -292,7 +292,7 @@ def test_the_ndjson_stream_gives_the_rows_of_the_pages_reading_a_page_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # given the stream reads 2 rows per database page
-    monkeypatch.setattr("product_shop.web.finance.MAX_LIMIT", 2)
+    monkeypatch.setattr("product_shop.web.finance.STREAM_PAGE", 2)
 
     # when Finance streams the range and walks the JSON pages
     streamed = _lines(client, ORDERS, finance, **_today())
@@ -393,7 +393,7 @@ def test_only_the_finance_service_may_read(
         ({"from": DAY.isoformat()}, 422, "validation_failed"),
         ({"from": "14/03/2030", "to": DAY.isoformat()}, 422, "validation_failed"),
         (_range(DAY, limit=0), 422, "validation_failed"),
-        (_range(DAY, limit=1001), 422, "validation_failed"),
+        (_range(DAY, limit=201), 422, "validation_failed"),
         (_range(DAY, practice_id="practice-a"), 422, "validation_failed"),
         (_range(DAY, cursor="not-a-cursor"), 400, "invalid_cursor"),
     ],

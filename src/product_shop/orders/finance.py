@@ -26,7 +26,10 @@ from product_shop.orders.tables import Order
 from product_shop.refunds.tables import Refund
 
 DEFAULT_LIMIT = 200
-MAX_LIMIT = 1000
+# A page's size, as every list of the API caps it (docs/security.md, abuse limits); the JSON-lines
+# stream reads the database in larger pages of its own.
+MAX_LIMIT = 200
+STREAM_PAGE = 1000
 MAX_RANGE_DAYS = 366
 
 
@@ -247,7 +250,7 @@ def finance_orders(
     )
     if window.practice_id is not None:
         statement = statement.where(Order.practice_id == window.practice_id)
-    size = max(1, min(limit, MAX_LIMIT))
+    size = max(1, min(limit, STREAM_PAGE))
     rows = _rows(session, statement, Order.created_at, Order.order_id, cursor=cursor, size=size)
     items = [FinanceOrder.model_validate(row) for row in rows[:size]]
     last = items[-1] if len(rows) > size else None
@@ -271,7 +274,7 @@ def finance_refunds(
     )
     if window.practice_id is not None:
         statement = statement.where(Refund.practice_id == window.practice_id)
-    size = max(1, min(limit, MAX_LIMIT))
+    size = max(1, min(limit, STREAM_PAGE))
     rows = _rows(
         session, statement, Refund.initiated_at, Refund.refund_id, cursor=cursor, size=size
     )

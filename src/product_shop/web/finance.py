@@ -23,6 +23,7 @@ from product_shop.db import tenancy
 from product_shop.orders.finance import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    STREAM_PAGE,
     FinanceOrderPage,
     FinanceRange,
     FinanceRefundPage,
@@ -154,7 +155,7 @@ def list_finance_orders(
     if _streamed(accept):
 
         def read(page_session: Session, position: str | None) -> FinanceOrderPage:
-            page = finance_orders(page_session, actor, window, limit=MAX_LIMIT, cursor=position)
+            page = finance_orders(page_session, actor, window, limit=STREAM_PAGE, cursor=position)
             return _audited_orders(context, page_session, actor, window, page)
 
         return _stream(context, actor, read, cursor)
@@ -191,7 +192,7 @@ def list_finance_refunds(
     if _streamed(accept):
 
         def read(page_session: Session, position: str | None) -> FinanceRefundPage:
-            return finance_refunds(page_session, actor, window, limit=MAX_LIMIT, cursor=position)
+            return finance_refunds(page_session, actor, window, limit=STREAM_PAGE, cursor=position)
 
         return _stream(context, actor, read, cursor)
     return model_response(finance_refunds(session, actor, window, limit=limit, cursor=cursor))
