@@ -9,7 +9,6 @@ import re
 import uuid
 from collections.abc import Callable
 
-import httpx
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
@@ -37,7 +36,7 @@ from tests.e2e.browser_support import (  # noqa: F401 (fixtures)
 from tests.integration.ai_support import perio_catalogue, suggest
 from tests.integration.checkout_support import Shop
 from tests.integration.conftest import make_product, offer, shop  # noqa: F401 (fixtures)
-from tests.integration.fulfilment_support import place_order
+from tests.integration.fulfilment_support import place_order, refused_by_the_supplier
 
 
 def test_a_practice_admin_filters_orders_and_refunds_one_through_the_mfa_step_up(
@@ -168,11 +167,9 @@ def test_staff_hand_over_an_in_clinic_line_and_resolve_a_drop_ship_exception(
     suppliers_url: str,
 ) -> None:
     kit = place_order(client, world.patient_a, [(shop.kit, 1)])
-    brush = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
-    httpx.post(
-        f"{suppliers_url}/_simulator/refusals", json={"code": "out_of_stock", "times": 1}
-    ).raise_for_status()
-    context.relay.run_once()  # the supplier network refuses the brush: an exception
+    (brush,) = refused_by_the_supplier(  # the supplier network refuses it: an exception
+        client, context, world.patient_a, shop.toothbrush, suppliers_url
+    )
     kit_line = kit["lines"][0]["line_item_id"]
     brush_line = brush["lines"][0]["line_item_id"]
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from product_shop.context import AppContext
 from product_shop.db.engine import Database
 from product_shop.events.tables import OutboxEvent
 from tests.conftest import Person
@@ -27,6 +28,24 @@ def place_order(
     assert completed.status_code == 200, completed.text
     order: dict[str, Any] = completed.json()
     return order
+
+
+def refused_by_the_supplier(
+    client: TestClient,
+    context: AppContext,
+    patient: Person,
+    product: uuid.UUID,
+    suppliers_url: str,
+    n: int = 1,
+) -> list[dict[str, Any]]:
+    """`n` orders of one drop-ship `product` the supplier network refuses for good (out of
+    stock): the relay submits them and each line becomes an exception."""
+    orders = [place_order(client, patient, [(product, 1)]) for _ in range(n)]
+    httpx.post(
+        f"{suppliers_url}/_simulator/refusals", json={"code": "out_of_stock", "times": n}
+    ).raise_for_status()
+    context.relay.run_once()
+    return orders
 
 
 def read_order(client: TestClient, person: Person, order_id: str) -> dict[str, Any]:

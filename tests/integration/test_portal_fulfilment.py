@@ -22,7 +22,7 @@ from product_shop.orders.tables import OrderLine, Voucher
 from product_shop.simulators.server import BackgroundServer
 from tests.conftest import World
 from tests.integration.checkout_support import Shop
-from tests.integration.fulfilment_support import events_of, place_order
+from tests.integration.fulfilment_support import events_of, place_order, refused_by_the_supplier
 from tests.integration.portal_support import (
     access_simulator,  # noqa: F401 (a fixture)
     csrf_of,
@@ -56,18 +56,6 @@ def _move(
         data=data,
         follow_redirects=False,
     )
-
-
-def _refused_by_the_supplier(
-    client: TestClient, context: AppContext, world: World, shop: Shop, suppliers_url: str, n: int
-) -> list[dict[str, Any]]:
-    """`n` drop-ship orders the supplier network refuses for good: each line an exception."""
-    orders = [place_order(client, world.patient_a, [(shop.toothbrush, 1)]) for _ in range(n)]
-    httpx.post(
-        f"{suppliers_url}/_simulator/refusals", json={"code": "out_of_stock", "times": n}
-    ).raise_for_status()
-    context.relay.run_once()
-    return orders
 
 
 # ---- in-clinic collections -------------------------------------------------------------------
@@ -167,8 +155,8 @@ def test_drop_ship_exceptions_are_resolved_from_the_page(
     database: Database,
     suppliers_url: str,
 ) -> None:
-    delivered, refund, resend = _refused_by_the_supplier(
-        client, context, world, shop, suppliers_url, 3
+    delivered, refund, resend = refused_by_the_supplier(
+        client, context, world.patient_a, shop.toothbrush, suppliers_url, 3
     )
     ids = [o["lines"][0]["line_item_id"] for o in (delivered, refund, resend)]
     assert {_line(database, i).fulfilment_status for i in ids} == {"exception"}
@@ -208,7 +196,9 @@ def test_a_post_without_its_csrf_token_changes_nothing(
     database: Database,
     suppliers_url: str,
 ) -> None:
-    (order,) = _refused_by_the_supplier(client, context, world, shop, suppliers_url, 1)
+    (order,) = refused_by_the_supplier(
+        client, context, world.patient_a, shop.toothbrush, suppliers_url
+    )
     kit = place_order(client, world.patient_a, [(shop.kit, 1)])
     sign_in(client, world.staff_a, "staff_a", start=PAGE)
 
@@ -249,7 +239,9 @@ def test_another_practice_neither_sees_nor_moves_practice_as_lines(
     database: Database,
     suppliers_url: str,
 ) -> None:
-    (dropped,) = _refused_by_the_supplier(client, context, world, shop, suppliers_url, 1)
+    (dropped,) = refused_by_the_supplier(
+        client, context, world.patient_a, shop.toothbrush, suppliers_url
+    )
     kit = place_order(client, world.patient_a, [(shop.kit, 1)])
     page = sign_in(client, world.admin_b, "admin_b", start=PAGE)
 
