@@ -232,3 +232,41 @@ def test_the_relays_own_pool_holds_the_system_scope_and_the_apps_follows_the_cal
         context.database.engine.begin() as connection,
     ):
         assert connection.execute(text(setting)).scalar_one() == "practice"
+
+
+# A read of one parent's lines, as the app asks it: a prepared statement's generic plan.
+LINES_OF_ONE = {
+    "checkout_lines": "checkout_id",
+    "payment_captures": "checkout_id",
+    "order_lines": "order_id",
+    "vouchers": "order_id",
+    "refund_lines": "refund_id",
+}
+
+
+@pytest.mark.parametrize("table", sorted(LINES_OF_ONE))
+def test_a_lines_policy_probes_its_parent_by_key_never_by_scanning_it(
+    context: AppContext, world: World, orders: dict[str, str], table: str
+) -> None:
+    """Migration 0022: a child table's policy must never be planned as a hashed subplan, which
+    reads every parent row the scope may see to answer for one parent's lines; with the small,
+    never-analysed tables of a young database and a cached generic plan, migration 0018's
+    EXISTS was (completing a checkout read every checkout of the practice)."""
+    column = LINES_OF_ONE[table]
+    patient = world.patient_a.actor
+    assert patient.patient_id is not None
+    scope = tenancy.patient_scope(world.practice_a, patient.patient_id)
+    with tenancy.scoped(scope), context.database.engine.begin() as connection:
+        connection.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        # PREPARE names its own $1: sent as a simple query, outside the driver's parameters.
+        prepare = f"PREPARE lines_of_one(uuid) AS SELECT * FROM {table} WHERE {column} = $1"
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        raw.pgconn.exec_(prepare.encode())
+        plan = "\n".join(
+            row[0]
+            for row in connection.execute(text(f"EXPLAIN EXECUTE lines_of_one('{uuid.uuid4()}')"))
+        )
+        connection.execute(text("DEALLOCATE lines_of_one"))
+    assert "SubPlan" in plan, plan  # the parent is still asked: the policy holds
+    assert "hashed SubPlan" not in plan, plan
