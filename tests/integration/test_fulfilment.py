@@ -386,6 +386,37 @@ def test_a_forged_or_stale_supplier_webhook_is_refused_and_changes_nothing(
     assert line["fulfilment_status"] == "pending"
 
 
+def test_a_tracking_number_that_passes_the_luhn_check_is_not_refused_as_card_data(
+    client: TestClient, world: World, shop: Shop, context: AppContext
+) -> None:
+    """One carrier tracking number in ten of 13-19 digits passes the Luhn check (DPD's have
+    14): the card-data wall (web/abuse.py) must not refuse the supplier's update for it, or the
+    line never leaves `sent_to_supplier` (the supplier gets the same 422 on every retry)."""
+    parcel = "64818311058679"  # Luhn-valid, and a real DPD number's shape
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    context.relay.run_once()
+    line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
+    assert line["fulfilment_status"] == "sent_to_supplier"
+    data = {
+        "shipment_id": line["fulfilment_ref"],
+        "reference": f"{line['line_item_id']}:1",
+        "status": "dispatched",
+        "sequence": 2,
+        "occurred_at": "2026-11-30T10:00:00+00:00",
+        "carrier": "DPD",
+        "tracking_number": parcel,
+        "tracking_url": f"https://track.example-carrier.test/parcel/dpd/{parcel}",
+        "dispatched_at": "2026-11-30T10:00:00+00:00",
+    }
+
+    response = _supplier_webhook(client, data, event_id="evt_luhn_parcel")
+
+    assert response.status_code == 200, response.text
+    line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
+    assert line["fulfilment_status"] == "dispatched"
+    assert line["tracking"]["tracking_number"] == parcel
+
+
 def test_an_update_for_an_unknown_shipment_is_acknowledged_and_recorded(
     client: TestClient, database: Database
 ) -> None:

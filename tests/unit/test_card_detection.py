@@ -11,6 +11,7 @@ import pytest
 from product_shop.web.abuse import find_card_number, luhn_valid
 
 VISA = "4111111111111111"
+FORM = "application/x-www-form-urlencoded"
 
 
 @pytest.mark.parametrize(
@@ -75,3 +76,35 @@ def test_luhn() -> None:
     assert luhn_valid(VISA)
     assert luhn_valid("1764562227009")
     assert not luhn_valid("4111111111111112")
+
+
+# Luhn-valid digit runs a carrier may well use as a parcel number (DPD's are 14 digits).
+PARCEL = "64818311058679"
+
+
+def test_a_carriers_tracking_number_is_not_a_card_number_but_a_card_beside_it_is() -> None:
+    assert luhn_valid(PARCEL)
+    update = {
+        "type": "shipment.dispatched",
+        "data": {
+            "tracking_number": PARCEL,
+            "tracking_url": f"https://track.example-carrier.test/parcel/dpd/{PARCEL}",
+        },
+    }
+    assert not find_card_number(json.dumps(update).encode(), "application/json")
+    assert not find_card_number(f"tracking_number={PARCEL}&carrier=DPD".encode(), FORM)
+    # The same digits anywhere else, and a card number in any other field, are still refused.
+    assert find_card_number(json.dumps({"data": {"note": PARCEL}}).encode())
+    update["data"]["exception_reason"] = f"card {VISA}"  # type: ignore[index]
+    assert find_card_number(json.dumps(update).encode(), "application/json")
+    assert find_card_number(f"tracking_number={PARCEL}&note={VISA}".encode(), FORM)
+    assert find_card_number(f"{VISA}=tracking_number".encode(), FORM)
+    # A key is never exempt, nor a value under a key that only looks like one.
+    assert find_card_number(json.dumps({"tracking_numbers": PARCEL}).encode())
+    assert find_card_number(json.dumps({"tracking_number": {VISA: "x"}}).encode())
+    assert find_card_number(json.dumps({"tracking_number": [VISA]}).encode())
+
+
+def test_a_body_that_is_not_json_is_read_as_text_whole() -> None:
+    assert find_card_number(f"tracking_number: {PARCEL}".encode(), "text/plain")
+    assert find_card_number(f'{{"tracking_number": "{PARCEL}"'.encode(), "application/json")

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import parse_qsl, unquote
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
@@ -52,6 +52,12 @@ _DIGIT_RUN = re.compile(
 # which `_EXPONENT` then finds).
 _DIGIT_RUN_BYTES = re.compile(rb"[0-9][0-9 -]{12}")
 _EXPONENT = re.compile(rb"[0-9]{12}[eE][+-]?[0-9]")
+# Carriers' tracking numbers are often runs of 13 to 19 digits (DPD's have 14), and one in ten
+# such runs that starts with 2-6 passes the Luhn check: a value under one of these keys (a JSON
+# key at any depth, or a form field) is a carrier's identifier, never read as a card number, so
+# a supplier's shipment update or a staff member's dispatch is not refused for its parcel
+# number. Both fields are encrypted at rest (migration 0019) whatever they hold.
+CARRIER_IDENTIFIERS = frozenset({"tracking_number", "tracking_url"})
 
 
 class RateLimited(ProductShopError):
@@ -87,7 +93,8 @@ def _card_in_text(text: str) -> bool:
 
 
 def _json_texts(value: Any) -> Iterator[str]:
-    """Every string, number and key in a decoded JSON document, at any depth."""
+    """Every string, number and key in a decoded JSON document, at any depth (not the plain
+    values of `CARRIER_IDENTIFIERS`)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, bool) or value is None:
@@ -100,15 +107,28 @@ def _json_texts(value: Any) -> Iterator[str]:
     elif isinstance(value, dict):
         for key, item in value.items():
             yield key
+            if key in CARRIER_IDENTIFIERS and not isinstance(item, dict | list):
+                continue  # a carrier's identifier itself, not a structure under its name
             yield from _json_texts(item)
     elif isinstance(value, list):
         for item in value:
             yield from _json_texts(item)
 
 
+def _json_document(body: bytes) -> tuple[bool, Any]:
+    """(True, the document) when `body` is JSON, else (False, None)."""
+    if body.lstrip()[:1] not in (b"{", b"["):
+        return False, None
+    try:
+        return True, json.loads(body)
+    except ValueError:
+        return False, None
+
+
 def find_card_number(body: bytes, content_type: str = "") -> bool:
     """True when `body` holds a Luhn-valid payment card number anywhere: in any JSON string,
-    number or key at any depth (escapes and exponents decoded), a form field, or plain text."""
+    number or key at any depth (escapes and exponents decoded), a form field, or plain text;
+    carriers' identifiers (`CARRIER_IDENTIFIERS`) aside."""
     if not body:
         return False
     escaped = b"\\u" in body
@@ -116,18 +136,20 @@ def find_card_number(body: bytes, content_type: str = "") -> bool:
     percent = form or b"%" in body
     if not (escaped or percent) and _DIGIT_RUN_BYTES.search(body) is None:
         return False  # the usual case: not 13 digits in a row anywhere
+    if form:
+        fields = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return any(
+            _card_in_text(name) or (name not in CARRIER_IDENTIFIERS and _card_in_text(value))
+            for name, value in fields
+        )
+    is_json, document = _json_document(body)
+    if is_json:  # read as the client meant it: escapes and exponents decoded, keys known
+        return any(
+            _card_in_text(piece) or ("%" in piece and _card_in_text(unquote(piece)))
+            for piece in _json_texts(document)
+        )
     text = body.decode("utf-8", "replace")
-    if _card_in_text(text):
-        return True
-    if percent and _card_in_text(unquote_plus(text) if form else unquote(text)):
-        return True
-    if escaped or _EXPONENT.search(body) is not None:  # read as the client meant it
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return False
-        return any(_card_in_text(piece) for piece in _json_texts(document))
-    return False
+    return _card_in_text(text) or (percent and _card_in_text(unquote(text)))
 
 
 class RateLimits:
