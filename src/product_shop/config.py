@@ -25,6 +25,7 @@ from product_shop.core.signing import (
     decode_secret,
     demo_destination_secret,
 )
+from product_shop.core.urls import is_origin, origin_of
 from product_shop.events.routing import FEED_DESTINATIONS, Routing, RoutingError
 
 DEMO_SECRET_PREFIX = "demo-"  # noqa: S105 (a marker to refuse, not a secret)
@@ -263,9 +264,22 @@ class Settings(BaseSettings):
     # Access Manager as another client: redirect URI `{portal_public_url}/app/callback`.
     oidc_app_client_id: str = "product-shop-app"
     oidc_app_client_secret: SecretStr | None = None
+    # Where Integrated Payments' hosted page may send a patient back to after paying (the
+    # `return_url` of `POST /v1/checkouts`): these origins (`https://app.example.com`: scheme,
+    # host and port only) and the origin of `portal_public_url`. Any other is refused (422
+    # `return_url_not_allowed`), so the payment page never sends patients to a site of the
+    # caller's choosing (`checkout/return_urls.py`).
+    payment_return_origins: list[str] = Field(default_factory=list)
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    def payment_return_allowed(self) -> frozenset[str]:
+        """The origins a checkout's `return_url` may point at (`payment_return_origins`)."""
+        allowed = {origin_of(origin) for origin in self.payment_return_origins}
+        if self.portal_public_url:
+            allowed.add(origin_of(self.portal_public_url))
+        return frozenset(origin for origin in allowed if origin is not None)
 
     def keyring(self) -> Keyring:
         """The field encryption keyring these settings describe (the demo keyring when no key
@@ -368,6 +382,12 @@ class Settings(BaseSettings):
             ) from exc
         demo_event_sinks = self._check_event_delivery()
         _check_networks("metrics_allowed_networks", self.metrics_allowed_networks)
+        for origin in self.payment_return_origins:
+            if not is_origin(origin):
+                raise ConfigurationError(
+                    f"payment_return_origins: {origin!r} is not an origin "
+                    "(scheme, host and port only, e.g. https://app.example.com)"
+                )
         self._check_transport_and_limits()
         keyring = self.keyring()
         if len(self.voucher_secret.get_secret_value()) < 32:

@@ -156,6 +156,34 @@ def test_partial_cover_waits_for_the_confirmation_then_captures_the_rest(
     ] == [(4999, 1)]
 
 
+def test_the_payment_opened_after_the_confirmation_keeps_the_checkouts_return_url(
+    api: httpx.Client,
+    rewards: str,
+    world: World,
+    shop: Shop,
+    payments_url: str,
+    context: AppContext,
+) -> None:
+    """Migration 0023: the intent for the rest, opened once Rewards Manager confirmed, sends
+    the patient back where the checkout asked, as a first intent would."""
+    back = "https://app.primoro.example/checkout/done"
+    context.settings.payment_return_origins = ["https://app.primoro.example"]
+    body = {
+        "lines": [{"product_id": str(shop.toothbrush), "quantity": 1}],
+        "delivery_address": ADDRESS,
+        "redeem_points": 1000,
+        "return_url": back,
+    }
+    created = api.post("/v1/checkouts", headers={**world.patient_a.headers, **key()}, json=body)
+    assert created.status_code == 201, created.text
+    ready = wait_for(
+        lambda: checkout_of(api, world.patient_a, created.json()["id"]),
+        lambda c: c["payment"] is not None,
+    )
+    intent = httpx.get(f"{payments_url}/_simulator/intents/{ready['payment']['intent_id']}").json()
+    assert (intent["amount_minor"], intent["return_url"]) == (4999, back)
+
+
 def test_full_cover_makes_the_order_on_the_settlement_with_no_charge(
     api: httpx.Client,
     rewards: str,

@@ -73,6 +73,7 @@ class NeedsIntent:
     checkout_id: uuid.UUID
     amount_minor: int
     currency: str
+    return_url: str | None = None
 
 
 class PointsRedemptions:
@@ -277,13 +278,23 @@ class PointsRedemptions:
             after={"status": checkout.status, "amount_due_minor": checkout.amount_due_minor},
             at=now,
         )
-        return NeedsIntent(checkout.checkout_id, checkout.amount_due_minor, checkout.currency)
+        return NeedsIntent(
+            checkout.checkout_id,
+            checkout.amount_due_minor,
+            checkout.currency,
+            checkout.return_url,
+        )
 
     def _after_confirmation(
         self, session: Session, message_id: str, checkout: Checkout, now: datetime
     ) -> str | NeedsIntent:
         if checkout.status == CheckoutStatus.AWAITING_PAYMENT and not checkout.payment_intent_id:
-            return NeedsIntent(checkout.checkout_id, checkout.amount_due_minor, checkout.currency)
+            return NeedsIntent(
+                checkout.checkout_id,
+                checkout.amount_due_minor,
+                checkout.currency,
+                checkout.return_url,
+            )
         inbox.record(session, INBOX_SOURCE, message_id, "redemption.confirmed", now)
         return "duplicate"
 

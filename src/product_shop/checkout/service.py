@@ -78,6 +78,7 @@ class Retry:
     amount_minor: int
     currency: str
     version: int
+    return_url: str | None = None
 
 
 class CheckoutService:
@@ -166,6 +167,7 @@ class CheckoutService:
             "patient_first_name": checkout.patient_first_name,
             "payment_intent_id": intent.intent_id if intent else None,
             "payment_url": intent.payment_url if intent else None,
+            "return_url": checkout.return_url,
             "payment_attempts": 1 if intent else 0,
             "failure_code": None,
             "failure_reason": None,
@@ -263,6 +265,7 @@ class CheckoutService:
             amount_minor=checkout.amount_due_minor,
             currency=checkout.currency,
             version=checkout.version,
+            return_url=checkout.return_url,
         )
 
     def close_previous(self, retry: Retry) -> None:
@@ -291,14 +294,20 @@ class CheckoutService:
                 code="payment_cancel_refused",
             ) from exc
 
-    def open_intent_for(self, checkout_id: uuid.UUID, amount: int, currency: str) -> PaymentIntent:
+    def open_intent_for(
+        self, checkout_id: uuid.UUID, amount: int, currency: str, return_url: str | None = None
+    ) -> PaymentIntent:
         """The first payment intent of a checkout that awaited a points redemption: the rest of
         its total (network; no transaction open; keyed as a first attempt)."""
-        return self._open_intent(checkout_id, amount, currency, attempt=1)
+        return self._open_intent(checkout_id, amount, currency, attempt=1, return_url=return_url)
 
     def open_retry_intent(self, retry: Retry) -> PaymentIntent:
         return self._open_intent(
-            retry.checkout_id, retry.amount_minor, retry.currency, attempt=retry.attempt
+            retry.checkout_id,
+            retry.amount_minor,
+            retry.currency,
+            attempt=retry.attempt,
+            return_url=retry.return_url,
         )
 
     def record_retry(

@@ -47,6 +47,9 @@ class Checkout(Base):
     )
     payment_intent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     payment_url: Mapped[str | None] = mapped_column(Text)
+    # Where the hosted payment page sends the patient back to (`CheckoutIn.return_url`), kept
+    # for every payment intent of the checkout: a retry's and the one after a points redemption.
+    return_url: Mapped[str | None] = mapped_column(Text)
     payment_attempts: Mapped[int] = mapped_column(Integer)
     failure_code: Mapped[str | None] = mapped_column(String(64))
     failure_reason: Mapped[str | None] = mapped_column(Text)

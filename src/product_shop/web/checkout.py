@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
+from product_shop.checkout.return_urls import check_return_url
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
 from product_shop.core.errors import BadRequest
 from product_shop.idempotency.store import Claim
@@ -50,6 +51,9 @@ def create_checkout(
     context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
+    if body.return_url is not None:
+        check_return_url(body.return_url, context.settings.payment_return_allowed())
+
     def create(claim: Claim) -> tuple[CheckoutOut, str]:
         view = flows.create_checkout(context, actor, body, claim)
         return view, f"/v1/checkouts/{view.id}"

@@ -115,7 +115,9 @@ def rewards_callback(
     )
     if isinstance(step, str):
         return step
-    intent = context.checkout.open_intent_for(step.checkout_id, step.amount_minor, step.currency)
+    intent = context.checkout.open_intent_for(
+        step.checkout_id, step.amount_minor, step.currency, step.return_url
+    )
     return context.database.run(
         lambda session: redemptions.intent_opened(
             session, message_id, step.checkout_id, intent.intent_id, intent.payment_url

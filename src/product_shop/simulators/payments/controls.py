@@ -58,6 +58,7 @@ def inspect(intent_id: str, state: Sim) -> JSONResponse:
                 **intent.public(),
                 "capture_count": intent.capture_count,
                 "callbacks_sent": intent.callbacks_sent,
+                "return_url": intent.return_url,
             }
         )
 
