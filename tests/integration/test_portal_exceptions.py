@@ -4,6 +4,8 @@ whose role may see them. Each test checks the rows the page lists against the da
 
 from __future__ import annotations
 
+import html
+import re
 import uuid
 from typing import Any
 
@@ -233,3 +235,29 @@ def test_cancellation_requests_are_not_for_another_practice_or_a_clinician(
     assert str(row.order_id) not in refused.text
     assert [(r.request_id, r.status) for r in _requests(database)] == [(row.request_id, "open")]
     assert uuid.UUID(str(row.practice_id)) == world.practice_a
+
+
+def test_the_cancellation_list_pages_oldest_first(
+    client: TestClient,
+    world: World,
+    shop: Shop,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(exceptions, "PAGE_SIZE", 1)
+    for _ in range(2):
+        order = place_order(client, world.patient_a, [(shop.kit, 1)])
+        ask_to_cancel(client, world, order["order_id"])
+    first, second = sorted(_requests(database), key=lambda r: (r.requested_at, r.request_id))
+
+    page_one = sign_in(client, world.admin_a, "admin_a", start="/portal/cancellations")
+    assert str(first.order_id) in page_one.text
+    assert str(second.order_id) not in page_one.text
+    found = re.search(r'href="(/portal/cancellations\?[^"]+)" rel="next"', page_one.text)
+    assert found is not None, page_one.text
+    page_two = client.get(html.unescape(found.group(1)))
+
+    assert page_two.status_code == 200
+    assert str(second.order_id) in page_two.text
+    assert str(first.order_id) not in page_two.text
+    assert 'rel="next"' not in page_two.text

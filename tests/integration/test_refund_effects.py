@@ -1190,3 +1190,38 @@ def test_the_same_key_replays_the_cancellation_request_instead_of_a_409(
     assert again.json() == first.json()
     assert count(database, CancellationRequest) == 1
     assert len(events_of(database, "order.cancellation_requested")) == 1
+
+
+def test_staff_page_through_every_open_request_oldest_first(
+    client: TestClient, world: World, shop: Shop
+) -> None:
+    # given five open requests from two patients
+    asked = []
+    for patient in (
+        world.patient_a,
+        world.patient_a2,
+        world.patient_a,
+        world.patient_a2,
+        world.patient_a,
+    ):
+        order = place_order(client, patient, [(shop.kit, 1)])
+        asked.append(ask_to_cancel(client, patient, order["order_id"]).json()["request_id"])
+
+    # when staff read them two at a time
+    seen, cursor, pages = [], None, 0
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/cancellation-requests", headers=world.staff_a.headers, params=params)
+        assert page.status_code == 200, page.text
+        seen += [r["request_id"] for r in page.json()["items"]]
+        pages += 1
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+
+    # then every request comes once, in the order asked, over three pages; a bad cursor is 400
+    assert (seen, pages) == (asked, 3)
+    bad = client.get(
+        "/v1/cancellation-requests", headers=world.staff_a.headers, params={"cursor": "x"}
+    )
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_cursor")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
@@ -21,6 +21,7 @@ from product_shop.access.policy import Action, require
 from product_shop.audit.log import AuditLog
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.core.clock import Clock
+from product_shop.core.cursors import decode_cursor, encode_cursor
 from product_shop.core.errors import Conflict, NotFound, Unprocessable
 from product_shop.core.ids import new_id
 from product_shop.events import types as ev
@@ -40,6 +41,8 @@ NEXT_STEPS = (
     "the items covered to your original payment method."
 )
 SOME_NOT_COVERED = " Some items cannot be cancelled this way; each line says why."
+
+MAX_PAGE = 200  # the page size every list caps at (tests/integration/test_abuse_limits.py)
 
 
 class CancellationRequests:
@@ -212,21 +215,46 @@ class CancellationRequests:
         return request_out(found)
 
     def list_requests(
-        self, session: Session, actor: Actor, *, status: str | None, limit: int
+        self,
+        session: Session,
+        actor: Actor,
+        *,
+        status: str | None,
+        limit: int,
+        cursor: str | None = None,
     ) -> CancellationRequestPage:
-        """The practice's cancellation requests, oldest first (open ones by default)."""
+        """The practice's cancellation requests, oldest first (open ones by default), a page
+        at a time: `next_cursor` continues after the page's last request."""
         require(actor, Action.VIEW_CANCELLATION_REQUESTS)
         statement = select(CancellationRequest).where(
             scoped(CancellationRequest.practice_id, actor.practice_id)
         )
         if status is not None:
             statement = statement.where(CancellationRequest.status == status)
-        rows = session.scalars(
-            statement.order_by(
-                CancellationRequest.requested_at, CancellationRequest.request_id
-            ).limit(max(1, min(limit, 200)))
+        if cursor is not None:
+            at, last_id = decode_cursor(cursor)
+            statement = statement.where(
+                or_(
+                    CancellationRequest.requested_at > at,
+                    and_(
+                        CancellationRequest.requested_at == at,
+                        CancellationRequest.request_id > last_id,
+                    ),
+                )
+            )
+        limit = max(1, min(limit, MAX_PAGE))
+        rows = list(
+            session.scalars(
+                statement.order_by(
+                    CancellationRequest.requested_at, CancellationRequest.request_id
+                ).limit(limit + 1)
+            )
         )
-        return CancellationRequestPage(items=[request_out(row) for row in rows], next_cursor=None)
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = encode_cursor(page[-1].requested_at, page[-1].request_id) if more else None
+        return CancellationRequestPage(
+            items=[request_out(row) for row in page], next_cursor=next_cursor
+        )
 
 
 def request_out(request: CancellationRequest) -> CancellationRequestOut:

@@ -398,7 +398,7 @@ def request_cancellation(
     "/cancellation-requests",
     operation_id="listCancellationRequests",
     response_model=CancellationRequestPage,
-    summary="The practice's cancellation requests, oldest first (staff)",
+    summary="The practice's cancellation requests, oldest first, a page at a time (staff)",
     responses=problem_responses(401, 403, 422),
 )
 def cancellation_requests(
@@ -407,9 +407,12 @@ def cancellation_requests(
     context: ContextDep,
     status: Literal["open", "refunded", "closed"] | None = "open",
     limit: Limit = 200,
+    cursor: Cursor = None,
 ) -> Response:
     return model_response(
-        context.cancellations.list_requests(session, actor, status=status, limit=limit)
+        context.cancellations.list_requests(
+            session, actor, status=status, limit=limit, cursor=cursor
+        )
     )
 
 

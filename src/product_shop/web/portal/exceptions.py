@@ -22,8 +22,6 @@ from product_shop.web.portal.render import PREFIX, page
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 PAGE_SIZE = 25
-# The cancellation list is the API's: oldest first, at most this many (it has no cursor).
-CANCELLATIONS_SHOWN = 200
 CANCELLATION_STATUSES = ("open", "refunded", "closed")
 Cursor = Annotated[str | None, Query(max_length=200)]
 
@@ -63,12 +61,13 @@ def cancellations(
     session: SessionDep,
     context: ContextDep,
     status: Annotated[str | None, Query(max_length=16)] = "open",
+    cursor: Cursor = None,
 ) -> Response:
     require(user.actor, Action.VIEW_CANCELLATION_REQUESTS)
     if status and status not in CANCELLATION_STATUSES:
         raise BadRequest("Unknown cancellation request status.", code="invalid_filter")
     found = context.cancellations.list_requests(
-        session, user.actor, status=status or None, limit=CANCELLATIONS_SHOWN
+        session, user.actor, status=status or None, limit=PAGE_SIZE, cursor=cursor or None
     )
     return page(
         request,
@@ -77,7 +76,8 @@ def cancellations(
             "requests": found.items,
             "status": status or "",
             "statuses": CANCELLATION_STATUSES,
-            "full": len(found.items) >= CANCELLATIONS_SHOWN,
+            "next_cursor": found.next_cursor,
+            "query": {"status": status or ""},
             "link_orders": allowed(user.actor, Action.VIEW_PRACTICE_ORDERS),
         },
         actor=user.actor,
