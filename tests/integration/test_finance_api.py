@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from product_shop.audit.tables import AuditEntry
@@ -430,3 +430,29 @@ def test_a_leap_year_is_one_range_and_a_day_more_is_refused(
     )
     assert longer.status_code == 422
     assert (longer.json()["code"], longer.json()["max_days"]) == ("date_range_too_long", 366)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize(
+    ("table", "at", "row_id", "index"),
+    [
+        ("orders", "created_at", "order_id", "ix_orders_created_id"),
+        ("refunds", "initiated_at", "refund_id", "ix_refunds_initiated_id"),
+    ],
+)
+def test_a_page_across_every_practice_is_an_index_range_not_a_sort_of_the_range(
+    database: Database, table: str, at: str, row_id: str, index: str
+) -> None:
+    """Migration 0024: Finance's cross-practice page (`orders/finance.py` `_rows`) reads its
+    rows in (time, id) order from an index and stops after the page."""
+    page = (
+        f"SELECT {row_id} FROM {table}"
+        f" WHERE {at} >= now() - interval '1 year' AND {at} < now()"
+        f" ORDER BY {at}, {row_id} LIMIT 201"
+    )
+    with database.engine.begin() as connection:
+        connection.execute(text("SET LOCAL enable_seqscan = off"))
+        connection.execute(text("SET LOCAL enable_bitmapscan = off"))
+        plan = "\n".join(row[0] for row in connection.execute(text(f"EXPLAIN {page}")))
+    assert index in plan, plan
+    assert "Sort" not in plan, plan

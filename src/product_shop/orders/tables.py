@@ -69,6 +69,9 @@ class Order(Base):
         ),
         Index("ix_orders_practice_created", "practice_id", "created_at"),
         Index("ix_orders_patient_created", "patient_id", "created_at"),
+        # Finance's read of every practice's orders in a range, oldest first, a page after a
+        # (time, id) cursor (`orders/finance.py`, migration 0024).
+        Index("ix_orders_created_id", "created_at", "order_id"),
         # Retention (`orders/retention.py`): the orders whose personal data is still held,
         # oldest first, so a run reads only those past the retention period.
         Index(

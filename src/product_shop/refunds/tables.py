@@ -72,6 +72,8 @@ class Refund(Base):
         Index("ix_refunds_practice_initiated", "practice_id", "initiated_at"),
         Index("ix_refunds_order", "order_id"),
         Index("ix_refunds_status_initiated", "status", "initiated_at"),
+        # Finance's read of every practice's refunds in a range (`orders/finance.py`, 0024).
+        Index("ix_refunds_initiated_id", "initiated_at", "refund_id"),
     )
 
     refund_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
