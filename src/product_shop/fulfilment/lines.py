@@ -344,16 +344,28 @@ def line_event(line: Any) -> dict[str, Any]:
     }
 
 
+# Kept out of the audit trail, which is never rewritten (so neither re-encrypted nor erased
+# when an order's personal data is, `orders/retention.py`): the parcel's number leads to its
+# recipient at the carrier. The trail keeps its last four characters, enough to tell parcels
+# apart; the line itself keeps the whole number, encrypted (migration 0019).
+_NOT_AUDITED = ("product_name", "quantity", "fulfilment_type", "tracking_number", "tracking_url")
+
+
 def line_record(line: Any) -> dict[str, Any]:
-    """What the audit trail keeps of a line's stage (never a voucher code)."""
+    """What the audit trail keeps of a line's stage (never a voucher code, never a whole
+    tracking number or link)."""
     record = {"line_item_id": str(line.line_item_id), "product_name": line.product_name}
     record.update(
         {
             key: value
             for key, value in line_event(line).items()
-            if value is not None and key not in ("product_name", "quantity", "fulfilment_type")
+            if value is not None and key not in _NOT_AUDITED
         }
     )
+    if line.tracking_number:
+        record["tracking_number_ends"] = line.tracking_number[-4:]
+    if line.tracking_url:
+        record["has_tracking_url"] = True
     if line.exception_resolution:
         record["exception_resolution"] = line.exception_resolution
     return record

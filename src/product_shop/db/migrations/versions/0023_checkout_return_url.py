@@ -28,5 +28,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("checkouts", schema=None) as batch_op:
-        batch_op.drop_column("return_url")
+    # In place on both engines (SQLite 3.35+): a batch copy of `checkouts` would drop the table
+    # that checkout lines, captures and redemptions reference.
+    op.execute("ALTER TABLE checkouts DROP COLUMN return_url")
