@@ -6,12 +6,10 @@ demo field encryption key, an embedded SQLite database, or no way to verify acce
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from pathlib import Path
 from typing import Literal
 
-from limits import parse as parse_rate
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,12 +19,9 @@ from product_shop.core.signing import (
     DEMO_REWARDS_WEBHOOK_SECRET,
     DEMO_SUPPLIER_WEBHOOK_SECRET,
     DEMO_WEBHOOK_SECRET,
-    SECRET_FORMAT,
-    decode_secret,
     demo_destination_secret,
 )
-from product_shop.core.urls import is_origin, origin_of
-from product_shop.events.routing import FEED_DESTINATIONS, Routing, RoutingError
+from product_shop.core.urls import origin_of
 
 DEMO_SECRET_PREFIX = "demo-"  # noqa: S105 (a marker to refuse, not a secret)
 # Marker line the demo identity provider writes into its public key file.
@@ -56,17 +51,6 @@ class EventSinkSettings(BaseModel):
     secret: SecretStr | None = None
     connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-
-
-def _check_networks(setting: str, networks: list[str]) -> None:
-    """Each entry of a list setting is a network (CIDR) or one address."""
-    for network in networks:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"{setting}: {network!r} is not a network (CIDR, e.g. 10.0.0.0/8)"
-            ) from exc
 
 
 class Settings(BaseSettings):
@@ -336,165 +320,8 @@ class Settings(BaseSettings):
         return None
 
     def check(self) -> None:
-        """Refuse settings that would be unsafe; raises ConfigurationError."""
-        bad = [a for a in self.jwt_algorithms if a not in ALLOWED_JWT_ALGORITHMS]
-        if bad or not self.jwt_algorithms:
-            raise ConfigurationError(
-                f"jwt_algorithms may only name asymmetric algorithms "
-                f"{', '.join(ALLOWED_JWT_ALGORITHMS)}; refused: {', '.join(bad) or '(empty)'}"
-            )
-        try:  # the message never repeats the value: it is a secret
-            webhook_key = decode_secret(self.webhook_secret.get_secret_value())
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"webhook_secret (PRODUCT_SHOP_WEBHOOK_SECRET) must be {SECRET_FORMAT}, e.g. from "
-                "python3 -c 'import base64, secrets; "
-                'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
-            ) from exc
-        try:
-            supplier_webhook_key = decode_secret(self.supplier_webhook_secret.get_secret_value())
-        except ValueError as exc:
-            raise ConfigurationError(
-                "supplier_webhook_secret (PRODUCT_SHOP_SUPPLIER_WEBHOOK_SECRET) must be "
-                f"{SECRET_FORMAT}"
-            ) from exc
-        refunders = {"practice_admin", "finance", "staff", "clinician"}
-        if not self.refund_roles or set(self.refund_roles) - refunders:
-            raise ConfigurationError(
-                "refund_roles (PRODUCT_SHOP_REFUND_ROLES) must name practice staff roles only, "
-                f"from {', '.join(sorted(refunders))}"
-            )
-        try:
-            rewards_webhook_key = decode_secret(self.rewards_webhook_secret.get_secret_value())
-        except ValueError as exc:
-            raise ConfigurationError(
-                "rewards_webhook_secret (PRODUCT_SHOP_REWARDS_WEBHOOK_SECRET) must be "
-                f"{SECRET_FORMAT}"
-            ) from exc
-        try:
-            appointments_webhook_key = decode_secret(
-                self.appointments_webhook_secret.get_secret_value()
-            )
-        except ValueError as exc:
-            raise ConfigurationError(
-                "appointments_webhook_secret (PRODUCT_SHOP_APPOINTMENTS_WEBHOOK_SECRET) must be "
-                f"{SECRET_FORMAT}"
-            ) from exc
-        demo_event_sinks = self._check_event_delivery()
-        _check_networks("metrics_allowed_networks", self.metrics_allowed_networks)
-        for origin in self.payment_return_origins:
-            if not is_origin(origin):
-                raise ConfigurationError(
-                    f"payment_return_origins: {origin!r} is not an origin "
-                    "(scheme, host and port only, e.g. https://app.example.com)"
-                )
-        self._check_transport_and_limits()
-        keyring = self.keyring()
-        if len(self.voucher_secret.get_secret_value()) < 32:
-            raise ConfigurationError(
-                "voucher_secret (PRODUCT_SHOP_VOUCHER_SECRET) must be at least 32 characters"
-            )
-        if self.environment != "production":
-            return
-        problems: list[str] = []
-        if self.demo_mode:
-            problems.append("demo_mode is on (the demo identity provider must not run)")
-        if webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
-            problems.append("webhook_secret is a demo secret")
-        if self.payments_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
-            problems.append("payments_api_key is a demo secret")
-        if supplier_webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
-            problems.append("supplier_webhook_secret is a demo secret")
-        if self.suppliers_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
-            problems.append("suppliers_api_key is a demo secret")
-        if rewards_webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
-            problems.append("rewards_webhook_secret is a demo secret")
-        if self.rewards_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX):
-            problems.append("rewards_api_key is a demo secret")
-        if appointments_webhook_key.startswith(DEMO_SECRET_PREFIX.encode()):
-            problems.append("appointments_webhook_secret is a demo secret")
-        if (
-            self.suggestion_engine == "platform"
-            and self.ai_service_api_key.get_secret_value().startswith(DEMO_SECRET_PREFIX)
-        ):
-            problems.append("ai_service_api_key is a demo secret")
-        if self.voucher_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX):
-            problems.append("voucher_secret is a demo secret")
-        if keyring.uses_demo_key:
-            problems.append(
-                "the field encryption key is the public DEMO key: set PRODUCT_SHOP_ENCRYPTION_KEYS"
-                " or PRODUCT_SHOP_ENCRYPTION_KEY_FILE (docs/security.md)"
-            )
-        problems.extend(f"event_sinks.{key} has a demo secret" for key in demo_event_sinks)
-        if not (self.jwt_jwks_url or self.public_key_pem()):
-            problems.append("no JWT verification key: set jwt_jwks_url or jwt_public_key")
-        pem = self.public_key_pem()
-        if pem and DEMO_KEY_MARKER in pem:
-            problems.append("the JWT public key is the demo identity provider's key")
-        if self.jwt_public_key_file and "demo-idp" in self.jwt_public_key_file.parts:
-            problems.append("the JWT public key file belongs to the demo identity provider")
-        if (
-            self.oidc_client_secret is not None
-            and self.oidc_client_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX)
-        ):
-            problems.append("oidc_client_secret is a demo secret")
-        if (
-            self.oidc_app_client_secret is not None
-            and self.oidc_app_client_secret.get_secret_value().startswith(DEMO_SECRET_PREFIX)
-        ):
-            problems.append("oidc_app_client_secret is a demo secret")
-        if self.portal_cookie_secure is False:
-            problems.append("portal_cookie_secure is false (portal session cookies over HTTP)")
-        if self.oidc_discovery_url and self.oidc_discovery_url.startswith("http://"):
-            problems.append("oidc_discovery_url is plain HTTP")
-        if not self.database_url.startswith("postgresql"):
-            problems.append("production needs PostgreSQL (database_url)")
-        if self.ssl_certfile is None and not self.trusted_proxies:
-            problems.append(
-                "plain HTTP: set ssl_certfile and ssl_keyfile, or trusted_proxies (the "
-                "TLS-terminating proxies in front)"
-            )
-        if problems:
-            raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
+        """Refuse settings that would be unsafe; raises ConfigurationError (the checks are in
+        `config_checks.py`, which reads these settings)."""
+        from product_shop.config_checks import check_settings  # here: it imports this module
 
-    def _check_transport_and_limits(self) -> None:
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ConfigurationError("ssl_certfile and ssl_keyfile go together: set both or none")
-        _check_networks("trusted_proxies", self.trusted_proxies)
-        for name in ("checkout_rate_limit", "webhook_rate_limit"):
-            try:
-                parse_rate(getattr(self, name))
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"{name} must be a rate such as 30/minute: {getattr(self, name)!r}"
-                ) from exc
-
-    def _check_event_delivery(self) -> list[str]:
-        """Refuse unknown destinations, routes and malformed secrets; return the webhook
-        destinations signing with a demo secret."""
-        feeds = {d.value for d in FEED_DESTINATIONS}
-        unknown = sorted(set(self.event_sinks) - feeds)
-        if unknown:
-            raise ConfigurationError(
-                f"event_sinks names unknown destinations {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(feeds))}"
-            )
-        try:
-            Routing(overrides=self.event_routes)
-        except RoutingError as exc:
-            raise ConfigurationError(str(exc)) from exc
-        demo: list[str] = []
-        for key in sorted(feeds):
-            sink = self.event_sink(key)
-            if sink.kind != "webhook":
-                continue
-            assert sink.secret is not None  # filled in by event_sink
-            try:
-                secret = decode_secret(sink.secret.get_secret_value())
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"event_sinks.{key}.secret must be {SECRET_FORMAT}"
-                ) from exc
-            if secret.startswith(DEMO_SECRET_PREFIX.encode()):
-                demo.append(key)
-        return demo
+        check_settings(self)
