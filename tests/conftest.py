@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, create_engine, text
@@ -39,6 +38,7 @@ from product_shop.simulators.rewards import RewardsSimulatorConfig, create_rewar
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from product_shop.simulators.suppliers import SupplierSimulatorConfig, create_suppliers_simulator
 from product_shop.web.app import create_app
+from tests.http_support import SIMULATORS
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -300,7 +300,7 @@ def payments_simulator() -> Iterator[BackgroundServer]:
 @pytest.fixture
 def payments_url(payments_simulator: BackgroundServer) -> Iterator[str]:
     yield payments_simulator.url
-    httpx.post(f"{payments_simulator.url}/_simulator/reset")
+    SIMULATORS.post(f"{payments_simulator.url}/_simulator/reset")
 
 
 # ---- the supplier network, over real HTTP ---------------------------------------------------
@@ -334,7 +334,7 @@ def suppliers_url(suppliers_simulator: BackgroundServer) -> Iterator[str]:
     """The simulator's URL; afterwards its faults, refusals, held callbacks and callback URL
     are reset (shipments stay)."""
     yield suppliers_simulator.url
-    httpx.post(f"{suppliers_simulator.url}/_simulator/reset")
+    SIMULATORS.post(f"{suppliers_simulator.url}/_simulator/reset")
 
 
 # ---- Rewards Manager, over real HTTP --------------------------------------------------------
@@ -366,7 +366,7 @@ def rewards_simulator() -> Iterator[BackgroundServer]:
 def rewards_url(rewards_simulator: BackgroundServer) -> Iterator[str]:
     """The simulator's URL; afterwards its faults and callback URL are reset."""
     yield rewards_simulator.url
-    httpx.post(f"{rewards_simulator.url}/_simulator/reset")
+    SIMULATORS.post(f"{rewards_simulator.url}/_simulator/reset")
 
 
 # ---- the modules that receive our events, over real HTTP -------------------------------------
@@ -385,9 +385,9 @@ def receivers_simulator() -> Iterator[BackgroundServer]:
 def receivers_url(receivers_simulator: BackgroundServer) -> Iterator[str]:
     """The simulator's URL; afterwards what it received and its faults are cleared."""
     yield receivers_simulator.url
-    httpx.delete(f"{receivers_simulator.url}/_simulator/received")
+    SIMULATORS.delete(f"{receivers_simulator.url}/_simulator/received")
     for destination in FEED_DESTINATIONS:
-        httpx.delete(f"{receivers_simulator.url}/_simulator/{destination.value}/faults")
+        SIMULATORS.delete(f"{receivers_simulator.url}/_simulator/{destination.value}/faults")
 
 
 # ---- the application -----------------------------------------------------------------------

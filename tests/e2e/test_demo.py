@@ -3,6 +3,10 @@
 Each demo is a subprocess with its own data directory and a free port; tests wait for /readyz
 (polling against a deadline, never a fixed sleep) and fetch tokens the way a developer does, with
 `product-shop demo-users --json`.
+
+Starting a demo (migrate, seed, simulators) is the slow part, so the module's tests run on one
+worker (`xdist_group`) and share what they only read: one demo, and one second demo for the
+tests about two demos side by side. Restarting a demo needs its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any, TextIO
 
 import httpx
 import pytest
+
+pytestmark = pytest.mark.xdist_group("demo")
 
 READY_DEADLINE_SECONDS = 90.0  # a loaded 2-core CI machine migrates and seeds slowly
 STOP_DEADLINE_SECONDS = 10.0
@@ -179,6 +185,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def other_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """A second demo, with its own data directory and port, shared by the read-only tests about
+    two demos side by side."""
+    data_dir = tmp_path_factory.mktemp("other-demo") / "other"
+    running = _start_demo(data_dir)
+    try:
+        running.wait_until_ready()
+        yield running
+    finally:
+        running.stop()
+
+
 def _catalogue(demo: Demo, handle: str) -> dict[str, Any]:
     response = demo.get("/v1/catalogue", handle)
     assert response.status_code == 200, response.text
@@ -278,9 +297,9 @@ def test_the_openapi_document_is_openapi_3_1(demo: Demo) -> None:
 
 
 def test_two_demos_run_side_by_side_on_their_own_ports_and_data(
-    demo: Demo, start_demo: StartDemo, tmp_path: Path
+    demo: Demo, other_demo: Demo
 ) -> None:
-    other = start_demo(tmp_path / "other")
+    other = other_demo
 
     assert other.port != demo.port
     assert other.data_dir != demo.data_dir
@@ -290,9 +309,9 @@ def test_two_demos_run_side_by_side_on_their_own_ports_and_data(
 
 
 def test_a_token_from_one_demo_is_refused_by_another_demo_with_its_own_key(
-    demo: Demo, start_demo: StartDemo, tmp_path: Path
+    demo: Demo, other_demo: Demo
 ) -> None:
-    other = start_demo(tmp_path / "other")
+    other = other_demo
     foreign_token = demo.users()[HARBOUR_PATIENT]["token"]
 
     response = httpx.get(

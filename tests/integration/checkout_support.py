@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from product_shop.core.signing import sign
 from tests.conftest import WEBHOOK_SECRET, Person
+from tests.http_support import SIMULATORS
 
 SUCCESS = "4242424242424242"
 DECLINED = "4000000000000002"
@@ -52,7 +53,7 @@ def start_checkout(
 
 def pay(checkout: dict[str, Any], card: str = SUCCESS) -> httpx.Response:
     """What the patient app does on Integrated Payments' hosted page."""
-    return httpx.post(checkout["payment"]["payment_url"], json={"card_number": card}, timeout=10)
+    return SIMULATORS.post(checkout["payment"]["payment_url"], json={"card_number": card})
 
 
 def paid_checkout(
@@ -87,5 +88,7 @@ def payments_webhook(
 
 
 def simulator_intent(payments_url: str, intent_id: str) -> dict[str, Any]:
-    document: dict[str, Any] = httpx.get(f"{payments_url}/_simulator/intents/{intent_id}").json()
+    document: dict[str, Any] = SIMULATORS.get(
+        f"{payments_url}/_simulator/intents/{intent_id}"
+    ).json()
     return document

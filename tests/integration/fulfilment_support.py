@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from product_shop.context import AppContext
 from product_shop.db.engine import Database
 from product_shop.events.tables import OutboxEvent
 from tests.conftest import Person
+from tests.http_support import SIMULATORS
 from tests.integration.checkout_support import paid_checkout
 
 
@@ -41,7 +41,7 @@ def refused_by_the_supplier(
     """`n` orders of one drop-ship `product` the supplier network refuses for good (out of
     stock): the relay submits them and each line becomes an exception."""
     orders = [place_order(client, patient, [(product, 1)]) for _ in range(n)]
-    httpx.post(
+    SIMULATORS.post(
         f"{suppliers_url}/_simulator/refusals", json={"code": "out_of_stock", "times": n}
     ).raise_for_status()
     context.relay.run_once()
@@ -75,7 +75,7 @@ def wait_for(
 
 
 def advance(suppliers_url: str, shipment_id: str) -> dict[str, Any]:
-    response = httpx.post(f"{suppliers_url}/_simulator/shipments/{shipment_id}/advance")
+    response = SIMULATORS.post(f"{suppliers_url}/_simulator/shipments/{shipment_id}/advance")
     assert response.status_code == 200, response.text
     update: dict[str, Any] = response.json()
     return update

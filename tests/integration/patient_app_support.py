@@ -24,6 +24,7 @@ from product_shop.simulators.access import (
 )
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from tests.conftest import KeyPair, Person, World
+from tests.http_support import http_client
 from tests.integration.portal_support import (
     TEST_SERVER,
     _path,
@@ -137,7 +138,7 @@ def start_buying(client: TestClient, recommendation_id: str, quantity: int = 2) 
 
 def pay_on_hosted_page(payment_url: str, card: str) -> httpx.Response:
     """What the patient does on Integrated Payments' page: type a card number, press Pay."""
-    with httpx.Client(timeout=10) as browser:
+    with http_client() as browser:
         page = browser.get(payment_url)
         assert page.status_code == 200, page.text
         assert '<label for="card_number">Card number</label>' in page.text

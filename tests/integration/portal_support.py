@@ -25,6 +25,7 @@ from product_shop.simulators.access import (
 )
 from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
 from tests.conftest import KeyPair, Person, World
+from tests.http_support import http_client
 
 CLIENT_ID = "product-shop-portal"
 CLIENT_SECRET = "portal-test-client-secret"
@@ -110,7 +111,7 @@ def through_access_manager(
     """What the person does at Access Manager: choose themselves (unless the portal named
     them), pass the TOTP step if asked. Returns the callback URL it sends the browser to."""
     base = f"{urlsplit(authorize_url).scheme}://{urlsplit(authorize_url).netloc}"
-    with httpx.Client(timeout=10) as idp:
+    with http_client() as idp:
         answer = idp.get(authorize_url)
         if answer.status_code == 200 and 'name="handle"' in answer.text:
             assert handle is not None

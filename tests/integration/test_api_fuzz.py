@@ -63,9 +63,9 @@ from tests.integration.checkout_support import Shop, start_checkout
 from tests.integration.fulfilment_support import place_order
 
 # Examples generated per operation and generation mode (each sent as every caller): bounded so
-# the file stays fast (about 45 s on a 2-core machine).
-POSITIVE_EXAMPLES = 8
-NEGATIVE_EXAMPLES = 4
+# the file stays fast (about 30 s on a 2-core machine).
+POSITIVE_EXAMPLES = 6
+NEGATIVE_EXAMPLES = 3
 
 # `negative_data_rejection` looks at negative cases only.
 CHECKS = [

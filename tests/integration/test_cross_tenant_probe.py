@@ -27,17 +27,21 @@ Voucher codes (`POST /v1/vouchers/redemptions`, a code in the body rather than a
 path) are probed too: every staff member of a practice with one code of each fifth patient of
 the other practices.
 
-Actors (72): per practice, its 20 patients and a clinician, a practice admin, a finance user and
-a staff member (every staff token carries a fresh MFA step-up, so the refund routes are reached).
+Actors (24): per practice, 4 of its 20 patients (numbers 0-3: both directions of the
+alternation below, owners of every kind of object) and a clinician, a practice admin, a finance
+user and a staff member (every staff token carries a fresh MFA step-up, so the refund routes are
+reached). Every role probes every route on both engines; the other 16 patients of each practice
+are probed (as foreign tenants) but do not probe: they would repeat the same role x route
+combinations against other samples of the same kinds (the full sweeps below reach all of them).
 
-Sampling (deterministic, no randomness), to keep each database near a minute of probing on two
-cores rather than the ~70,000 requests of every patient x every foreign id x every route:
+Sampling (deterministic, no randomness), to keep each database near half a minute of probing on
+two cores rather than the ~70,000 requests of every patient x every foreign id x every route:
 - the sample of a foreign tenant for a kind is that tenant's first object of the kind (in the
   order made; a line comes with its own order); for kinds a patient may lack (refunds,
   cancellation requests, AI suggestions) the first such object of the next patient of the same
   practice who has one, never the caller's own; for products, the product only the foreign
   tenant's practice offers (only another practice's, for a patient of the same practice);
-- each patient probes 2 foreign patients: the next patient of its own practice and the
+- each probing patient probes 2 foreign patients: the next patient of its own practice and the
   same-numbered patient of another practice (alternating); each staff member probes both foreign
   practices, at the patient whose number is the staff role's position;
 - a full sweep is added for two actors: patient 0 of practice 0 against all 59 other patients,
@@ -54,8 +58,11 @@ practice-settings` on a product only another practice offers, or a recommendatio
 patient id, writes in the caller's own practice).
 
 The same probe runs with the service layer's visibility checks disabled on PostgreSQL, to
-show row-level security alone holds: that variant is a strict xfail until issue 17's RLS work
-adds the switch and the policies (see `test_row_level_security_alone_holds_the_line`).
+show row-level security alone holds (on the same world: seeded once per worker, saved right
+after seeding with COPY, and restored byte for byte into the freshly truncated schema before
+the second probe, so neither probe sees what the other wrote): that variant is a strict xfail
+until issue 17's RLS work adds the switch and the policies (see
+`test_row_level_security_alone_holds_the_line`).
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from product_shop.access.actor import Actor as ServiceActor
 from product_shop.access.actor import Role
@@ -84,12 +91,19 @@ from product_shop.context import AppContext
 from product_shop.db.engine import Database
 from product_shop.db.models import metadata
 from tests.conftest import APPOINTMENTS_WEBHOOK_SECRET, Person, TokenFactory, World
+from tests.http_support import SIMULATORS
 from tests.integration.ai_support import send_event
 from tests.integration.checkout_support import SUCCESS, key
+
+# One worker runs the module's tests (with `--dist loadgroup`), so the second probe of the
+# PostgreSQL world restores the first one's seeding instead of seeding again.
+pytestmark = pytest.mark.xdist_group("cross_tenant_probe")
 
 PRACTICES = 3
 PATIENTS = 20
 ORDERS = 5
+# The patients (by number, in every practice) who probe; every patient is probed.
+PROBING_PATIENTS = range(4)
 STAFF_ROLES = ("clinician", "practice_admin", "finance", "staff")
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -181,6 +195,8 @@ class ProbeWorld:
     practice_tokens: dict[int, set[str]] = field(default_factory=dict)
     seeded: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    staff_subjects: dict[tuple[int, str], str] = field(default_factory=dict)
+    restored: bool = False  # restored from a saved seeding rather than seeded by this test
 
 
 # ---- seeding --------------------------------------------------------------------------------
@@ -360,7 +376,7 @@ def _seed(
         paid = http.post(created.json()["payment"]["payment_url"], json={"card_number": SUCCESS})
         assert paid.status_code == 200, paid.text
         intent_id = created.json()["payment"]["intent_id"]
-        httpx.patch(
+        SIMULATORS.patch(
             f"{payments_url}/_simulator/intents/{intent_id}", json={"amount_minor": 100}
         ).raise_for_status()
         completed = client.post(
@@ -488,6 +504,7 @@ def _seed(
         objects={t: dict(kinds) for t, kinds in objects.items()},
         voucher_codes=dict(voucher_codes),
         seeded=seeded,
+        staff_subjects=staff_actors,
     )
     probe.seeded["voucher codes"] = sum(len(codes) for codes in probe.voucher_codes.values())
     _harvest_secrets(context.database, probe, patient_ids, staff_actors, admins)
@@ -617,7 +634,7 @@ def _routes(client: TestClient) -> tuple[list[Route], list[Route]]:
 def _actors(probe: ProbeWorld) -> list[Actor]:
     actors = []
     for p in range(PRACTICES):
-        for n in range(PATIENTS):
+        for n in PROBING_PATIENTS:
             actors.append(
                 Actor(
                     f"patient {_marker(p, n)}",
@@ -846,6 +863,8 @@ def run_probe(client: TestClient, probe: ProbeWorld) -> Tally:
     tally = Tally()
     actors = _actors(probe)
     tally.actors = {actor.label for actor in actors}
+    assert set(SWEEPERS) <= tally.actors, "the full sweeps need their actors"
+    assert {_role(actor) for actor in actors} == {"patient", *STAFF_ROLES}
     for actor in actors:
         _probe_lists(client, probe, actor, lists, tally)
     baselines: dict[tuple[str, str, str], tuple[int, str | None]] = {}
@@ -918,16 +937,115 @@ def _changes(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]
 # ---- the tests ------------------------------------------------------------------------------
 
 
+@dataclass
+class _Saved:
+    """A seeded PostgreSQL world, saved right after seeding (before any probe): every table's
+    rows as PostgreSQL's own COPY text (byte for byte, encrypted columns included) and every
+    sequence's position."""
+
+    probe: ProbeWorld
+    tables: list[tuple[str, bytes]]
+    sequences: list[tuple[str, int]]
+
+
+# Per worker process and engine. Only PostgreSQL is saved: two tests probe its world (the
+# service checks on, then off), SQLite's only one.
+_SAVED: dict[str, _Saved] = {}
+
+
+def _save(owner: Database, probe: ProbeWorld) -> _Saved:
+    tables: list[tuple[str, bytes]] = []
+    with owner.engine.begin() as connection:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor:
+            for table in metadata.sorted_tables:
+                with cursor.copy(f'COPY "{table.name}" TO STDOUT') as copy:
+                    tables.append((table.name, b"".join(bytes(chunk) for chunk in copy)))
+        sequences = [
+            (str(name), int(value))
+            for name, value in connection.execute(
+                text(
+                    "SELECT format('%I.%I', schemaname, sequencename), last_value"
+                    " FROM pg_sequences"
+                    " WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+                )
+            )
+        ]
+    return _Saved(probe=probe, tables=tables, sequences=sequences)
+
+
+def _restore(owner: Database, saved: _Saved) -> None:
+    """Put the saved rows back into the (just truncated) schema, as the owner, past the audit
+    tables' triggers (as the clean-up between tests does), and move the sequences on."""
+    with owner.engine.begin() as connection:
+        assert not [row[0] for row in connection.exec_driver_sql(_EMPTY_CHECK)], (
+            "the schema must be empty before the saved world goes back"
+        )
+        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor:
+            for name, data in saved.tables:
+                if data:
+                    with cursor.copy(f'COPY "{name}" FROM STDIN') as copy:
+                        copy.write(data)
+        for name, value in saved.sequences:
+            connection.execute(
+                text("SELECT setval(CAST(:name AS regclass), :value, true)"),
+                {"name": name, "value": value},
+            )
+
+
+_EMPTY_CHECK = " UNION ALL ".join(
+    f"SELECT '{t.name}' WHERE EXISTS (SELECT 1 FROM \"{t.name}\")" for t in metadata.sorted_tables
+)
+
+
+@pytest.fixture
+def saved_world(
+    engine_name: str, database: Database, request: pytest.FixtureRequest
+) -> _Saved | None:
+    """The world an earlier test of this worker seeded on PostgreSQL, restored into the freshly
+    truncated schema before the app is built (None: seed it)."""
+    saved = _SAVED.get(engine_name)
+    if saved is not None:
+        _restore(request.getfixturevalue("pg_owner"), saved)
+    return saved
+
+
 @pytest.fixture
 def probe_world(
+    saved_world: _Saved | None,
     client: TestClient,
     context: AppContext,
     world: World,
     make_token: TokenFactory,
+    engine_name: str,
+    request: pytest.FixtureRequest,
 ) -> ProbeWorld:
+    """The seeded world: seeded through the real paths once per engine and worker, then (on
+    PostgreSQL, for the second probe of the same world) restored from the rows saved right
+    after seeding. Nothing the probe does is kept: each test starts from the seeded rows."""
+    if saved_world is not None:
+        probe = saved_world.probe
+        # Fresh staff tokens: the MFA step-up must be recent for the refund routes.
+        for (p, role), subject in probe.staff_subjects.items():
+            token = make_token(
+                role=role,
+                subject=subject,
+                practice_id=probe.practices[p],
+                name=f"STAFFP{p} {role}",
+                mfa=True,
+            )
+            probe.staff[(p, role)] = {"Authorization": f"Bearer {token}"}
+        probe.restored = True
+        return probe
     started = time.monotonic()
     seeded = _seed(client, context, world, make_token)
     seeded.seconds = time.monotonic() - started
+    if engine_name == "postgresql":
+        _SAVED[engine_name] = _save(request.getfixturevalue("pg_owner"), seeded)
     return seeded
 
 
@@ -949,7 +1067,10 @@ def test_no_caller_reaches_another_tenants_data_through_any_route(
     engine_name: str,
     probe_world: ProbeWorld,
 ) -> None:
-    print(f"\nseeding took {probe_world.seconds:.1f}s")
+    print(
+        f"\nseeding took {probe_world.seconds:.1f}s"
+        + (" (restored from the saved seeding)" if probe_world.restored else "")
+    )
     # The detector sees data when it is there: the owner's own order, judged as another
     # patient of the same practice would be, is full of secrets.
     owner, neighbour = _actors(probe_world)[:2]
@@ -999,9 +1120,10 @@ def test_row_level_security_alone_holds_the_line(
     if engine_name != "postgresql":
         pytest.skip("row-level security is PostgreSQL's")
     disabled = _service_checks_disabled()  # fails (xfail) until the switch exists
+    # The world first: restored (when saved) before the app is built.
+    probe: ProbeWorld = request.getfixturevalue("probe_world")
     client: TestClient = request.getfixturevalue("client")
     database: Database = request.getfixturevalue("database")
-    probe: ProbeWorld = request.getfixturevalue("probe_world")
     before = _snapshot(database)
     started = time.monotonic()
     with disabled():

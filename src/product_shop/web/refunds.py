@@ -399,7 +399,7 @@ def request_cancellation(
     operation_id="listCancellationRequests",
     response_model=CancellationRequestPage,
     summary="The practice's cancellation requests, oldest first, a page at a time (staff)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 def cancellation_requests(
     actor: Annotated[Actor, Depends(permitted(Action.VIEW_CANCELLATION_REQUESTS))],
