@@ -60,9 +60,8 @@ patient id, writes in the caller's own practice).
 The same probe runs with the service layer's visibility checks disabled on PostgreSQL, to
 show row-level security alone holds (on the same world: seeded once per worker, saved right
 after seeding with COPY, and restored byte for byte into the freshly truncated schema before
-the second probe, so neither probe sees what the other wrote): that variant is a strict xfail
-until issue 17's RLS work adds the switch and the policies (see
-`test_row_level_security_alone_holds_the_line`).
+the second probe, so neither probe sees what the other wrote): see
+`test_row_level_security_alone_holds_the_line`.
 """
 
 from __future__ import annotations
@@ -1098,9 +1097,8 @@ def test_no_caller_reaches_another_tenants_data_through_any_route(
 # recommendations/conversion.py, checkout/repository.py, catalogue/views.py). The app must
 # then also connect as the non-owner service role (the test owner is a superuser, which
 # bypasses row-level security), with the request's practice and patient set per transaction.
-# A strict xfail rather than a skip: it runs (and fails fast, before seeding) in every
-# PostgreSQL run today; a switch without policies still leaks (still xfail); once both exist
-# it passes, and strict makes that XPASS a failure until the marker is removed.
+# Without the policies (run as the owner, which bypasses them) this probe finds thousands of
+# leaks; with them, none.
 SWITCH_MODULE = "product_shop.access.isolation"
 
 
@@ -1119,7 +1117,7 @@ def test_row_level_security_alone_holds_the_line(
 ) -> None:
     if engine_name != "postgresql":
         pytest.skip("row-level security is PostgreSQL's")
-    disabled = _service_checks_disabled()  # fails (xfail) until the switch exists
+    disabled = _service_checks_disabled()
     # The world first: restored (when saved) before the app is built.
     probe: ProbeWorld = request.getfixturevalue("probe_world")
     client: TestClient = request.getfixturevalue("client")
