@@ -120,11 +120,13 @@ def due_deliveries(batch: int) -> Select[Any]:
 # is planned afresh. And the planner cannot estimate how many candidates pass that check (it
 # guesses 0.5%), so it chose to read every due delivery and sort them (14 ms a claim at 3,600
 # due, growing with the backlog) over walking `ix_event_deliveries_next` in the claim's order and
-# stopping after one batch (0.4 ms): bitmap scans and sorts are priced out here.
+# stopping after one batch (0.4 ms): bitmap scans and sorts are priced out here, and so are
+# sequential scans (the lease taken by key, `delivery_id IN (...)`, read the whole table).
 CLAIM_PLANNING = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
     " set_config('enable_bitmapscan', 'off', true),"
-    " set_config('enable_sort', 'off', true)"
+    " set_config('enable_sort', 'off', true),"
+    " set_config('enable_seqscan', 'off', true)"
 )
 
 # Is anything due for a destination? One indexed read (autocommit on PostgreSQL) before a claim
@@ -143,11 +145,15 @@ ANY_DUE = (
 # ---- recording one try (`relay_record.py`): built once, run with each outcome's parameters ---
 
 _AT = DELIVERIES.c.next_attempt_at.type
-# The delivery's row, only while the claim's lease is still the relay's.
+# The delivery's row, only while the claim's lease is still the relay's. Found by its key: the
+# status test is written so that no partial index of pending rows can serve the statement. A
+# planner without statistics (a young table, autovacuum behind) priced `ix_event_deliveries_next`
+# (pending only) below the primary key and walked every pending delivery for each one recorded,
+# 8,000 rows a delivery after a minute of bench/checkout_bench.py (session 12).
 _MINE = (
     DELIVERIES.c.delivery_id == bindparam("the_delivery"),
     DELIVERIES.c.claims == bindparam("the_claim"),
-    DELIVERIES.c.status == literal_column("'pending'"),
+    func.coalesce(DELIVERIES.c.status, literal_column("''")) == literal_column("'pending'"),
 )
 # Its new values: delivered, parked, or waiting for its retry (`retry_at`; a delivered or
 # parked one keeps its `next_attempt_at`, which only pending rows are indexed by).
