@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -173,29 +174,29 @@ def start_demo() -> Iterator[StartDemo]:
         demo.stop()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    """One demo shared by the read-only tests of this module."""
-    data_dir = tmp_path_factory.mktemp("demo") / "data"
+@contextmanager
+def _running_demo(data_dir: Path) -> Iterator[Demo]:
     running = _start_demo(data_dir)
     try:
         running.wait_until_ready()
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One demo shared by the read-only tests of this module."""
+    with _running_demo(tmp_path_factory.mktemp("demo") / "data") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def other_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """A second demo, with its own data directory and port, shared by the read-only tests about
     two demos side by side."""
-    data_dir = tmp_path_factory.mktemp("other-demo") / "other"
-    running = _start_demo(data_dir)
-    try:
-        running.wait_until_ready()
+    with _running_demo(tmp_path_factory.mktemp("other-demo") / "other") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _catalogue(demo: Demo, handle: str) -> dict[str, Any]:
