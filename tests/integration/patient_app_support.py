@@ -15,22 +15,17 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from product_shop.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
+from product_shop.config import Settings
 from product_shop.db.engine import Database
-from product_shop.simulators.access import (
-    AccessClient,
-    AccessSimulatorConfig,
-    create_access_simulator,
-)
-from product_shop.simulators.server import BackgroundServer, free_port, serve_in_background
+from product_shop.simulators.server import BackgroundServer
 from tests.conftest import KeyPair, Person, World
 from tests.http_support import http_client
 from tests.integration.portal_support import (
     TEST_SERVER,
     _path,
-    access_user,
     csrf_of,
     staff_of,
+    start_access_simulator,
     through_access_manager,
 )
 
@@ -46,24 +41,14 @@ def start_app_access_simulator(
 ) -> BackgroundServer:
     """Access Manager with the app as a client; every test user may try to sign in there (the
     app itself must refuse staff)."""
-    port = free_port()
-    people = {**staff_of(world), "patient_a2": world.patient_a2}
-    config = AccessSimulatorConfig(
-        private_pem=key_pair.private_pem,
-        issuer=DEFAULT_ISSUER,
-        audience=DEFAULT_AUDIENCE,
-        public_url=f"http://127.0.0.1:{port}",
-        clients={
-            APP_CLIENT_ID: AccessClient(
-                client_id=APP_CLIENT_ID,
-                client_secret=APP_CLIENT_SECRET,
-                redirect_uris=(f"{redirect_base}/app/callback",),
-                post_logout_redirect_uris=(f"{redirect_base}/app/signed-out",),
-            )
-        },
-        users=[access_user(handle, person) for handle, person in people.items()],
+    return start_access_simulator(
+        key_pair,
+        world,
+        redirect_base,
+        site="/app",
+        client=(APP_CLIENT_ID, APP_CLIENT_SECRET),
+        people={**staff_of(world), "patient_a2": world.patient_a2},
     )
-    return serve_in_background(create_access_simulator(config), port)
 
 
 def app_settings(settings: Settings, access_url: str) -> Settings:

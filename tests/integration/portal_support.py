@@ -57,23 +57,35 @@ def staff_of(world: World) -> dict[str, Person]:
 
 
 def start_access_simulator(
-    key_pair: KeyPair, world: World, redirect_base: str = TEST_SERVER
+    key_pair: KeyPair,
+    world: World,
+    redirect_base: str = TEST_SERVER,
+    *,
+    site: str = "/portal",
+    client: tuple[str, str] = (CLIENT_ID, CLIENT_SECRET),
+    people: dict[str, Person] | None = None,
 ) -> BackgroundServer:
+    """Access Manager on a port of its own with one client, the site at `site` (its callback
+    and signed-out pages under `redirect_base`), and `people` (default: `staff_of(world)`)."""
     port = free_port()
+    client_id, client_secret = client
     config = AccessSimulatorConfig(
         private_pem=key_pair.private_pem,
         issuer=DEFAULT_ISSUER,
         audience=DEFAULT_AUDIENCE,
         public_url=f"http://127.0.0.1:{port}",
         clients={
-            CLIENT_ID: AccessClient(
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                redirect_uris=(f"{redirect_base}/portal/callback",),
-                post_logout_redirect_uris=(f"{redirect_base}/portal/signed-out",),
+            client_id: AccessClient(
+                client_id=client_id,
+                client_secret=client_secret,
+                redirect_uris=(f"{redirect_base}{site}/callback",),
+                post_logout_redirect_uris=(f"{redirect_base}{site}/signed-out",),
             )
         },
-        users=[access_user(handle, person) for handle, person in staff_of(world).items()],
+        users=[
+            access_user(handle, person)
+            for handle, person in (staff_of(world) if people is None else people).items()
+        ],
     )
     return serve_in_background(create_access_simulator(config), port)
 
