@@ -33,6 +33,7 @@ from benchdb import fresh_database
 from loadgen import LoadgenError, Pool
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from product_shop.access.demo_idp import ensure_key_pair, issue_token, public_key_file
 from product_shop.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Settings
@@ -292,17 +293,52 @@ def _machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+# Each part's connections carry their own `application_name`, so PostgreSQL's CPU can be split
+# by whose backend spent it (pg_stat_activity names the backends).
+API_APP, RELAY_APP = "bench-api", "bench-relay"
+
+
+def _with_app(url: str, name: str) -> str:
+    return (
+        make_url(url)
+        .update_query_dict({"application_name": name})
+        .render_as_string(hide_password=False)
+    )
+
+
+def _backends_by_app(url: str) -> dict[str, list[int]]:
+    """Backend pids of the benchmark's database, by application name."""
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT application_name, pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).all()
+    engine.dispose()
+    found: dict[str, list[int]] = {}
+    for name, pid in rows:
+        found.setdefault(str(name), []).append(int(pid))
+    return found
+
+
 @dataclass
 class Processes:
     api: subprocess.Popen[bytes]
     simulator: subprocess.Popen[bytes]
     relay: subprocess.Popen[bytes]
     suppliers: subprocess.Popen[bytes]
+    url: str = ""
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by each part (PostgreSQL: every backend alive now; the API
-        keeps its pooled connections, so its backends live through a phase)."""
+        keeps its pooled connections, so its backends live through a phase; "pg api" and "pg
+        relay" are the parts of it that the API's and the relay's connections used)."""
+        backends = _backends_by_app(self.url) if self.url else {}
         return {
+            "pg api": sum(_cpu_seconds(p) for p in backends.get(API_APP, [])),
+            "pg relay": sum(_cpu_seconds(p) for p in backends.get(RELAY_APP, [])),
             "api": sum(_cpu_seconds(p) for p in _tree(self.api.pid)),
             "relay": _cpu_seconds(self.relay.pid),
             "simulator": _cpu_seconds(self.simulator.pid),
@@ -451,10 +487,11 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
     }
     python = sys.executable
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    api_env = {**env, "PRODUCT_SHOP_DATABASE_URL": _with_app(url, API_APP)}
     logged = {
         "stdout": subprocess.DEVNULL,
         "stderr": (data_dir / "relay.log").open("wb"),
-        "env": env,
+        "env": {**env, "PRODUCT_SHOP_DATABASE_URL": _with_app(url, RELAY_APP)},
     }
     processes = Processes(
         simulator=subprocess.Popen(
@@ -482,7 +519,9 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
                 "--workers",
                 str(workers),
             ],
-            **quiet,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=api_env,
         ),
         relay=subprocess.Popen(
             [python, "-m", "product_shop", "relay", "--interval", "0.2"], **logged
@@ -491,6 +530,7 @@ def start(url: str, data_dir: Path, workers: int) -> tuple[Processes, str]:
             [python, "-m", "product_shop", "simulate", "suppliers", "--port", str(suppliers_port)],
             **quiet,
         ),
+        url=url,
     )
     return processes, f"http://127.0.0.1:{api_port}"
 

@@ -540,6 +540,34 @@ def test_with_auto_advance_a_shipment_is_dispatched_and_delivered_by_itself() ->
         server.stop()
 
 
+def test_auto_advance_keeps_no_thread_per_shipment_waiting_for_its_steps() -> None:
+    """Thousands of accepted shipments each have three steps ahead of them: one timeline thread
+    waits for all of them, not a sleeping timer thread per step."""
+    app = create_suppliers_simulator(
+        SupplierSimulatorConfig(
+            api_key=SUPPLIERS_API_KEY,
+            dispatch_after_seconds=600,
+            in_transit_after_seconds=1200,
+            deliver_after_seconds=1800,
+            auto_advance=True,
+        )
+    )
+    server = serve_in_background(app)
+    adapter = HttpSupplierNetwork(server.url, api_key=SUPPLIERS_API_KEY, timeout_seconds=2.0)
+    try:
+        submit(adapter)  # the first one starts the timeline's thread
+        threads = threading.active_count()
+        for _ in range(30):
+            submit(adapter)
+        assert threading.active_count() <= threads
+        waiting = [s for s in app.state.sim.shipments.values() if s.status == "accepted"]
+        assert len(waiting) == 31
+        assert app.state.sim.timeline.pending() == 31 * 3
+    finally:
+        adapter.close()
+        server.stop()
+
+
 # ---- signed callbacks ------------------------------------------------------------------------
 
 

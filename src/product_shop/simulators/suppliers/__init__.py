@@ -21,9 +21,9 @@ refusals, advance a shipment or give it an exception, hold callbacks and release
 and/or twice, set the callback URL, inspect shipments, reset.
 
 Layout: `state` (configuration, shipments, keys, faults, callback queue), `network` (the API),
-`lifecycle` (how a shipment moves, auto-advance timers), `callbacks` (signed delivery, hold and
-release), `controls` (/_simulator). Routes reach the state through `common.Sim` (the app's
-`state.sim`), never through closures.
+`lifecycle` (how a shipment moves, auto-advance steps on one timeline thread), `callbacks`
+(signed delivery, hold and release), `controls` (/_simulator). Routes reach the state through
+`common.Sim` (the app's `state.sim`), never through closures.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Each change of a shipment queues one callback (two, same event id, at `duplicate_rate`) to the
 callback URL configured at that moment. One worker thread sends them in the order the changes
-happened, so the request or timer that made a change never waits for its delivery. A delivery is
-retried on a 5xx, a 409 or no answer (`callback_attempts` in all, a short pause between), then
-given up. A test control can hold callbacks back and release them reversed and/or twice.
+happened, so the request or timeline step that made a change never waits for its delivery. A
+delivery is retried on a 5xx, a 409 or no answer (`callback_attempts` in all, a short pause
+between), then given up. A test control can hold callbacks back and release them reversed
+and/or twice.
 
 Body: {"id": "evt_...", "type": "shipment.<status>", "created_at": <the change's occurred_at>,
 "data": <the shipment as GET /v1/shipments/{id} shows it at that change>}. The event id is derived

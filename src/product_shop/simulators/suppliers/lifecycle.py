@@ -2,13 +2,12 @@
 -> delivered (delivered_at), or to `exception` (with a reason) at any step before delivery, or to
 `cancelled` (Product Shop asked) before dispatch. Every change adds one to `sequence`, stamps
 `occurred_at` and queues its signed callback. With `auto_advance` the steps happen by themselves
-on timers, `*_after_seconds` after acceptance; the timers of a shipment that reached a final
-status (delivered, exception, cancelled) do nothing."""
+on the simulator's timeline, `*_after_seconds` after acceptance; the steps of a shipment that
+reached a final status (delivered, exception, cancelled) do nothing."""
 
 from __future__ import annotations
 
 import string
-import threading
 
 from product_shop.simulators.suppliers.callbacks import emit
 from product_shop.simulators.suppliers.state import (
@@ -73,8 +72,9 @@ def cancel(state: State, shipment: ShipmentRecord) -> bool:
 
 
 def schedule_progress(state: State, shipment_id: str) -> None:
-    """With auto_advance: timers that take the shipment to dispatched, in transit and delivered
-    at the configured times after acceptance (a later step never before an earlier one)."""
+    """With auto_advance: steps on the simulator's timeline that take the shipment to
+    dispatched, in transit and delivered at the configured times after acceptance (a later step
+    never before an earlier one)."""
     config = state.config
     if not config.auto_advance:
         return
@@ -85,13 +85,11 @@ def schedule_progress(state: State, shipment_id: str) -> None:
         ("delivered", config.deliver_after_seconds),
     ):
         at = max(at, seconds)
-        timer = threading.Timer(at, _progress, args=(state, shipment_id, target))
-        timer.daemon = True
-        timer.start()
+        state.timeline.after(at, _progress, state, shipment_id, target)
 
 
 def _progress(state: State, shipment_id: str, target: str) -> None:
-    """A timer's step: advance until `target` unless the shipment is already there, further on
+    """A timeline step: advance until `target` unless the shipment is already there, further on
     (a test control moved it) or stopped."""
     with state.lock:
         shipment = state.shipments.get(shipment_id)

@@ -1,7 +1,7 @@
 """The simulator's memory: its configuration, the shipments it holds, the idempotency keys it saw,
 the faults and refusals queued by the test controls, and the callbacks waiting to be delivered or
 held back. One re-entrant lock guards all of it (routes run on the event loop, test controls,
-timers and the callback worker on threads)."""
+the timeline and the callback worker on threads)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from product_shop.core.signing import DEMO_SUPPLIER_WEBHOOK_SECRET
 from product_shop.simulators.faults import Fault as Fault  # re-exported: its old home
 from product_shop.simulators.faults import FaultQueue
+from product_shop.simulators.timeline import Timeline
 
 # The order a shipment moves in; `exception` can interrupt any step before `delivered`, and a
 # cancellation any before `dispatched` (also an `exception` raised before dispatch).
@@ -132,6 +133,8 @@ class State(FaultQueue):
     held: list[Callback] = field(default_factory=list)
     generation: int = 0
     worker: threading.Thread | None = None
+    # auto_advance's steps, one thread for every shipment (not a timer thread per step).
+    timeline: Timeline = field(default_factory=lambda: Timeline("supplier-simulator-steps"))
     initial: SupplierSimulatorConfig | None = None  # the configuration /_simulator/reset restores
 
     def __post_init__(self) -> None:
