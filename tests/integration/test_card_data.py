@@ -141,3 +141,30 @@ def test_ordinary_bodies_with_long_numbers_and_ids_pass(
         },
     )
     assert response.status_code == 201, response.text
+
+
+# A version-4 UUID whose first three groups are 16 digits passing the Luhn check (about one
+# random UUID in 70,000 is like this): an id, never a card number.
+LUHN_SHAPED_ID = "41111111-1111-4115-a123-0123456789ab"
+
+
+def test_an_id_whose_digits_pass_the_luhn_check_reaches_the_route(
+    client: TestClient, world: World, shop: Shop
+) -> None:
+    assert uuid.UUID(LUHN_SHAPED_ID).version == 4
+    response = client.post(
+        "/v1/checkouts",
+        headers={**world.patient_a.headers, "Idempotency-Key": str(uuid.uuid4())},
+        json={
+            "lines": [
+                {
+                    "product_id": str(shop.toothbrush),
+                    "quantity": 1,
+                    "recommendation_id": LUHN_SHAPED_ID,
+                }
+            ],
+        },
+    )
+    # The route ran and read the id as an id: no such recommendation of this patient's.
+    assert (response.status_code, response.json()["code"]) == (422, "recommendation_not_found")
+    assert response.json()["recommendation_ids"] == [LUHN_SHAPED_ID]

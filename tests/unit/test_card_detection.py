@@ -72,6 +72,21 @@ def test_many_uuids_and_amounts_are_never_card_numbers() -> None:
     assert not find_card_number(body, "application/json")
 
 
+def test_a_uuid_whose_digits_pass_the_luhn_check_is_an_id_but_a_card_beside_it_is_not() -> None:
+    luhn_shaped = "41111111-1111-4115-a123-0123456789ab"  # its first 16 digits pass the check
+    assert luhn_valid(luhn_shaped.replace("-", "")[:16])
+    assert not find_card_number(
+        json.dumps({"product_id": luhn_shaped}).encode(), "application/json"
+    )
+    assert not find_card_number(f"id={luhn_shaped}".encode(), "application/x-www-form-urlencoded")
+    assert not find_card_number(f"see {luhn_shaped}.".encode(), "text/plain")
+    assert find_card_number(
+        json.dumps({"note": f"{luhn_shaped} 4111 1111 1111 1111"}).encode(), "application/json"
+    )
+    # Only the whole canonical form is an id: the same digits inside a longer hex run are read.
+    assert find_card_number(json.dumps({"note": "4111111111111111"}).encode(), "application/json")
+
+
 def test_luhn() -> None:
     assert luhn_valid(VISA)
     assert luhn_valid("1764562227009")

@@ -52,6 +52,15 @@ _DIGIT_RUN = re.compile(
 # which `_EXPONENT` then finds).
 _DIGIT_RUN_BYTES = re.compile(rb"[0-9][0-9 -]{12}")
 _EXPONENT = re.compile(rb"[0-9]{12}[eE][+-]?[0-9]")
+# An id in the canonical UUID form (8-4-4-4-12 hexadecimal digits) is an id, however many of its
+# characters are digits: about one random UUID in 70,000 starts with a Luhn-valid run of 16
+# digits and dashes (its first three groups), and a product's id must not make every checkout of
+# that product a 422. UUIDs are masked with a letter before the runs are looked for, so what
+# stands beside one is read as it would be beside any other id.
+_UUID = re.compile(
+    r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"(?![0-9A-Fa-f])"
+)
 # Carriers' tracking numbers are often runs of 13 to 19 digits (DPD's have 14), and one in ten
 # such runs that starts with 2-6 passes the Luhn check: a value under one of these keys (a JSON
 # key at any depth, or a form field) is a carrier's identifier, never read as a card number, so
@@ -85,6 +94,8 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _card_in_text(text: str) -> bool:
+    if "-" in text:
+        text = _UUID.sub("u", text)
     for match in _DIGIT_RUN.finditer(text):
         digits = match.group().replace(" ", "").replace("-", "")
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
