@@ -57,6 +57,7 @@ from product_shop.recommendations.ai.local import LocalSuggestionEngine
 from product_shop.recommendations.ai.port import SuggestionEngine
 from product_shop.recommendations.ai.summary import PlainSummaryWriter
 from product_shop.recommendations.service import RecommendationService
+from product_shop.recommendations.suggestion_intake import SuggestionIntake
 from product_shop.recommendations.suggestions import SuggestionService
 from product_shop.recommendations.summaries import SummaryService
 from product_shop.refunds.cancellation import CancellationRequests
@@ -89,6 +90,7 @@ class AppContext:
     checkout_expiry: CheckoutExpiryJob
     cancellations: CancellationRequests
     recommendations: RecommendationService
+    suggestion_intake: SuggestionIntake
     suggestions: SuggestionService
     summaries: SummaryService
     feeds: FeedSinks
@@ -105,7 +107,7 @@ class AppContext:
         self.relay.close()
         if self.relay.database is not self.database:  # its own pool (relay_synchronous_commit)
             self.relay.database.dispose()
-        engine = self.suggestions.engine
+        engine = self.suggestion_intake.engine
         for client in (self.payments, self.suppliers, self.rewards, self.feeds, engine):
             close = getattr(client, "close", None)
             if callable(close):
@@ -270,13 +272,15 @@ class AppContext:
                 settle_after=timedelta(seconds=settings.refund_reconcile_after_seconds),
             ),
             recommendations=recommendations,
-            suggestions=SuggestionService(
+            suggestion_intake=SuggestionIntake(
                 engine=suggestion_engine or _suggestion_engine(settings),
-                recommendations=recommendations,
                 audit=audit,
                 clock=clock,
                 per_appointment=settings.suggestions_per_appointment,
                 lifetime=timedelta(seconds=settings.suggestion_lifetime_seconds),
+            ),
+            suggestions=SuggestionService(
+                recommendations=recommendations, audit=audit, clock=clock
             ),
             summaries=SummaryService(writer=PlainSummaryWriter(), audit=audit, clock=clock),
             cancellations=CancellationRequests(

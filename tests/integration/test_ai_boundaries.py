@@ -611,7 +611,7 @@ def _ended(world: World, appointment_id: str) -> AppointmentEnded:
 def test_ai_may_not_bypass_audit_every_suggestion_it_creates_is_audited_under_role_ai(
     context: AppContext, world: World, database: Database, catalogue: PerioCatalogue
 ) -> None:
-    suggestions = context.suggestions
+    suggestions = context.suggestion_intake
     event = _ended(world, "appt-service-audit")
     with context.database.reading() as session:
         candidates = suggestions.candidates(session, world.practice_a)
@@ -648,7 +648,7 @@ def test_ai_may_not_bypass_audit_a_suggestion_that_cannot_be_audited_is_not_stor
     catalogue: PerioCatalogue,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    suggestions = context.suggestions
+    suggestions = context.suggestion_intake
     event = _ended(world, "appt-audit-down")
     with context.database.reading() as session:
         candidates = suggestions.candidates(session, world.practice_a)

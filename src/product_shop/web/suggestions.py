@@ -87,7 +87,7 @@ def _appointment_ended(context: AppContext, message_id: str, event: Any) -> Webh
     """Three steps, no transaction held across the engine (it may be a remote service): read
     the candidates; ask the engine; record the context, its suggestions and the inbox row in
     one unit of work (a copy that raced us finds the inbox row or the appointment taken)."""
-    suggestions = context.suggestions
+    suggestions = context.suggestion_intake
     with context.database.reading() as session:
         if suggestions.already_received(session, message_id, event):
             return WebhookAck(status="duplicate")
