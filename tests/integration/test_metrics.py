@@ -479,6 +479,8 @@ def _requests_until_both_workers_served(base_url: str, metrics_dir: Path) -> int
 def _healthz_per_worker(metrics_dir: Path) -> dict[str, float]:
     found: dict[str, float] = {}
     for path in metrics_dir.glob("histogram_*.db"):
+        if path.stat().st_size < 8:  # a worker is creating it: empty for a moment, no samples
+            continue
         metrics = MultiProcessCollector.merge([str(path)], accumulate=True)
         found[path.stem] = sum(
             sample.value

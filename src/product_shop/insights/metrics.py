@@ -13,6 +13,8 @@ default registry is used.
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Iterator
 
 import prometheus_client
@@ -146,12 +148,31 @@ def multiprocess() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
+class WorkersCollector(MultiProcessCollector):
+    """Every worker's samples from `PROMETHEUS_MULTIPROC_DIR`, leaving out a file a worker is
+    still creating. prometheus-client creates a worker's file empty and then sizes it; read in
+    between (a worker starting, or replaced after a crash, during a scrape), the file fails the
+    whole scrape with `struct.error`. An empty file holds no sample yet, so nothing is lost."""
+
+    def collect(self) -> Iterator[Metric]:
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _sized(f)]
+        return iter(self.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+
+
+def _sized(path: str) -> bool:
+    """The file holds at least its header (the 8 bytes that say how much of it is used)."""
+    try:
+        return os.path.getsize(path) >= 8
+    except FileNotFoundError:  # a dead worker's live gauge, removed since the glob
+        return False
+
+
 def metrics_registry(*collectors: Collector) -> CollectorRegistry:
     """What `/metrics` serves: every worker's samples summed (multi-process mode) or this
     process's, plus `collectors` (read at scrape time). A fresh registry per call."""
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess():
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        WorkersCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(REGISTRY)  # this process's own samples
     for collector in collectors:
