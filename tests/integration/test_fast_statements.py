@@ -757,7 +757,7 @@ def test_rows_inserted_through_statements_form_a_chain_verify_stream_accepts(
             **kwargs,
         )
 
-    # A new stream: the head is read the way _create_order reads it, through `many`.
+    # A new stream: the head is read the way OrderCreation.create reads it, through `many`.
     with database.unit_of_work() as session:
         use_far_time_zone(session, engine_name)
         statements = Statements(session)

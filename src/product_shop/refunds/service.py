@@ -12,9 +12,9 @@ work (docs/architecture.md, "Who owns a transaction"):
 3. `succeeded` writes, in one transaction: the refund's outcome, the order's overlay (Refunded,
    partial or full, refunded and refundable amounts), the audit entry naming the staff member, the
    events (Communication Hub, Financial Insights, Finance, Rewards Manager where points were
-   used), and stops refunded lines where they can. `failed` releases the hold and says why. An
-   unknown outcome leaves the refund `pending` until its status is read
-   (`jobs/refund_settlement.py`).
+   used), and stops refunded lines where they can (an order's part: `refunded_orders.py`).
+   `failed` releases the hold and says why. An unknown outcome leaves the refund `pending` until
+   its status is read (`jobs/refund_settlement.py`).
 
 No code path refunds without a staff actor: every refund row names the staff member who asked,
 and the reservation refuses anyone else.
@@ -25,8 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -43,10 +42,7 @@ from product_shop.fulfilment.lines import LineFulfilment
 from product_shop.insights.counting import count_on_commit
 from product_shop.insights.metrics import REFUNDED_MINOR_UNITS, REFUNDS
 from product_shop.integrations.payments import RefundResult
-from product_shop.orders.model import OrderStatus, order_status
-from product_shop.orders.model import refund_status as refund_status_of
 from product_shop.orders.tables import Order, OrderLine
-from product_shop.refunds.cancellation import resolve_open_requests
 from product_shop.refunds.holds import (
     hold,
     hold_units,
@@ -55,10 +51,11 @@ from product_shop.refunds.holds import (
     settle_units,
 )
 from product_shop.refunds.model import LineHolding, RefundPlan, plan_refund, refundable
-from product_shop.refunds.notices import RefundNotices, actor_of, staff_of
+from product_shop.refunds.notices import RefundNotices, staff_of
 from product_shop.refunds.pending import PendingRefund, pending_of
 from product_shop.refunds.points import PointsRefunds
 from product_shop.refunds.reasons import RefundReasons, check_reason
+from product_shop.refunds.refunded_orders import RefundedOrders, refund_lines
 from product_shop.refunds.schemas import ExceptionRefundIn, RefundIn
 from product_shop.refunds.stops import RefundedLines
 from product_shop.refunds.tables import PaymentException, Refund, RefundLine
@@ -84,6 +81,7 @@ class RefundService:
         self._stops = RefundedLines(lines=lines, audit=audit, outbox=outbox)
         self._notices = RefundNotices(audit=audit, outbox=outbox)
         self._points = PointsRefunds(audit=audit, outbox=outbox, clock=clock, stops=self._stops)
+        self._orders = RefundedOrders(audit=audit, notices=self._notices, stops=self._stops)
         self._roles = frozenset(roles)
         self._mfa_max_age = mfa_max_age
 
@@ -317,7 +315,7 @@ class RefundService:
             )
             self._notices.exception_refunded(session, refund, subject, now)
         else:
-            entry = self._order_refunded(session, refund, subject, outcome, now)
+            entry = self._orders.record(session, refund, subject, outcome, now)
         session.flush()
         refund.audit_entry_id, refund.audit_entry_hash = entry.entry_id, entry.entry_hash
         return refund
@@ -334,7 +332,7 @@ class RefundService:
         count_on_commit(session, REFUNDS, outcome="failed", reason_code=refund.reason_code)
         if isinstance(subject, Order):
             settle_hold(session, Order, Order.order_id == subject.order_id, refund.amount_minor)
-            for line, quantity in self._refund_lines(session, refund):
+            for line, quantity in refund_lines(session, refund):
                 settle_units(session, line, quantity)
         else:
             settle_hold(
@@ -389,71 +387,3 @@ class RefundService:
         refund = session.get(Refund, refund_id, with_for_update=True, populate_existing=True)
         assert refund is not None
         return refund, subject
-
-    @staticmethod
-    def _refund_lines(session: Session, refund: Refund) -> list[tuple[OrderLine, int]]:
-        rows = session.execute(
-            select(OrderLine, RefundLine.quantity)
-            .join(RefundLine, RefundLine.line_item_id == OrderLine.line_item_id)
-            .where(RefundLine.refund_id == refund.refund_id)
-            .order_by(OrderLine.line_no)
-            .with_for_update(of=OrderLine)
-        ).all()
-        return [(line, quantity) for line, quantity in rows]
-
-    # ---- an order's refund -------------------------------------------------------------------
-
-    def _order_refunded(
-        self,
-        session: Session,
-        refund: Refund,
-        order: Order,
-        outcome: dict[str, Any],
-        now: datetime,
-    ) -> Any:
-        before = {
-            "status": order.status,
-            "refund_status": order.refund_status,
-            "refunded_minor": order.refunded_minor,
-        }
-        settle_hold(
-            session, Order, Order.order_id == order.order_id, refund.amount_minor, refunded=True
-        )
-        session.refresh(order, ["refunded_minor", "refund_pending_minor"])
-        overlay = refund_status_of(order.captured_minor, order.refunded_minor)
-        order.refund_status = overlay.value
-        order.status = order_status(OrderStatus(order.fulfilment_status), overlay).value
-        order.updated_at = now
-        order.version += 1
-        refunded_lines = []
-        for line, quantity in self._refund_lines(session, refund):
-            settle_units(session, line, quantity, refunded=True)
-            line.updated_at = now
-            refunded_lines.append((line, quantity))
-        entry = self._audit.record(
-            session,
-            stream_type="order",
-            stream_id=order.order_id,
-            action="refund.succeeded",
-            actor=staff_of(refund),
-            practice_id=order.practice_id,
-            before=before,
-            after={
-                **outcome,
-                "status": order.status,
-                "refund_status": order.refund_status,
-                "refunded_minor": order.refunded_minor,
-                "refundable_minor": order.captured_minor - order.refunded_minor,
-                "lines": [
-                    {"line_item_id": str(line.line_item_id), "quantity": quantity}
-                    for line, quantity in refunded_lines
-                ],
-            },
-            at=now,
-        )
-        self._notices.order_refunded(session, refund, order, refunded_lines, now)
-        staff = actor_of(refund)
-        for line, quantity in refunded_lines:
-            self._stops.stop(session, order, line, quantity, staff, now)
-        resolve_open_requests(session, order.order_id, refund.refund_id, now)
-        return entry
