@@ -12,12 +12,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from standardwebhooks import Webhook
 
 from product_shop.integrations.suppliers import (
@@ -507,19 +509,32 @@ def test_an_exception_stops_the_shipment_with_its_reason(
     assert response.status_code == 409
 
 
-def test_with_auto_advance_a_shipment_is_dispatched_and_delivered_by_itself() -> None:
+@contextmanager
+def auto_advancing(
+    dispatch: float, in_transit: float, deliver: float
+) -> Iterator[tuple[FastAPI, HttpSupplierNetwork]]:
+    """A network of its own that moves shipments on by itself after these delays, and an
+    adapter to it."""
     app = create_suppliers_simulator(
         SupplierSimulatorConfig(
             api_key=SUPPLIERS_API_KEY,
-            dispatch_after_seconds=0.05,
-            in_transit_after_seconds=0.1,
-            deliver_after_seconds=0.15,
+            dispatch_after_seconds=dispatch,
+            in_transit_after_seconds=in_transit,
+            deliver_after_seconds=deliver,
             auto_advance=True,
         )
     )
     server = serve_in_background(app)
     adapter = HttpSupplierNetwork(server.url, api_key=SUPPLIERS_API_KEY, timeout_seconds=2.0)
     try:
+        yield app, adapter
+    finally:
+        adapter.close()
+        server.stop()
+
+
+def test_with_auto_advance_a_shipment_is_dispatched_and_delivered_by_itself() -> None:
+    with auto_advancing(0.05, 0.1, 0.15) as (_app, adapter):
         shipment = submit(adapter)
 
         def delivered_yet() -> Shipment | None:
@@ -535,26 +550,12 @@ def test_with_auto_advance_a_shipment_is_dispatched_and_delivered_by_itself() ->
         assert delivered.dispatched_at is not None
         assert delivered.delivered_at is not None
         assert delivered.dispatched_at <= delivered.delivered_at
-    finally:
-        adapter.close()
-        server.stop()
 
 
 def test_auto_advance_keeps_no_thread_per_shipment_waiting_for_its_steps() -> None:
     """Thousands of accepted shipments each have three steps ahead of them: one timeline thread
     waits for all of them, not a sleeping timer thread per step."""
-    app = create_suppliers_simulator(
-        SupplierSimulatorConfig(
-            api_key=SUPPLIERS_API_KEY,
-            dispatch_after_seconds=600,
-            in_transit_after_seconds=1200,
-            deliver_after_seconds=1800,
-            auto_advance=True,
-        )
-    )
-    server = serve_in_background(app)
-    adapter = HttpSupplierNetwork(server.url, api_key=SUPPLIERS_API_KEY, timeout_seconds=2.0)
-    try:
+    with auto_advancing(600, 1200, 1800) as (app, adapter):
         submit(adapter)  # the first one starts the timeline's thread
         threads = threading.active_count()
         for _ in range(30):
@@ -563,9 +564,6 @@ def test_auto_advance_keeps_no_thread_per_shipment_waiting_for_its_steps() -> No
         waiting = [s for s in app.state.sim.shipments.values() if s.status == "accepted"]
         assert len(waiting) == 31
         assert app.state.sim.timeline.pending() == 31 * 3
-    finally:
-        adapter.close()
-        server.stop()
 
 
 # ---- signed callbacks ------------------------------------------------------------------------
@@ -786,23 +784,12 @@ def test_a_cancelled_shipment_moves_no_more(sim: Controls, suppliers: HttpSuppli
 
 
 def test_with_auto_advance_a_cancelled_shipment_is_never_dispatched() -> None:
-    app = create_suppliers_simulator(
-        SupplierSimulatorConfig(
-            api_key=SUPPLIERS_API_KEY,
-            dispatch_after_seconds=1.0,
-            in_transit_after_seconds=1.05,
-            deliver_after_seconds=1.1,
-            auto_advance=True,
-        )
-    )
-    server = serve_in_background(app)
-    adapter = HttpSupplierNetwork(server.url, api_key=SUPPLIERS_API_KEY, timeout_seconds=2.0)
-    try:
+    with auto_advancing(1.0, 1.05, 1.1) as (_app, adapter):
         request = shipment_request()
         shipment = submit(adapter, request)
         cancel(adapter, request.reference)
         # a shipment submitted later, left alone: once it is delivered, the cancelled one's
-        # timers (the same delays, started earlier) have all fired
+        # steps (the same delays, scheduled earlier) have all run
         control = submit(adapter)
 
         def delivered_yet() -> bool:
@@ -813,9 +800,6 @@ def test_with_auto_advance_a_cancelled_shipment_is_never_dispatched() -> None:
         now = adapter.get_shipment(shipment.shipment_id)
         assert (now.status, now.sequence) == (ShipmentStatus.CANCELLED, 2)
         assert (now.carrier, now.dispatched_at, now.delivered_at) == (None, None, None)
-    finally:
-        adapter.close()
-        server.stop()
 
 
 def test_the_same_key_with_another_cancellation_is_refused_and_cancels_nothing(
