@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import jsonschema
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -394,3 +397,66 @@ def test_deprecating_a_product_names_the_active_orders_that_contain_it(
         ).one()
     assert event.data["affected"]["active_order_ids"] == [order["order_id"]]
     assert event.data["affected"]["hygiene_subscriptions"]["product_id"] == str(shop.toothbrush)
+
+
+def test_starting_a_checkout_takes_two_transactions_and_stores_in_one_round_trip(
+    client: TestClient,
+    world: World,
+    shop: Shop,
+    database: Database,
+    engine_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hot path's shape (docs/benchmarks.md): the Idempotency-Key is claimed and the lines
+    priced in one transaction, then, after Integrated Payments opens the intent, the checkout,
+    its lines, its audit entry and the idempotent answer are stored in another. The claim is
+    the only statement sent one by one; on PostgreSQL the prices are read in one pipeline and
+    the store's rows go with its COMMIT in another."""
+    transactions: list[str] = []
+    statements: list[str] = []
+    pipelines: list[int] = []
+
+    def began(_connection: object) -> None:
+        transactions.append("begin")
+
+    def executed(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        statements.append(sql.split(None, 1)[0].upper())
+
+    real_pipeline = psycopg.Connection.pipeline
+
+    def counting_pipeline(self: psycopg.Connection[Any]) -> Any:
+        pipelines.append(1)
+        return real_pipeline(self)
+
+    monkeypatch.setattr(psycopg.Connection, "pipeline", counting_pipeline)
+    sqlalchemy_event.listen(database.engine, "begin", began)
+    sqlalchemy_event.listen(database.engine, "before_cursor_execute", executed)
+    try:
+        created = start_checkout(client, world.patient_a, [(shop.toothbrush, 2), (shop.voucher, 1)])
+    finally:
+        sqlalchemy_event.remove(database.engine, "begin", began)
+        sqlalchemy_event.remove(database.engine, "before_cursor_execute", executed)
+
+    assert created.status_code == 201, created.text
+    assert len(transactions) == 2
+    if engine_name == "postgresql":
+        assert statements == ["INSERT"]  # the claim; the rest travel in the two pipelines
+        assert pipelines == [1, 1]
+    checkout_id = uuid.UUID(created.json()["id"])
+    with Session(database.engine) as session:
+        assert session.get(Checkout, checkout_id) is not None
+        trail = session.scalars(
+            select(AuditEntry.action).where(AuditEntry.stream_id == str(checkout_id))
+        ).all()
+    assert trail == ["checkout.created"]
+    replay = client.post(
+        "/v1/checkouts",
+        headers={
+            **world.patient_a.headers,
+            "Idempotency-Key": created.request.headers["idempotency-key"],
+            "Content-Type": "application/json",
+        },
+        content=created.request.content,  # the same body, byte for byte
+    )
+    assert replay.status_code == 201
+    assert replay.json() == created.json()

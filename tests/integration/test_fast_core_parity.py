@@ -330,6 +330,43 @@ def test_the_error_names_the_update_that_matched_another_count(database: Databas
         assert {r["attempts"] for r in Statements(session).all(EVENTS)} == {0}
 
 
+class Refused(Exception):
+    """What a caller's refusal raises instead of StaleDataError."""
+
+
+@pytest.mark.parametrize("sent", ["on_flush", "with_the_commit"])
+def test_an_update_with_a_refusal_raises_it_instead_of_stale_data(
+    database: Database, sent: str
+) -> None:
+    """A caller that knows what a mismatch means (a lost idempotency claim, say) gives the
+    error to raise; it surfaces wherever StaleDataError would have (flush or the commit), and
+    the unit of work keeps nothing. A matching update is unaffected."""
+    kept = event_row(aggregate_id="kept")
+    commit_events(database, [kept])
+
+    def update(where: dict[str, Any]) -> None:
+        with database.unit_of_work() as session:
+            statements = Statements(session)
+            statements.insert(OutboxEvent, [event_row(aggregate_id="queued")])
+            statements.update(
+                OutboxEvent, where, {"attempts": 7}, refusal=lambda: Refused("not yours")
+            )
+            if sent == "on_flush":
+                statements.flush()
+
+    with pytest.raises(Refused, match="not yours"):
+        update({"event_id": uuid.uuid4()})
+    assert committed_aggregates(database) == ["kept"]
+    update({"event_id": kept["event_id"]})
+    assert committed_aggregates(database) == ["kept", "queued"]
+    with database.reading() as session:
+        assert sorted(r["attempts"] for r in Statements(session).all(EVENTS)) == [0, 7]
+    with pytest.raises(ValueError, match="number of rows"), database.unit_of_work() as session:
+        Statements(session).update(
+            OutboxEvent, {"aggregate_id": "a"}, {"attempts": 3}, expect=None, refusal=Refused
+        )
+
+
 def test_expect_states_how_many_rows_an_update_matches(database: Database) -> None:
     commit_events(database, [event_row(aggregate_id="a"), event_row(aggregate_id="a")])
     with database.unit_of_work() as session:

@@ -73,6 +73,25 @@ def test_the_same_key_and_body_replays_the_first_checkout(
     assert count_rows(database, Checkout) == 1
 
 
+def test_a_replay_answers_the_first_checkout_even_once_its_product_is_unavailable(
+    client: TestClient, world: World, shop: Shop, database: Database
+) -> None:
+    """Pricing runs in the claim's unit of work for a fresh key only: a replay answers what
+    was stored, whatever the catalogue says now."""
+    body = checkout_body(shop)
+    first = post_checkout(client, world.patient_a, body, "k-replay-unavailable")
+    _set_availability(client, world, shop.voucher, "unavailable")
+
+    second = post_checkout(client, world.patient_a, body, "k-replay-unavailable")
+
+    assert first.status_code == second.status_code == 201, second.text
+    assert second.json() == first.json()
+    assert second.headers["idempotent-replayed"] == "true"
+    fresh = post_checkout(client, world.patient_a, body, "k-fresh")
+    assert (fresh.status_code, fresh.json()["code"]) == (422, "product_not_purchasable")
+    assert count_rows(database, Checkout) == 1
+
+
 def test_the_same_body_in_another_key_order_and_spacing_is_still_a_replay(
     client: TestClient, world: World, shop: Shop, database: Database
 ) -> None:

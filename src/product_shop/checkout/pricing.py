@@ -56,10 +56,7 @@ def price_lines(
             "Each product may appear on one line only; set its quantity instead.",
             code="duplicate_product_line",
         )
-    found = {
-        p.product_id: (p, s)
-        for p, s in repository.products_with_settings(session, practice_id, product_ids=ids)
-    }
+    found = repository.offers(session, practice_id, ids)
     priced: list[PricedLine] = []
     problems: list[dict[str, str]] = []
     currencies: set[str] = set()
@@ -68,31 +65,30 @@ def price_lines(
         if row is None:
             problems.append({"product_id": str(line.product_id), "reason": "product_not_found"})
             continue
-        product, setting = row
         offer = (
             PracticeOffer(
-                setting.retail_price_minor,
-                setting.practice_note,
-                setting.visible,
-                setting.in_clinic_stock_available,
+                row["retail_price_minor"],
+                row["practice_note"],
+                row["visible"],
+                row["in_clinic_stock_available"],
             )
-            if setting
+            if row["visible"] is not None  # NOT NULL in a settings row: None, no settings
             else None
         )
-        fulfilment = FulfilmentType(product.fulfilment_type)
+        fulfilment = FulfilmentType(row["fulfilment_type"])
         blocker = purchase_blocker(
-            AvailabilityStatus(product.availability_status), fulfilment, offer
+            AvailabilityStatus(row["availability_status"]), fulfilment, offer
         )
         if blocker is not None or offer is None:
             reason = _PATIENT_REASON[blocker] if blocker else "product_not_found"
             problems.append({"product_id": str(line.product_id), "reason": reason})
             continue
-        currencies.add(product.currency)
+        currencies.add(row["currency"])
         priced.append(
             PricedLine(
                 line_no,
-                product.product_id,
-                product.name,
+                line.product_id,
+                row["name"],
                 line.quantity,
                 offer.retail_price_minor,
                 fulfilment,

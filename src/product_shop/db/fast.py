@@ -35,7 +35,7 @@ compiled statements' caches are this module's (`_compiled_selects`, `_insert_sql
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -193,15 +193,21 @@ class Statements:
         values: Mapping[str, Any],
         *,
         expect: int | None = 1,
+        refusal: Callable[[], Exception] | None = None,
     ) -> None:
         """Queue `UPDATE table SET values WHERE key = value AND ...` (None: `IS NULL`). The
         update must match `expect` rows (None: any number); otherwise `flush` or the unit of
-        work's commit raises StaleDataError and the unit of work keeps nothing."""
+        work's commit raises StaleDataError, or what `refusal` returns, and the unit of work
+        keeps nothing."""
         if not where or not values:
             raise ValueError("an update needs at least one condition and one value")
         if expect is not None and (isinstance(expect, bool) or expect < 0):
             raise ValueError("expect is a number of rows (or None: any number)")
-        self._writes.append(Write("update", table_of(model), [dict(values)], dict(where), expect))
+        if refusal is not None and expect is None:
+            raise ValueError("a refusal needs a number of rows to expect")
+        self._writes.append(
+            Write("update", table_of(model), [dict(values)], dict(where), expect, refusal)
+        )
 
     def flush(self) -> None:
         """Send every queued write now, in order (PostgreSQL: one pipeline; elsewhere, Core),

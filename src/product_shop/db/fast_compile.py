@@ -71,6 +71,8 @@ class Write(NamedTuple):
     rows: list[Row]  # an update: one row, its values
     where: Row | None
     expect: int | None  # an update: the rows it must match (None: any number)
+    # An update: what to raise when it matches another number of rows (None: StaleDataError).
+    refusal: Callable[[], Exception] | None = None
 
 
 SelectCache = dict[AnySelect, CompiledSelect]
@@ -315,8 +317,11 @@ def with_defaults(table: Table, row: Mapping[str, Any]) -> Row:
     return full
 
 
-def stale(write: Write, matched: int | None) -> StaleDataError:
-    """The error the ORM raises when a flush's UPDATE matches another number of rows."""
+def stale(write: Write, matched: int | None) -> Exception:
+    """The error the ORM raises when a flush's UPDATE matches another number of rows, or the
+    write's own refusal when it has one."""
+    if write.refusal is not None:
+        return write.refusal()
     found = f"{matched} were matched" if matched is not None else "a different number were matched"
     return StaleDataError(
         f"UPDATE statement on table '{write.table.name}' expected to update {write.expect} "

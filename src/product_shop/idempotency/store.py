@@ -26,12 +26,24 @@ from sqlalchemy.orm import Session
 from product_shop.core.clock import Clock
 from product_shop.core.errors import BadRequest, Conflict, Unprocessable
 from product_shop.db.base import json_default
+from product_shop.db.fast import Statements
+from product_shop.db.fast_compile import table_of
 from product_shop.idempotency.tables import IdempotencyKey
 
 KEY_TTL = timedelta(hours=24)
 # An in-flight claim older than this belongs to a request that died; a new one may take over.
 STALE_CLAIM = timedelta(minutes=2)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+_TABLE = table_of(IdempotencyKey)
+# A fresh claim (True: PostgreSQL's statement; False: SQLite's), with its values as parameters.
+_CLAIM = {
+    postgres: dialect_insert(_TABLE)
+    .on_conflict_do_nothing(index_elements=["scope", "key"])
+    .returning(_TABLE.c.key)
+    for postgres, dialect_insert in ((True, postgresql_insert), (False, sqlite_insert))
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +102,10 @@ class IdempotencyStore:
             "created_at": now,
             "expires_at": now + self._ttl,
         }
-        # The usual case, a key never seen: one INSERT ... ON CONFLICT DO NOTHING.
+        # The usual case, a key never seen: one INSERT ... ON CONFLICT DO NOTHING, built once
+        # per dialect on the table (Core: no ORM bulk-insert machinery per request).
         dialect = session.get_bind().dialect.name
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        inserted = session.execute(
-            insert(IdempotencyKey)
-            .values(fresh)
-            .on_conflict_do_nothing(index_elements=["scope", "key"])
-            .returning(IdempotencyKey.key)
-        ).first()
+        inserted = session.execute(_CLAIM[dialect == "postgresql"], fresh).first()
         if inserted is not None:
             return Claim(scope, key, token)
         row = session.get(IdempotencyKey, (scope, key), with_for_update=True)
@@ -144,33 +151,25 @@ class IdempotencyStore:
         body: dict[str, Any],
         location: str | None = None,
     ) -> None:
-        """Store the response in the caller's transaction, alongside the effect it describes.
-        If the claim was lost (taken over after it went stale), the caller's whole transaction
-        fails, so the effect is not made twice. The claim's holder may store a later answer
-        over its own earlier one (a refund stored as pending when reserved, then as made)."""
-        kept = session.execute(
-            update(IdempotencyKey)
-            .where(
-                IdempotencyKey.scope == claim.scope,
-                IdempotencyKey.key == claim.key,
-                IdempotencyKey.claim_token == claim.token,
-                IdempotencyKey.status.in_(("in_flight", "completed")),
-            )
-            .values(
-                status="completed",
-                response_status=status,
-                response_body=json.loads(json.dumps(body, default=json_default)),
-                response_location=location,
-            )
-            .returning(IdempotencyKey.key)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if kept is None:
-            raise Conflict(
-                "This request took too long and another request with the same Idempotency-Key "
-                "took over; nothing was done by this one.",
-                code="idempotency_claim_lost",
-            )
+        """Store the response in the caller's transaction, alongside the effect it describes:
+        queued through `db.fast.Statements`, so on PostgreSQL it goes with the COMMIT. If the
+        claim was lost (taken over after it went stale), that COMMIT (or an earlier `flush`)
+        raises 409 `idempotency_claim_lost` and the whole transaction keeps nothing, so the
+        effect is not made twice. The claim's holder may store a later answer over its own
+        earlier one (a refund stored as pending when reserved, then as made)."""
+        # Only the holder's token matches: a claim is `in_flight` or `completed` while it lives
+        # (release deletes it), so the token alone says the claim is still this request's.
+        Statements(session).update(
+            IdempotencyKey,
+            {"scope": claim.scope, "key": claim.key, "claim_token": claim.token},
+            {
+                "status": "completed",
+                "response_status": status,
+                "response_body": json.loads(json.dumps(body, default=json_default)),
+                "response_location": location,
+            },
+            refusal=_claim_lost,
+        )
 
     @staticmethod
     def release(session: Session, claim: Claim, *, answered: bool = False) -> None:
@@ -187,6 +186,14 @@ class IdempotencyStore:
                 IdempotencyKey.status.in_(statuses),
             )
         )
+
+
+def _claim_lost() -> Conflict:
+    return Conflict(
+        "This request took too long and another request with the same Idempotency-Key "
+        "took over; nothing was done by this one.",
+        code="idempotency_claim_lost",
+    )
 
 
 def in_flight() -> Conflict:

@@ -17,7 +17,6 @@ from product_shop.access.policy import Action
 from product_shop.checkout.return_urls import check_return_url
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
 from product_shop.core.errors import BadRequest
-from product_shop.idempotency.store import Claim
 from product_shop.orders.schemas import OrderOut
 from product_shop.web import checkout_flows as flows
 from product_shop.web.abuse import checkout_rate_limit
@@ -54,11 +53,16 @@ def create_checkout(
     if body.return_url is not None:
         check_return_url(body.return_url, context.settings.payment_return_allowed())
 
-    def create(claim: Claim) -> tuple[CheckoutOut, str]:
-        view = flows.create_checkout(context, actor, body, claim)
-        return view, f"/v1/checkouts/{view.id}"
-
-    return run_idempotent(context, actor, idempotency_key, "POST /v1/checkouts", body, create)
+    start = flows.CheckoutStart(context, actor, body)
+    return run_idempotent(
+        context,
+        actor,
+        idempotency_key,
+        "POST /v1/checkouts",
+        body,
+        start.create,
+        prepare=start.price,
+    )
 
 
 @router.get(

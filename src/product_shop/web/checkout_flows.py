@@ -31,25 +31,38 @@ from product_shop.orders.queries import patient_view
 from product_shop.orders.schemas import PatientOrderOut
 
 
-def create_checkout(
-    context: AppContext, actor: Actor, body: CheckoutIn, claim: Claim
-) -> CheckoutOut:
-    """Price (unit of work 1), open the payment intent (Integrated Payments), store the
-    checkout with the idempotent response (unit of work 2)."""
-    with context.database.unit_of_work() as session:
-        new = context.checkout.price(session, actor, body)
-    if body.redeem_points is not None:
-        return _create_with_points(context, actor, new, body.redeem_points, claim)
-    intent = context.checkout.open_intent(new)
+class CheckoutStart:
+    """Starting a checkout (`POST /v1/checkouts`), in the steps `web.idempotency.run_idempotent`
+    runs: `price` in the unit of work that claims the Idempotency-Key (the catalogue's prices
+    and availability now), then `create`: the payment intent opened at Integrated Payments (no
+    transaction open), and the checkout stored with the idempotent response (unit of work)."""
 
-    def record(session: Session) -> CheckoutOut:
-        view = context.checkout.record_new(session, actor, new, intent)
-        context.idempotency.complete(
-            session, claim, 201, view.model_dump(mode="json"), f"/v1/checkouts/{view.id}"
-        )
-        return view
+    def __init__(self, context: AppContext, actor: Actor, body: CheckoutIn) -> None:
+        self._context = context
+        self._actor = actor
+        self._body = body
+        self._new: NewCheckout | None = None
 
-    return context.database.run(record)
+    def price(self, session: Session) -> None:
+        self._new = self._context.checkout.price(session, self._actor, self._body)
+
+    def create(self, claim: Claim) -> tuple[CheckoutOut, str]:
+        context, actor, new = self._context, self._actor, self._new
+        assert new is not None, "priced first, in the claim's unit of work"
+        location = f"/v1/checkouts/{new.checkout_id}"
+        if self._body.redeem_points is not None:
+            view = _create_with_points(context, actor, new, self._body.redeem_points, claim)
+            return view, location
+        intent = context.checkout.open_intent(new)
+
+        def record(session: Session) -> CheckoutOut:
+            view = context.checkout.record_new(session, actor, new, intent)
+            context.idempotency.complete(
+                session, claim, 201, view.model_dump(mode="json"), location
+            )
+            return view
+
+        return context.database.run(record), location
 
 
 def _create_with_points(

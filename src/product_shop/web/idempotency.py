@@ -9,6 +9,7 @@ from fastapi import Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from product_shop.access.actor import Actor
@@ -70,16 +71,23 @@ def run_idempotent(
     create: Callable[[Claim], tuple[BaseModel, str]],
     *,
     status_of: Callable[[BaseModel], int] | None = None,
+    prepare: Callable[[Session], None] | None = None,
 ) -> Response:
     """Claim the key in a unit of work of its own (committed, so a duplicate sees it), run
     `create` (which stores its response with `IdempotencyStore.complete` in its own unit of
-    work, alongside its effect), and release the key in another if `create` fails."""
+    work, alongside its effect), and release the key in another if `create` fails.
+
+    `prepare`, when given, runs in the claim's unit of work once the key is claimed (never for
+    a replay): the reads and checks `create` builds on, without a transaction of their own. A
+    refusal raised there rolls the claim back with it, so the key stays free."""
     store, database = context.idempotency, context.database
     try:
         with database.unit_of_work() as session:
             outcome = store.claim(
                 session, actor.actor_id, key, operation, payload.model_dump(mode="json")
             )
+            if prepare is not None and not isinstance(outcome, Replay):
+                prepare(session)
     except IntegrityError as exc:  # a concurrent request claimed the same key first
         raise in_flight() from exc
     if isinstance(outcome, Replay):

@@ -166,11 +166,10 @@ def buy(
         )
         key = str(form.get("idempotency_key") or "") or None
 
-        def create(claim: Claim) -> tuple[Any, str]:
-            view = flows.create_checkout(context, actor, body, claim)
-            return view, f"/v1/checkouts/{view.id}"
-
-        answer = run_idempotent(context, actor, key, "POST /v1/checkouts", body, create)
+        start = flows.CheckoutStart(context, actor, body)
+        answer = run_idempotent(
+            context, actor, key, "POST /v1/checkouts", body, start.create, prepare=start.price
+        )
     except ProductShopError as exc:
         if exc.code == "idempotency_key_reused":
             exc = Unprocessable(
