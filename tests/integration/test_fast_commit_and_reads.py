@@ -9,16 +9,17 @@ one in a transaction.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, literal_column, select
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from product_shop.db import fast
@@ -39,6 +40,8 @@ from tests.integration.fast_support import (
     use_far_time_zone,
 )
 
+# A read the server refuses at execution (the text is not an integer).
+BAD_CAST = select(literal_column("CAST('x' AS INTEGER)").label("n"))
 IDLE = psycopg.pq.TransactionStatus.IDLE
 INTRANS = psycopg.pq.TransactionStatus.INTRANS
 
@@ -208,38 +211,78 @@ def test_a_first_read_for_update_holds_its_lock_until_the_unit_of_work_ends(
     try_to_lock()  # released by the commit
 
 
+@contextmanager
+def waits_on(session: Session) -> Iterator[list[str]]:
+    """What the session's connection waits for the server on, from a libpq trace of the block:
+    'Sync' (a pipeline's end, or BEGIN's in a pipeline), 'Flush' (results asked for inside a
+    pipeline) and 'Query' (a simple query: BEGIN or COMMIT outside a pipeline). Each is a round
+    trip, except a Flush right after a Sync (that Sync's answer is already on its way)."""
+    driver = driver_of(session)
+    waits: list[str] = []
+    with tempfile.TemporaryFile() as trace:
+        driver.pgconn.trace(trace.fileno())
+        driver.pgconn.set_trace_flags(
+            psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+        )
+        try:
+            yield waits
+        finally:
+            driver.pgconn.untrace()
+            trace.seek(0)
+            for line in trace.read().decode().splitlines():
+                fields = line.split("\t")  # direction, length, message
+                if len(fields) < 3 or fields[0] != "F":
+                    continue
+                kind = fields[2].split(" ", 1)[0]
+                if kind in ("Sync", "Flush", "Query"):
+                    waits.append(kind)
+
+
 @pytest.mark.postgres_only
-def test_a_single_read_is_never_sent_in_a_pipeline(
-    database: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A guard on round trips: psycopg 3.3 sends a Sync after the BEGIN it adds in a pipeline
-    and waits for it (Connection._start_query), so a one-read pipeline on an idle connection
-    costs three round trips (BEGIN+Sync, Flush, Sync) against two without one (measured with a
-    libpq trace). `Statements.one/all` therefore never open a pipeline; `many` does, for the
-    reads it batches."""
+def test_reads_wait_on_the_server_as_few_times_as_psycopg_allows(database: Database) -> None:
+    """A guard on round trips (every read below also sends the row-level-security scope first).
+    psycopg 3.3 follows the BEGIN it adds in a pipeline with a Sync and waits for it
+    (Connection._start_query), so in a transaction one read is sent without a pipeline (BEGIN
+    as a simple query, the scope, the read: three round trips, against BEGIN+Sync, Flush and
+    Sync in a pipeline); `many` pipelines its reads and reads the results once the pipeline has
+    ended (BEGIN+Sync, then one Sync for them all: fetching inside it would add a Flush and its
+    wait). With no transaction (`Database.reading`) there is no BEGIN: the scope and one read
+    go in one pipeline, one round trip."""
     row = event_row()
     commit_rows(database, [row])
-    entered: list[tuple[bool, psycopg.pq.TransactionStatus]] = []
-    original = psycopg.Connection.pipeline
-
-    def recording(self: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
-        entered.append((self.autocommit, self.info.transaction_status))
-        return original(self)
-
-    monkeypatch.setattr(psycopg.Connection, "pipeline", recording)
+    by_id = {"event_id": row["event_id"]}
 
     with database.unit_of_work() as session:
         statements = Statements(session)
-        assert statements.one(EVENT, event_id=row["event_id"]) is not None  # idle: BEGIN first
-        assert statements.all(EVENTS) != []
-        assert statements.one(EVENT, event_id=row["event_id"]) is not None
-        assert entered == []
-        assert len(statements.many((EVENT, {"event_id": row["event_id"]}), (EVENTS, {}))) == 2
-        assert entered == [(False, INTRANS)]
-    entered.clear()
+        with waits_on(session) as first_read:
+            assert statements.one(EVENT, **by_id) is not None
+        with waits_on(session) as later_read:
+            assert statements.all(EVENT, **by_id) != []
+    assert first_read == ["Query", "Sync", "Sync"]  # BEGIN, the scope, the read
+    assert later_read == ["Sync"]
+
+    with database.unit_of_work() as session, waits_on(session) as batch:
+        found = Statements(session).many((EVENT, by_id), (EVENTS, {}), (EVENT, by_id))
+    assert [len(rows) for rows in found] == [1, 1, 1]
+    assert batch == ["Sync", "Sync", "Flush"]  # BEGIN+Sync; the reads' Sync (its Flush: no wait)
+
+    with database.reading() as session, waits_on(session) as no_transaction:
+        assert Statements(session).one(EVENT, **by_id) is not None
+    assert no_transaction == ["Sync", "Flush"]
+
+
+@pytest.mark.postgres_only
+def test_a_failing_read_in_a_batch_raises_and_the_connection_stays_usable(
+    database: Database,
+) -> None:
+    """`many` reads its results after the pipeline ends: an error from any of its statements
+    still surfaces as SQLAlchemy's, and the unit of work rolls back cleanly."""
+    row = event_row()
+    commit_rows(database, [row])
+    with pytest.raises(DataError), database.unit_of_work() as session:
+        Statements(session).many((EVENT, {"event_id": row["event_id"]}), (BAD_CAST, {}))
     with database.reading() as session:
-        assert Statements(session).one(EVENT, event_id=row["event_id"]) is not None
-    assert entered == []
+        assert len(Statements(session).all(EVENTS)) == 1
 
 
 # ---- 3. queued rows commit with the unit of work --------------------------------------------

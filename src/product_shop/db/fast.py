@@ -111,7 +111,7 @@ class Statements:
 
     def many(self, *queries: tuple[AnySelect, Row]) -> list[list[Row]]:
         """Several SELECTs, each with its parameters; their rows in the same order. PostgreSQL
-        gets them all in one round trip (the server still runs them one after the other, so a
+        gets them all in one pipeline (the server still runs them one after the other, so a
         row locked by the first is read as of that lock by the next)."""
         if not self._postgres:
             return [self.all(statement, **params) for statement, params in queries]
@@ -126,15 +126,18 @@ class Statements:
         driver = _driver(connection)
         statements = [select.sql for select, _ in compiled if select.sql is not None]
         scope = tenancy.take_pending(connection)
-        with self._errors(connection, statements), driver.pipeline():
-            if scope is not None:  # row-level security's scope, first, in the same pipeline
-                driver.execute(tenancy.SET_SCOPE, scope)
+        with self._errors(connection, statements):
             pending = []
-            for select, params in compiled:
-                assert select.sql is not None
-                cursor = driver.cursor(row_factory=tuple_row)
-                cursor.execute(select.sql, read_params(select, params))
-                pending.append((cursor, select))
+            with driver.pipeline():
+                if scope is not None:  # row-level security's scope, first, in the same pipeline
+                    driver.execute(tenancy.SET_SCOPE, scope)
+                for select, params in compiled:
+                    assert select.sql is not None
+                    cursor = driver.cursor(row_factory=tuple_row)
+                    cursor.execute(select.sql, read_params(select, params))
+                    pending.append((cursor, select))
+            # Read once the pipeline has ended: its Sync brought every result back. Fetching
+            # inside it would send a Flush and wait for it first, a round trip more.
             results = []
             for cursor, select in pending:
                 results.append(result_rows(select, self._dialect, cursor, cursor.fetchall()))
@@ -153,16 +156,25 @@ class Statements:
             return [dict(r) for r in result]
         self._autoflush()
         connection = self._connection()
-        # No pipeline for one read: psycopg (3.3) follows the BEGIN it adds in a pipeline with a
-        # Sync and waits for it, so a pipeline would cost a round trip more, not less.
+        driver = _driver(connection)
         scope = tenancy.take_pending(connection)
         with (
             self._errors(connection, [select.sql]),
-            _driver(connection).cursor(row_factory=tuple_row) as cursor,
+            driver.cursor(row_factory=tuple_row) as cursor,
         ):
-            if scope is not None:  # row-level security's scope, before the transaction's first
-                cursor.execute(tenancy.SET_SCOPE, scope)
-            cursor.execute(select.sql, read_params(select, params))
+            if scope is not None and driver.autocommit:
+                # A read with no transaction (`Database.reading`): the scope and the read in
+                # one pipeline, one round trip; there is no BEGIN for psycopg to wait on.
+                with driver.pipeline():
+                    driver.execute(tenancy.SET_SCOPE, scope)
+                    cursor.execute(select.sql, read_params(select, params))
+            else:
+                # In a transaction, no pipeline for one read: psycopg (3.3) follows the BEGIN it
+                # adds in a pipeline with a Sync and waits for it, so a pipeline would cost a
+                # round trip more, not less.
+                if scope is not None:  # row-level security's scope, before the first read
+                    cursor.execute(tenancy.SET_SCOPE, scope)
+                cursor.execute(select.sql, read_params(select, params))
             if limit_one:
                 first = cursor.fetchone()
                 raw = [first] if first is not None else []
