@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from product_shop.cli_simulators import serve_simulator
 from product_shop.logging import configure_logging
 
 DEFAULT_PORT = 8107
@@ -80,8 +81,6 @@ def _signed_out(uri: str) -> str:
 
 
 def _simulate_access(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from product_shop.access import demo_idp
     from product_shop.config import Settings
     from product_shop.simulators.access import (
@@ -119,5 +118,5 @@ def _simulate_access(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"product-shop simulate access: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    serve_simulator(app, args)
     return 0

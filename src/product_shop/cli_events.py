@@ -11,7 +11,9 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from product_shop.cli_simulators import serve_simulator
 from product_shop.config import Settings
+from product_shop.core.process import freeze_start_up
 from product_shop.events.routing import FEED_DESTINATIONS, Destination
 from product_shop.logging import configure_logging, get_logger
 
@@ -92,6 +94,7 @@ def _relay(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+        freeze_start_up()
         relay = RelayThread(context.relay, args.interval)
         relay.start()
         try:
@@ -151,8 +154,6 @@ def _events_redeliver(args: argparse.Namespace) -> int:
 def _simulate_receivers(args: argparse.Namespace) -> int:
     import sys
 
-    import uvicorn
-
     from product_shop.core.signing import demo_destination_secret
     from product_shop.simulators.receivers import (
         ReceiversSimulatorConfig,
@@ -171,5 +172,5 @@ def _simulate_receivers(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"product-shop simulate receivers: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    serve_simulator(app, args)
     return 0

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from product_shop.config import Settings
+from product_shop.core.process import freeze_start_up
 from product_shop.logging import configure_logging, get_logger
 
 log = get_logger("product_shop.cli")
@@ -53,6 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+        freeze_start_up()
         scheduler = JobScheduler(context.jobs, scheduled_jobs(context))
         scheduler.start()
         log.info("worker_started", jobs=scheduler.job_names)

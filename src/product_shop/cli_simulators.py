@@ -7,8 +7,17 @@ import argparse
 import sys
 
 import uvicorn
+from starlette.types import ASGIApp
 
+from product_shop.core.process import freeze_start_up
 from product_shop.logging import configure_logging
+
+
+def serve_simulator(app: ASGIApp, args: argparse.Namespace) -> None:
+    """Serve a simulator until stopped, what it built at start-up frozen out of the garbage
+    collector's way, as the product's own processes do (`core/process.py`)."""
+    freeze_start_up()
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
 
 
 def simulate_payments(args: argparse.Namespace) -> int:
@@ -23,7 +32,7 @@ def simulate_payments(args: argparse.Namespace) -> int:
         duplicate_callback_rate=args.duplicate_rate,
     )
     app = create_payments_simulator(config)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    serve_simulator(app, args)
     return 0
 
 
@@ -50,7 +59,7 @@ def simulate_suppliers(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"product-shop simulate suppliers: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    serve_simulator(app, args)
     return 0
 
 
@@ -73,7 +82,7 @@ def simulate_rewards(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"product-shop simulate rewards: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    serve_simulator(app, args)
     return 0
 
 
@@ -92,7 +101,7 @@ def simulate_ai(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"product-shop simulate ai: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    serve_simulator(app, args)
     return 0
 
 
@@ -115,7 +124,7 @@ def simulate_appointments(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"product-shop simulate appointments: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    serve_simulator(app, args)
     return 0
 
 

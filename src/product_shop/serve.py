@@ -52,6 +52,7 @@ import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
 from product_shop.config import Settings
+from product_shop.core.process import freeze_start_up
 from product_shop.logging import configure_logging, get_logger
 
 log = get_logger("product_shop.serve")
@@ -98,6 +99,8 @@ def run_worker(host: str, port: int, *, reuse_port: bool) -> None:
         access_log=False,
         **transport_options(settings),
     )
+    config.load()  # the app and all it imports, built before serving (uvicorn would do it then)
+    freeze_start_up()
     uvicorn.Server(config).run(sockets=[server_socket(host, port, reuse_port=reuse_port)])
 
 
