@@ -29,6 +29,7 @@ from product_shop.idempotency.store import Claim
 from product_shop.integrations.rewards import RewardsRejected
 from product_shop.orders.queries import patient_view
 from product_shop.orders.schemas import PatientOrderOut
+from product_shop.web.idempotency import stored_with_answer
 
 
 class CheckoutStart:
@@ -54,15 +55,13 @@ class CheckoutStart:
             view = _create_with_points(context, actor, new, self._body.redeem_points, claim)
             return view, location
         intent = context.checkout.open_intent(new)
-
-        def record(session: Session) -> CheckoutOut:
-            view = context.checkout.record_new(session, actor, new, intent)
-            context.idempotency.complete(
-                session, claim, 201, view.model_dump(mode="json"), location
-            )
-            return view
-
-        return context.database.run(record), location
+        view = stored_with_answer(
+            context,
+            claim,
+            location,
+            lambda session: context.checkout.record_new(session, actor, new, intent),
+        )
+        return view, location
 
 
 def _create_with_points(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Header
 from fastapi.responses import JSONResponse
@@ -18,6 +18,8 @@ from product_shop.idempotency.store import Claim, Replay, in_flight
 from product_shop.web.docs import response_headers
 from product_shop.web.problems import problem_responses
 from product_shop.web.responses import model_response
+
+Created = TypeVar("Created", bound=BaseModel)
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Sent too, under the name some clients look for (issue 8 names it); same meaning.
@@ -103,3 +105,17 @@ def run_idempotent(
         raise
     status = 201 if status_of is None else status_of(created)
     return model_response(created, status_code=status, headers={"Location": location})
+
+
+def stored_with_answer(
+    context: AppContext, claim: Claim, location: str, make: Callable[[Session], Created]
+) -> Created:
+    """What `make` creates, in a unit of work (`Database.run`) that also stores it as the
+    claim's 201 answer, so the effect and its replay commit together."""
+
+    def work(session: Session) -> Created:
+        made = make(session)
+        context.idempotency.complete(session, claim, 201, made.model_dump(mode="json"), location)
+        return made
+
+    return context.database.run(work)

@@ -30,6 +30,7 @@ from product_shop.web.idempotency import (
     IdempotencyKeyHeader,
     creating_responses,
     run_idempotent,
+    stored_with_answer,
 )
 from product_shop.web.problems import problem_responses
 from product_shop.web.responses import model_response
@@ -68,14 +69,10 @@ def recommend(
     location = f"/v1/patients/{patient_id}/recommendations"
 
     def create(claim: Claim) -> tuple[RecommendationList, str]:
-        def work(session: Session) -> RecommendationList:
-            made = context.recommendations.recommend(session, actor, patient_id, body)
-            context.idempotency.complete(
-                session, claim, 201, made.model_dump(mode="json"), location
-            )
-            return made
+        def make(session: Session) -> RecommendationList:
+            return context.recommendations.recommend(session, actor, patient_id, body)
 
-        return context.database.run(work), location
+        return stored_with_answer(context, claim, location, make), location
 
     return run_idempotent(context, actor, idempotency_key, f"POST {location}", body, create)
 
