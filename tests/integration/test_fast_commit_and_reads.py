@@ -215,8 +215,9 @@ def test_a_first_read_for_update_holds_its_lock_until_the_unit_of_work_ends(
 def waits_on(session: Session) -> Iterator[list[str]]:
     """What the session's connection waits for the server on, from a libpq trace of the block:
     'Sync' (a pipeline's end, or BEGIN's in a pipeline), 'Flush' (results asked for inside a
-    pipeline) and 'Query' (a simple query: BEGIN or COMMIT outside a pipeline). Each is a round
-    trip, except a Flush right after a Sync (that Sync's answer is already on its way)."""
+    pipeline) and 'Query' (a simple query: BEGIN or COMMIT outside a pipeline): one round trip
+    each. A Flush right after a Sync is left out: that Sync's answer is already on its way, and
+    psycopg sends it or not depending on how fast the answer came."""
     driver = driver_of(session)
     waits: list[str] = []
     with tempfile.TemporaryFile() as trace:
@@ -229,13 +230,15 @@ def waits_on(session: Session) -> Iterator[list[str]]:
         finally:
             driver.pgconn.untrace()
             trace.seek(0)
+            previous = ""  # the message the client sent before this one
             for line in trace.read().decode().splitlines():
                 fields = line.split("\t")  # direction, length, message
                 if len(fields) < 3 or fields[0] != "F":
                     continue
                 kind = fields[2].split(" ", 1)[0]
-                if kind in ("Sync", "Flush", "Query"):
+                if kind in ("Sync", "Query") or (kind == "Flush" and previous != "Sync"):
                     waits.append(kind)
+                previous = kind
 
 
 @pytest.mark.postgres_only
@@ -264,11 +267,11 @@ def test_reads_wait_on_the_server_as_few_times_as_psycopg_allows(database: Datab
     with database.unit_of_work() as session, waits_on(session) as batch:
         found = Statements(session).many((EVENT, by_id), (EVENTS, {}), (EVENT, by_id))
     assert [len(rows) for rows in found] == [1, 1, 1]
-    assert batch == ["Sync", "Sync", "Flush"]  # BEGIN+Sync; the reads' Sync (its Flush: no wait)
+    assert batch == ["Sync", "Sync"]  # BEGIN+Sync; then one Sync for all the reads
 
     with database.reading() as session, waits_on(session) as no_transaction:
         assert Statements(session).one(EVENT, **by_id) is not None
-    assert no_transaction == ["Sync", "Flush"]
+    assert no_transaction == ["Sync"]
 
 
 @pytest.mark.postgres_only
