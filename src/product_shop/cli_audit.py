@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from product_shop.cli_events import aware_time
 from product_shop.config import Settings
 from product_shop.logging import configure_logging
 
@@ -30,8 +31,8 @@ def add_commands(sub: Any) -> None:
 
     export = audit_sub.add_parser("export", help="Entries and checkpoints as JSON lines")
     _data_dir(export)
-    export.add_argument("--since", type=datetime.fromisoformat, required=True)
-    export.add_argument("--until", type=datetime.fromisoformat, default=None)
+    export.add_argument("--since", type=aware_time, required=True)
+    export.add_argument("--until", type=aware_time, default=None)
     export.add_argument("--format", choices=("jsonl",), default="jsonl")
     export.add_argument("--output", type=Path, default=None, help="Default: standard output")
     export.set_defaults(handler=_export)

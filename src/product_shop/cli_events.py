@@ -13,6 +13,7 @@ from typing import Any
 
 from product_shop.cli_simulators import serve_simulator
 from product_shop.config import Settings
+from product_shop.core.moments import RANGE, parse_timestamp
 from product_shop.core.process import freeze_start_up
 from product_shop.events.routing import FEED_DESTINATIONS, Destination
 from product_shop.logging import configure_logging, get_logger
@@ -38,7 +39,7 @@ def add_commands(sub: Any) -> None:
     redeliver.add_argument("--destination", choices=[d.value for d in Destination], default=None)
     redeliver.add_argument(
         "--since",
-        type=_aware_time,
+        type=aware_time,
         default=None,
         metavar="TIME",
         help="Only events that occurred at or after this ISO 8601 time (with its offset)",
@@ -64,14 +65,15 @@ def add_receivers_simulator(simulate_sub: Any) -> None:
     receivers.set_defaults(handler=_simulate_receivers)
 
 
-def _aware_time(value: str) -> datetime:
+def aware_time(value: str) -> datetime:
+    """An argparse type: an ISO 8601 time with its offset, in the years the service holds."""
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_timestamp(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value}") from exc
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError("give the time's offset, e.g. 2026-11-30T09:00:00+00:00")
-    return parsed
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time with its offset (e.g. 2026-11-30T09:00:00+00:00) in {RANGE}:"
+            f" {value}"
+        ) from exc
 
 
 def _relay(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime
 
 from product_shop.core.errors import BadRequest
+from product_shop.core.moments import parse_timestamp
 
 
 def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
@@ -19,10 +20,8 @@ def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:  # ours are aware; a naive one would fail in the query (500)
-            raise ValueError("cursor timestamps carry a time zone")
-        return moment, uuid.UUID(row_id)
+        # Ours are aware and in range; a naive or out-of-range one would fail in the query.
+        return parse_timestamp(at), uuid.UUID(row_id)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             "The cursor is not valid; start again without one.", code="invalid_cursor"

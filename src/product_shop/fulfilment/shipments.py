@@ -19,7 +19,6 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +32,7 @@ from product_shop.catalogue.model import FulfilmentType
 from product_shop.core.clock import Clock
 from product_shop.core.errors import BadRequest, InvalidTransition
 from product_shop.core.ids import new_id
+from product_shop.core.moments import Timestamp
 from product_shop.events import inbox
 from product_shop.events.delivery import PendingEvent, PermanentDeliveryError, Sink
 from product_shop.fulfilment.acceptance import SubmissionAccepted, awaiting_acceptance
@@ -280,14 +280,14 @@ class SupplierUpdateIn(BaseModel):
     reference: Annotated[str, StringConstraints(min_length=1, max_length=80)]
     status: ShipmentStatus
     sequence: Annotated[int, Field(ge=1, le=2**31 - 1)]
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Timestamp | None = None
     carrier: Annotated[str, StringConstraints(max_length=80)] | None = None
     tracking_number: Annotated[str, StringConstraints(max_length=120)] | None = None
     tracking_url: (
         Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://\S+$")] | None
     ) = None
-    dispatched_at: AwareDatetime | None = None
-    delivered_at: AwareDatetime | None = None
+    dispatched_at: Timestamp | None = None
+    delivered_at: Timestamp | None = None
     exception_reason: ExceptionReason | None = None
 
 

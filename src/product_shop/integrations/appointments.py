@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from product_shop.core.moments import parse_timestamp
+
 APPOINTMENT_ENDED = "appointment.ended"
 MAX_CODES = 20
 MAX_CODE_LENGTH = 32
@@ -99,9 +101,6 @@ def _uuid(data: dict[str, Any], field: str) -> uuid.UUID:
 
 def _aware(data: dict[str, Any], field: str) -> datetime:
     try:
-        value = datetime.fromisoformat(str(data[field]))
+        return parse_timestamp(str(data[field]))  # aware, in range, as UTC
     except (KeyError, ValueError) as exc:
         raise MalformedAppointmentEvent(f"data.{field}") from exc
-    if value.tzinfo is None:
-        raise MalformedAppointmentEvent(f"data.{field}")
-    return value

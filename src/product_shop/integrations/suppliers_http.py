@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from product_shop.core.moments import parse_timestamp
 from product_shop.integrations.json_http import JsonHttpClient, NoAnswer, Refused
 from product_shop.integrations.suppliers import (
     ExceptionReason,
@@ -154,7 +155,4 @@ def _optional_text(value: Any) -> str | None:
 def _optional_time(value: Any) -> datetime | None:
     if value is None:
         return None
-    moment = datetime.fromisoformat(_text(value))
-    if moment.tzinfo is None:
-        raise ValueError(f"a timestamp without a time zone: {value!r}")
-    return moment
+    return parse_timestamp(_text(value))  # aware, in range, as UTC; else ValueError

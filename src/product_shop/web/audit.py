@@ -9,11 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.audit.export import export_lines
+from product_shop.core.moments import Timestamp
 from product_shop.web.deps import ContextDep, permitted
 from product_shop.web.problems import problem_responses
 
@@ -42,8 +42,8 @@ NDJSON = "application/x-ndjson"
 def export_audit_log(
     context: ContextDep,
     actor: AuditCompliance,
-    since: Annotated[AwareDatetime, Query(description="Entries recorded at or after this")],
-    until: Annotated[AwareDatetime | None, Query(description="and before this")] = None,
+    since: Annotated[Timestamp, Query(description="Entries recorded at or after this")],
+    until: Annotated[Timestamp | None, Query(description="and before this")] = None,
 ) -> StreamingResponse:
     with context.database.unit_of_work() as session:
         context.audit.record(

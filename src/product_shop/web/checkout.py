@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -17,6 +17,7 @@ from product_shop.access.policy import Action
 from product_shop.checkout.return_urls import check_return_url
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
 from product_shop.core.errors import BadRequest
+from product_shop.core.moments import Timestamp
 from product_shop.orders.schemas import OrderOut
 from product_shop.web import checkout_flows as flows
 from product_shop.web.abuse import checkout_rate_limit
@@ -132,7 +133,7 @@ class PaymentEvent(BaseModel):
 
     id: str | None = Field(default=None, description="The event id (also sent as webhook-id)")
     type: Literal["payment.captured", "payment.failed"] | None = None
-    created_at: AwareDatetime | None = None
+    created_at: Timestamp | None = None
     data: PaymentEventData
 
 

@@ -3,7 +3,6 @@ finance (spec §9); the figures are computed in `insights/dashboards.py`."""
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -11,6 +10,7 @@ from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
+from product_shop.core.moments import Day
 from product_shop.insights.dashboards import DashboardOverview, Granularity, overview
 from product_shop.web.deps import SessionDep, permitted
 from product_shop.web.problems import problem_responses
@@ -35,8 +35,8 @@ router = APIRouter(prefix="/v1", tags=["dashboards"])
 def dashboard_overview(
     actor: Annotated[Actor, Depends(permitted(Action.VIEW_DASHBOARDS))],
     session: SessionDep,
-    start: Annotated[date, Query(alias="from", description="First day (UTC), YYYY-MM-DD")],
-    end: Annotated[date, Query(alias="to", description="Last day (UTC), inclusive")],
+    start: Annotated[Day, Query(alias="from", description="First day (UTC), YYYY-MM-DD")],
+    end: Annotated[Day, Query(alias="to", description="Last day (UTC), inclusive")],
     granularity: Annotated[Granularity, Query(description="Revenue period")] = Granularity.MONTH,
 ) -> Response:
     return model_response(overview(session, actor, start, end, granularity))

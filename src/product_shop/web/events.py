@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
+from product_shop.core.moments import Timestamp
 from product_shop.events.routing import Destination
 from product_shop.events.status import delivery_status
 from product_shop.web.deps import ContextDep, permitted
@@ -39,8 +40,10 @@ class DeliveryStatusOut(BaseModel):
 
 
 class RedeliverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     destination: Destination | None = Field(default=None, description="Only this destination")
-    since: AwareDatetime | None = Field(
+    since: Timestamp | None = Field(
         default=None, description="Only events that occurred at or after this time"
     )
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -19,6 +18,7 @@ from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.context import AppContext
 from product_shop.core.cursors import decode_cursor
+from product_shop.core.moments import Day
 from product_shop.db import tenancy
 from product_shop.orders.finance import (
     DEFAULT_LIMIT,
@@ -42,10 +42,10 @@ router = APIRouter(prefix="/v1", tags=["finance"])
 NDJSON = "application/x-ndjson"
 FinanceService = Annotated[Actor, Depends(permitted(Action.READ_FINANCE_DATA))]
 DateFrom = Annotated[
-    date, Query(alias="from", description="First day of the range (UTC), inclusive: YYYY-MM-DD")
+    Day, Query(alias="from", description="First day of the range (UTC), inclusive: YYYY-MM-DD")
 ]
 DateTo = Annotated[
-    date,
+    Day,
     Query(
         alias="to",
         description="Last day of the range (UTC), inclusive: YYYY-MM-DD; at most 366 days in all",

@@ -6,13 +6,13 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.catalogue.model import FulfilmentType
+from product_shop.core.moments import Timestamp
 from product_shop.orders.model import OrderStatus
 from product_shop.orders.queries import OrderFilters, order_document
 from product_shop.orders.schemas import AnyOrderOut, OrderOut, OrderPage, PmsInvoiceRefIn
@@ -81,10 +81,10 @@ def practice_orders(
     context: ContextDep,
     status: OrderStatus | None = None,
     created_from: Annotated[
-        AwareDatetime | None, Query(description="Inclusive, ISO 8601 with a time zone")
+        Timestamp | None, Query(description="Inclusive, ISO 8601 with a time zone")
     ] = None,
     created_to: Annotated[
-        AwareDatetime | None, Query(description="Exclusive, ISO 8601 with a time zone")
+        Timestamp | None, Query(description="Exclusive, ISO 8601 with a time zone")
     ] = None,
     fulfilment_type: FulfilmentType | None = None,
     patient_id: uuid.UUID | None = None,

@@ -7,13 +7,13 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.core.errors import Unprocessable
+from product_shop.core.moments import Timestamp
 from product_shop.idempotency.store import Claim
 from product_shop.recommendations.conversion import Conversion, conversion
 from product_shop.recommendations.schemas import (
@@ -136,8 +136,8 @@ def practice_recommendations(
 def recommendation_conversion(
     actor: Annotated[Actor, Depends(permitted(Action.VIEW_DASHBOARDS))],
     session: SessionDep,
-    start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    start: Annotated[Timestamp, Query(alias="from")],
+    end: Annotated[Timestamp, Query(alias="to")],
 ) -> Response:
     if end <= start:
         raise Unprocessable("`to` must be after `from`.", code="invalid_date_range")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -17,6 +16,7 @@ from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.context import AppContext
 from product_shop.core.errors import Unprocessable
+from product_shop.core.moments import Day
 from product_shop.idempotency.store import Claim
 from product_shop.jobs.refund_settlement import Settled
 from product_shop.refunds import queries
@@ -243,9 +243,9 @@ def list_refunds(
     actor: Annotated[Actor, Depends(permitted(Action.VIEW_REFUNDS))],
     session: SessionDep,
     date_from: Annotated[
-        date | None, Query(alias="from", description="Inclusive date (UTC), by initiated_at")
+        Day | None, Query(alias="from", description="Inclusive date (UTC), by initiated_at")
     ] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="Inclusive date (UTC)")] = None,
+    date_to: Annotated[Day | None, Query(alias="to", description="Inclusive date (UTC)")] = None,
     reason_code: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
     initiated_by: Annotated[
         str | None, Query(max_length=64, description="The staff member's Access Manager id")

@@ -9,7 +9,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -18,6 +17,7 @@ from product_shop.access.actor import Actor
 from product_shop.access.policy import Action
 from product_shop.context import AppContext
 from product_shop.core.errors import BadRequest, Unprocessable
+from product_shop.core.moments import Timestamp
 from product_shop.integrations.appointments import MalformedAppointmentEvent, parse_event
 from product_shop.recommendations.suggestion_schemas import (
     AiSummaryOut,
@@ -203,8 +203,8 @@ def recommendation_summary(
     actor: SummaryReader,
     session: SessionDep,
     context: ContextDep,
-    start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    start: Annotated[Timestamp, Query(alias="from")],
+    end: Annotated[Timestamp, Query(alias="to")],
 ) -> Response:
     if end <= start:
         raise Unprocessable("`to` must be after `from`.", code="invalid_date_range")

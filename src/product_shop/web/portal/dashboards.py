@@ -18,6 +18,7 @@ from product_shop.insights.dashboards import DashboardOverview, Granularity, ove
 from product_shop.web.deps import ContextDep, SessionDep
 from product_shop.web.portal.auth import PortalUserDep
 from product_shop.web.portal.charts import bar_chart
+from product_shop.web.portal.forms import day
 from product_shop.web.portal.render import PREFIX, money, page
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -26,23 +27,14 @@ Text = Annotated[str | None, Query(max_length=32)]
 TABLES = ("revenue", "refunds", "funnel")
 
 
-def _date(value: str | None, what: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(f"The {what} date must be YYYY-MM-DD.", code="invalid_filter") from exc
-
-
 def _inputs(
     context: ContextDep, date_from: str | None, date_to: str | None, granularity: str | None
 ) -> tuple[date, date, Granularity]:
     """The range asked for; by default the last three calendar months (this one included),
     by month."""
     today = context.clock.now().date()
-    end = _date(date_to, "to") or today
-    start = _date(date_from, "from")
+    end = day(date_to, "to") or today
+    start = day(date_from, "from")
     if start is None:
         first = end.replace(day=1)
         for _ in range(2):

@@ -7,6 +7,7 @@ import re
 from datetime import date
 
 from product_shop.core.errors import BadRequest
+from product_shop.core.moments import RANGE, within_years
 
 _POUNDS = re.compile(r"^\s*£?\s*(\d{1,10})(?:\.(\d{1,2}))?\s*$")
 
@@ -24,8 +25,8 @@ def day(value: str | None, what: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        return within_years(date.fromisoformat(value))
     except ValueError as exc:
         raise BadRequest(
-            f"The {what} date must be a date (YYYY-MM-DD).", code="invalid_filter"
+            f"The {what} date must be a date (YYYY-MM-DD) in {RANGE}.", code="invalid_filter"
         ) from exc
