@@ -337,6 +337,9 @@ def test_other_payment_paths_and_card_data_are_refused(
     response = start_checkout(client, world.patient_a, [(shop.voucher, 1)], **extra)
     assert (response.status_code, response.json()["code"]) == (422, code)
     assert count_rows(database, Checkout) == 0
+    # docs/problems.md: input values are never echoed back.
+    for value in extra.values():
+        assert value not in response.text
 
 
 def test_wallet_payments_are_accepted(client: TestClient, world: World, shop: Shop) -> None:

@@ -400,14 +400,13 @@ def _refuse_other_payment_paths(body: CheckoutIn) -> None:
     """Integrated Payments (DNA Payments) is the only payment path (spec §5.1)."""
     if body.payment_gateway is not None and body.payment_gateway.lower() not in PERMITTED_GATEWAYS:
         raise Unprocessable(
-            f"Payments go through Integrated Payments (DNA Payments) only; "
-            f"'{body.payment_gateway}' is not permitted.",
+            "Payments go through Integrated Payments (DNA Payments) only; "
+            "no other payment gateway is permitted.",
             code="payment_gateway_not_permitted",
         )
     if body.payment_method is not None and body.payment_method.lower() not in ACCEPTED_METHODS:
         raise Unprocessable(
-            f"Only card and wallet payments (Apple Pay, Google Pay) are accepted; "
-            f"'{body.payment_method}' is not.",
+            "Only card and wallet payments (Apple Pay, Google Pay) are accepted.",
             code="payment_method_not_permitted",
         )
 
