@@ -6,8 +6,12 @@ import uuid
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
+from httpx import Response
 
+from product_shop.catalogue.tables import Product
+from product_shop.db.engine import Database
 from tests.conftest import World
+from tests.integration.conftest import count_rows
 
 MakeProduct = Callable[..., uuid.UUID]
 Offer = Callable[..., None]
@@ -246,3 +250,34 @@ def test_the_catalogue_team_creates_and_edits_products(client: TestClient, world
     assert patched.json()["imagery_ref"] is None
     assert patched.json()["version"] == 2
     assert patched.headers["etag"] == '"2"'
+
+
+def test_products_are_priced_only_in_the_currencies_the_shop_shows(
+    client: TestClient, world: World, database: Database
+) -> None:
+    """ISO 4217 codes of two-decimal currencies the portal, the patient app and the payment page
+    format (`core/money.py`): a made-up code or a currency without hundredths is refused."""
+
+    def create(currency: str) -> Response:
+        return client.post(
+            "/v1/products",
+            headers={**world.catalogue_admin.headers, "Idempotency-Key": str(uuid.uuid4())},
+            json={
+                "name": f"Floss picks ({currency})",
+                "description": "Fifty picks.",
+                "category": "Interdental cleaning",
+                "fulfilment_type": "Drop-Ship",
+                "cost_price_minor": 199,
+                "currency": currency,
+            },
+        )
+
+    before = count_rows(database, Product)
+    for currency in ("ZZZ", "XXX", "JPY", "gbp"):
+        refused = create(currency)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "validation_failed"
+        assert refused.json()["errors"][0]["loc"] == ["body", "currency"]
+    assert count_rows(database, Product) == before
+    accepted = create("EUR")
+    assert (accepted.status_code, accepted.json()["currency"]) == (201, "EUR")

@@ -1,10 +1,11 @@
 import time
 import uuid
+from typing import get_args
 
 import pytest
 
 from product_shop.core.ids import new_id
-from product_shop.core.money import Money
+from product_shop.core.money import CURRENCY_SYMBOLS, Currency, Money
 
 
 def test_new_id_is_a_version_7_rfc_9562_uuid() -> None:
@@ -43,3 +44,7 @@ def test_money_refuses_mixing_currencies_and_negative_amounts() -> None:
         Money(100, "GBP") + Money(100, "EUR")
     with pytest.raises(ValueError, match="out of range"):
         Money(100, "GBP") - Money(200, "GBP")
+
+
+def test_every_currency_products_are_priced_in_has_its_symbol() -> None:
+    assert set(get_args(Currency)) == set(CURRENCY_SYMBOLS)

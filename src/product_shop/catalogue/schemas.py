@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StringConstraints
 
 from product_shop.catalogue.model import AvailabilityStatus, FulfilmentType
-from product_shop.core.money import MAX_MINOR
+from product_shop.core.money import MAX_MINOR, Currency
 from product_shop.core.text import InputModel
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -16,7 +16,6 @@ Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 ImageryRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 PracticeNote = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 CostMinor = Annotated[StrictInt, Field(ge=0, le=MAX_MINOR)]
 PriceMinor = Annotated[StrictInt, Field(ge=1, le=MAX_MINOR)]
 

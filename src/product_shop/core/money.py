@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final, Literal
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_MINOR = 10**11  # a hundred million major units: far beyond any dental product
+
+# The currencies products are priced in: ISO 4217 codes of currencies with two decimal places,
+# since the staff portal, the patient app and the payment page show minor units as hundredths.
+# Amounts other modules send (a refund, a points value) only need an ISO 4217-shaped code.
+Currency = Literal["GBP", "EUR", "USD"]
+CURRENCY_SYMBOLS: Final[dict[str, str]] = {"GBP": "£", "EUR": "€", "USD": "$"}
 
 
 def validate_currency(currency: str) -> str:

@@ -22,6 +22,7 @@ from product_shop.access.actor import Actor, Role
 from product_shop.access.policy import Action, allowed
 from product_shop.config import Settings
 from product_shop.context import AppContext
+from product_shop.core.money import CURRENCY_SYMBOLS
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -34,7 +35,6 @@ ROLE_NAMES = {
     Role.STAFF: "Practice staff",
     Role.CATALOGUE_ADMIN: "Catalogue admin",
 }
-CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
 
 templates = Jinja2Templates(directory=HERE / "templates")
 
