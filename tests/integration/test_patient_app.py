@@ -233,6 +233,63 @@ def test_a_declined_card_stays_on_the_hosted_page_and_makes_no_order(
     assert count(database, Order) == 0
 
 
+def test_after_a_failed_payment_the_app_offers_a_new_payment_page_and_the_order_follows(
+    client: TestClient, world: World, shop: Shop, database: Database
+) -> None:
+    """Spec §5.2, §15.2: a failed payment makes no order and the patient is prompted to retry
+    through Integrated Payments' page."""
+    recommendation = recommend(client, world, shop.toothbrush, world.patient_a)
+    sign_in(client, "patient_a")
+    started = start_buying(client, recommendation)
+    first_page = started.headers["location"]
+    assert pay_on_hosted_page(first_page, DECLINED_CARD).status_code == 402
+    with Session(database.engine) as session:
+        (checkout_id,) = session.scalars(select(Checkout.checkout_id)).all()
+
+    failed = client.get("/app/checkouts/return", params={"merchant_reference": str(checkout_id)})
+
+    assert failed.status_code == 402, failed.text
+    assert "Your payment did not go through" in failed.text
+    assert f'action="/app/checkouts/{checkout_id}/retry"' in failed.text
+    assert "retry_url" not in failed.text
+    assert count(database, Order) == 0
+    forged = client.post(f"/app/checkouts/{checkout_id}/retry", data={}, follow_redirects=False)
+    assert forged.status_code == 403
+    retried = client.post(
+        f"/app/checkouts/{checkout_id}/retry",
+        data={"csrf_token": csrf_of(failed)},
+        follow_redirects=False,
+    )
+    assert retried.status_code == 303, retried.text
+    assert retried.headers["location"] != first_page
+    paid = pay_on_hosted_page(retried.headers["location"], PAID_CARD)
+    assert paid.status_code == 303, paid.text
+    returned = client.get(_path(paid.headers["location"]), follow_redirects=False)
+    assert returned.status_code == 303, returned.text
+    assert "your order is placed" in client.get(returned.headers["location"]).text
+    assert count(database, Order) == 1
+
+
+def test_a_quantity_in_other_digits_is_a_form_problem_not_a_500(
+    client: TestClient, world: World, shop: Shop, database: Database
+) -> None:
+    recommendation = recommend(client, world, shop.toothbrush, world.patient_a)
+    sign_in(client, "patient_a")
+    form = client.get(f"/app/recommendations/{recommendation}/buy")
+    data = {
+        "csrf_token": csrf_of(form),
+        "idempotency_key": idempotency_key_of(form),
+        "quantity": "\u00b2",
+        **ADDRESS,
+    }
+
+    answer = client.post(f"/app/recommendations/{recommendation}/buy", data=data)
+
+    assert answer.status_code == 422, answer.text
+    assert "Enter how many you want, as a number." in answer.text
+    assert count(database, Checkout) == 0
+
+
 def test_a_product_not_recommended_to_the_patient_cannot_be_bought_here(
     client: TestClient, world: World, shop: Shop, database: Database
 ) -> None:

@@ -66,6 +66,7 @@ def test_a_signed_out_browser_signs_in_through_access_manager_and_lands_where_it
     assert _sessions(database) == 1
     policy = page.headers["content-security-policy"]
     assert "default-src 'none'" in policy
+    assert "script-src" not in policy  # docs/portal.md: no script at all (default-src 'none')
     assert "form-action 'self' http://127.0.0.1:" in policy
     assert page.headers["cache-control"] == "no-store"
 

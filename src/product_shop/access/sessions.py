@@ -68,11 +68,17 @@ def _claims_expiry(claims: dict[str, Any]) -> datetime | None:
 
 
 def open_session(
-    session: Session, claims: dict[str, Any], *, now: datetime, limits: SessionLimits
+    session: Session,
+    claims: dict[str, Any],
+    *,
+    now: datetime,
+    limits: SessionLimits,
+    site: str,
 ) -> tuple[str, PortalSession]:
-    """A new session for verified access-token claims. Returns the cookie token (shown once:
-    only its hash is stored) and the row."""
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    """A new session for verified access-token claims at `site` (the portal, the patient app).
+    Returns the cookie token (shown once: only its hash is stored) and the row. The token names
+    its site, so one site's cookie is never taken for the other's session (`find_session`)."""
+    token = f"{site}.{secrets.token_urlsafe(TOKEN_BYTES)}"
     expires_at = now + limits.lifetime
     token_expiry = _claims_expiry(claims)
     if token_expiry is not None:
@@ -94,10 +100,18 @@ def open_session(
 
 
 def find_session(
-    session: Session, token: str | None, *, now: datetime, limits: SessionLimits
+    session: Session,
+    token: str | None,
+    *,
+    now: datetime,
+    limits: SessionLimits,
+    site: str,
 ) -> PortalSession | None:
-    """The live session a cookie names, its last-seen time moved on; None (and the row gone)
-    when it has ended."""
+    """The live session of `site` a cookie names, its last-seen time moved on; None when it has
+    ended (the row gone) or is another site's (a patient app cookie sent to the portal is no
+    session there, so the browser is asked to sign in, not refused)."""
+    if token is not None and not token.startswith(f"{site}."):
+        return None
     if not token or len(token) > 128:
         return None
     row = session.get(PortalSession, token_hash(token))

@@ -19,6 +19,7 @@ from product_shop.orders.queries import (
     OrderFilters,
     list_orders,
     load_visible,
+    order_document,
     order_document_for,
 )
 from product_shop.orders.schemas import OrderOut, OrderPage, PatientOrderOut
@@ -91,6 +92,25 @@ class OrderService:
             practice_id=order.practice_id,
         )
         return order_document_for(session, actor, order, self.reveal)
+
+    def read_for_refund(self, session: Session, actor: Actor, order_id: uuid.UUID) -> OrderOut:
+        """One order of the caller's practice, for a staff member who may refund it (the refund
+        form's lines and amounts): refunding is theirs even where viewing every practice order
+        is not (spec §9: finance initiates refunds but does not browse orders). Audited as a
+        read, with its purpose."""
+        require(actor, Action.INITIATE_REFUND)
+        order = session.get(Order, order_id)
+        if order is None or not same(order.practice_id, actor.practice_id):
+            raise NotFound("No such order.")
+        self.record_read(
+            session,
+            actor,
+            order_ids=[order.order_id],
+            action="order.read",
+            practice_id=order.practice_id,
+            details={"purpose": "refund"},
+        )
+        return order_document(session, order)
 
     def list_orders(
         self,

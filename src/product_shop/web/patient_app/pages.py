@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 
 from product_shop.access.policy import Action, require
 from product_shop.catalogue.model import FulfilmentType
+from product_shop.checkout.outcomes import PaymentFailed
 from product_shop.checkout.schemas import CheckoutIn, CheckoutLineIn, DeliveryAddress
 from product_shop.core.errors import ProductShopError, Unprocessable
 from product_shop.idempotency.store import Claim
@@ -30,6 +31,7 @@ from product_shop.web.idempotency import run_idempotent
 from product_shop.web.patient_app.render import PREFIX, page
 from product_shop.web.patient_app.site import AppFormDep, AppUserDep
 from product_shop.web.portal.auth import PortalUser, public_base
+from product_shop.web.portal.forms import whole_number
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -110,8 +112,8 @@ def _checkout_in(
     drop_ship: bool,
     return_url: str,
 ) -> CheckoutIn:
-    quantity = str(form.get("quantity") or "1").strip()
-    if not quantity.isdigit():
+    quantity = whole_number(str(form.get("quantity") or "1"))
+    if quantity is None:
         raise Unprocessable("Enter how many you want, as a number.", code="validation_failed")
     address = None
     if drop_ship:
@@ -128,7 +130,7 @@ def _checkout_in(
             lines=[
                 CheckoutLineIn(
                     product_id=product_id,
-                    quantity=int(quantity),
+                    quantity=quantity,
                     recommendation_id=recommendation_id,
                 )
             ],
@@ -195,8 +197,30 @@ def payment_return(
     """Back from the hosted page: complete the checkout as `POST /v1/checkouts/{id}/complete`
     does (the capture confirmed with Integrated Payments, never taken from this address), then
     the order. `merchant_reference` is the checkout id the intent was opened for."""
-    order = flows.complete_for_patient(context, user.actor, merchant_reference)
+    try:
+        order = flows.complete_for_patient(context, user.actor, merchant_reference)
+    except PaymentFailed as exc:
+        # Spec §5.2, §15.2: the patient is offered a retry through Integrated Payments' page.
+        values = _values(
+            user, checkout_id=merchant_reference, failure_code=exc.extra.get("failure_code")
+        )
+        return page(request, "payment_failed.html", values, status=exc.status)
     return RedirectResponse(f"{PREFIX}/orders/{order.order_id}?saved=order", status_code=303)
+
+
+@router.post("/checkouts/{checkout_id}/retry")
+def retry_payment(
+    checkout_id: uuid.UUID,
+    user: AppUserDep,
+    form: AppFormDep,
+    context: ContextDep,
+) -> Response:
+    """A new payment page for a checkout whose payment failed, as `POST
+    /v1/checkouts/{id}/retry` (the previous page is closed first); the browser goes to it."""
+    checkout = flows.retry_checkout(context, user.actor, checkout_id)
+    if checkout.payment is None or not checkout.payment.payment_url:
+        return RedirectResponse(f"{PREFIX}/orders", status_code=303)
+    return RedirectResponse(checkout.payment.payment_url, status_code=303)
 
 
 @router.get("/orders")

@@ -185,11 +185,13 @@ def _set_cookie(
     )
 
 
-def _load_session(context: AppContext, token: str | None) -> PortalUser | None:
+def _load_session(context: AppContext, site: Site, token: str | None) -> PortalUser | None:
     if not token:
         return None
     with context.database.unit_of_work() as session:
-        row = sessions.find_session(session, token, now=context.clock.now(), limits=limits(context))
+        row = sessions.find_session(
+            session, token, now=context.clock.now(), limits=limits(context), site=site.name
+        )
         if row is None:
             return None
         return PortalUser(
@@ -208,7 +210,7 @@ def user_dependency(site: Site) -> Callable[..., Any]:
         request: Request, context: Annotated[AppContext, Depends(get_context)]
     ) -> PortalUser:
         token = request.cookies.get(session_cookie(context, site))
-        user = await run_in_threadpool(_load_session, context, token)
+        user = await run_in_threadpool(_load_session, context, site, token)
         if user is None:
             target = request.url.path
             if request.method == "GET" and request.url.query:
@@ -306,7 +308,9 @@ def site_router(site: Site, route_class: type[APIRoute] = APIRoute) -> APIRouter
     ) -> Response:
         login_hint = None
         if stepup:
-            current = _load_session(context, request.cookies.get(session_cookie(context, site)))
+            current = _load_session(
+                context, site, request.cookies.get(session_cookie(context, site))
+            )
             if current is None:
                 stepup = False  # nothing to step up: an ordinary sign-in
             else:
@@ -360,7 +364,9 @@ def site_router(site: Site, route_class: type[APIRoute] = APIRoute) -> APIRouter
             now = context.clock.now()
             row = None
             if remembered.get("stepup"):
-                row = sessions.find_session(session, token, now=now, limits=limits(context))
+                row = sessions.find_session(
+                    session, token, now=now, limits=limits(context), site=site.name
+                )
             if row is not None and sessions.step_up(row, claims, now=now, limits=limits(context)):
                 new_token = token
             else:
@@ -368,7 +374,7 @@ def site_router(site: Site, route_class: type[APIRoute] = APIRoute) -> APIRouter
                     sessions.close_session(session, token)
                 sessions.purge_ended(session, now=now, limits=limits(context))
                 new_token, _ = sessions.open_session(
-                    session, claims, now=now, limits=limits(context)
+                    session, claims, now=now, limits=limits(context), site=site.name
                 )
         response = RedirectResponse(safe_next(remembered.get("next"), site.prefix), status_code=303)
         assert new_token is not None

@@ -25,7 +25,7 @@ from product_shop.core.errors import BadRequest, PreconditionFailed, ProductShop
 from product_shop.core.money import MAX_MINOR
 from product_shop.web.deps import ContextDep, SessionDep
 from product_shop.web.portal.auth import FormDep, PortalUser, PortalUserDep
-from product_shop.web.portal.forms import minor_units
+from product_shop.web.portal.forms import form_version, minor_units
 from product_shop.web.portal.render import PREFIX, page
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -164,14 +164,8 @@ def save_product_settings(
 ) -> Response:
     require(user.actor, Action.CONFIGURE_PRACTICE_CATALOGUE)
     fields = _entered(form)
-    version = fields.get("version", "").strip()
     try:
-        # The form's If-Match: none sent checks nothing, as in the API; a malformed one is 400.
-        if version and not version.isdigit():
-            raise BadRequest(
-                "The form's version is not valid. Reload the page.", code="invalid_if_match"
-            )
-        expected = int(version) if version else None
+        expected = form_version(fields.get("version", ""))
         body = settings_body(fields)
         # A write runs in Database.run, as the API's: a deadlock or serialization failure is
         # retried. The request's own session is not used before it (it reads afterwards).

@@ -19,13 +19,13 @@ from starlette.responses import RedirectResponse, Response
 from product_shop.access.policy import Action, allowed
 from product_shop.catalogue.model import FulfilmentType
 from product_shop.core.csv_export import csv_document
-from product_shop.core.errors import BadRequest
+from product_shop.core.errors import BadRequest, PreconditionFailed, ProductShopError
 from product_shop.orders.model import OrderStatus
 from product_shop.orders.queries import OrderFilters
 from product_shop.orders.schemas import OrderOut, OrderSummary, PmsInvoiceRefIn
 from product_shop.web.deps import ContextDep, SessionDep
-from product_shop.web.portal.auth import FormDep, PortalUserDep
-from product_shop.web.portal.forms import day
+from product_shop.web.portal.auth import FormDep, PortalUser, PortalUserDep
+from product_shop.web.portal.forms import day, form_version
 from product_shop.web.portal.render import PREFIX, page
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -167,6 +167,43 @@ def order_csv(
     )
 
 
+def _order_page(
+    request: Request,
+    user: PortalUser,
+    session: SessionDep,
+    context: ContextDep,
+    order_id: uuid.UUID,
+    *,
+    saved: str | None = None,
+    problem: ProductShopError | None = None,
+    pms_entered: str | None = None,
+    pms_version: str | None = None,
+) -> Response:
+    order = context.orders.read_order(session, user.actor, order_id)
+    assert isinstance(order, OrderOut)  # staff get the staff view
+    stale = isinstance(problem, PreconditionFailed)
+    return page(
+        request,
+        "order.html",
+        {
+            "order": order,
+            "saved": saved,
+            "problem": problem,
+            # The PMS form shown again after a problem: what was typed, at the version the form
+            # was read at (after a 412 the current one: saving again is a deliberate choice).
+            "stale": stale,
+            "pms_entered": pms_entered,
+            "pms_version": str(order.version) if stale or pms_version is None else pms_version,
+            "pms_allowed": allowed(user.actor, Action.SET_PMS_INVOICE_REF),
+            "refund_allowed": allowed(user.actor, Action.INITIATE_REFUND)
+            and user.actor.role.value in context.settings.refund_roles,
+        },
+        status=problem.status if problem else 200,
+        actor=user.actor,
+        csrf_token=user.csrf_token,
+    )
+
+
 @router.get("/orders/{order_id}")
 def order_page(
     request: Request,
@@ -176,43 +213,48 @@ def order_page(
     context: ContextDep,
     saved: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
-    order = context.orders.read_order(session, user.actor, order_id)
-    assert isinstance(order, OrderOut)  # staff get the staff view
-    return page(
-        request,
-        "order.html",
-        {
-            "order": order,
-            "saved": saved,
-            "refund_allowed": allowed(user.actor, Action.INITIATE_REFUND)
-            and user.actor.role.value in context.settings.refund_roles,
-        },
-        actor=user.actor,
-        csrf_token=user.csrf_token,
-    )
+    return _order_page(request, user, session, context, order_id, saved=saved)
 
 
 @router.post("/orders/{order_id}/pms-invoice-ref")
 def set_pms_invoice_ref(
+    request: Request,
     order_id: uuid.UUID,
     user: PortalUserDep,
     form: FormDep,
     session: SessionDep,
     context: ContextDep,
 ) -> Response:
-    raw = form.get("pms_invoice_ref")
-    try:  # the API's own rules for the field
-        body = PmsInvoiceRefIn.model_validate(
-            {"pms_invoice_ref": raw.strip() or None if isinstance(raw, str) else None}
+    raw, version = form.get("pms_invoice_ref"), form.get("version")
+    entered = raw if isinstance(raw, str) else ""
+    version_text = version if isinstance(version, str) else ""
+    try:
+        expected = form_version(version_text)
+        try:  # the API's own rules for the field
+            body = PmsInvoiceRefIn.model_validate({"pms_invoice_ref": entered.strip() or None})
+        except ValidationError as exc:
+            raise BadRequest(
+                "The PMS invoice reference must be 1 to 120 characters of text.",
+                code="validation_failed",
+            ) from exc
+        # As the API's write: its own unit of work, retried on a deadlock; the request's session
+        # only reads (the page shown again after a problem).
+        context.database.run(
+            lambda unit: context.orders.set_pms_invoice_ref(
+                unit, user.actor, order_id, body.pms_invoice_ref, expected_version=expected
+            )
         )
-    except ValidationError as exc:
-        raise BadRequest(
-            "The PMS invoice reference must be 1 to 120 characters of text.",
-            code="validation_failed",
-        ) from exc
-    version = form.get("version")
-    expected = int(version) if isinstance(version, str) and version.isdigit() else None
-    context.orders.set_pms_invoice_ref(
-        session, user.actor, order_id, body.pms_invoice_ref, expected_version=expected
-    )
+    except ProductShopError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        return _order_page(
+            request,
+            user,
+            session,
+            context,
+            order_id,
+            problem=exc,
+            pms_entered=entered,
+            pms_version=version_text,
+        )
     return RedirectResponse(f"{PREFIX}/orders/{order_id}?saved=pms", status_code=303)

@@ -22,14 +22,13 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from product_shop.access import sessions
-from product_shop.access.policy import Action, require
+from product_shop.access.policy import Action, allowed, require
 from product_shop.core.errors import BadRequest, Forbidden, ProductShopError
-from product_shop.orders.schemas import OrderOut
 from product_shop.refunds import queries
 from product_shop.refunds.schemas import RefundIn
 from product_shop.web.deps import ContextDep, SessionDep
 from product_shop.web.portal.auth import FormDep, PortalUser, PortalUserDep
-from product_shop.web.portal.forms import day, minor_units
+from product_shop.web.portal.forms import day, minor_units, whole_number
 from product_shop.web.portal.render import PREFIX, page
 from product_shop.web.refunds import refund_request
 
@@ -58,9 +57,10 @@ def refund_body(fields: dict[str, str]) -> RefundIn:
         lines = []
         for name, value in fields.items():
             if name.startswith("qty_") and value.strip() not in ("", "0"):
-                if not value.strip().isdigit():
+                quantity = whole_number(value)
+                if quantity is None:
                     raise BadRequest("Quantities are whole numbers.", code="invalid_input")
-                lines.append({"line_item_id": name[4:], "quantity": int(value)})
+                lines.append({"line_item_id": name[4:], "quantity": quantity})
         if not lines:
             raise BadRequest("Choose at least one line to refund.", code="invalid_input")
         raw["lines"] = lines
@@ -94,8 +94,7 @@ def _form_page(
     problem: ProductShopError | None = None,
     resumed: bool = False,
 ) -> Response:
-    order = context.orders.read_order(session, user.actor, order_id)
-    assert isinstance(order, OrderOut)
+    order = context.orders.read_for_refund(session, user.actor, order_id)
     return page(
         request,
         "refund_form.html",
@@ -174,7 +173,9 @@ def submit_refund(
         return _form_page(request, user, session, context, order_id, fields, problem=exc)
     with context.database.unit_of_work() as kept:
         sessions.keep_pending(kept, user.session_token, None)
-    return RedirectResponse(f"{PREFIX}/orders/{order_id}?saved=refund", status_code=303)
+    if allowed(user.actor, Action.VIEW_PRACTICE_ORDERS):
+        return RedirectResponse(f"{PREFIX}/orders/{order_id}?saved=refund", status_code=303)
+    return RedirectResponse(f"{PREFIX}/refunds?saved=refund", status_code=303)  # finance
 
 
 Text = Annotated[str | None, Query(max_length=64)]
@@ -196,6 +197,24 @@ def refund_filters(
     )
 
 
+@router.get("/refunds/start")
+def start_refund(
+    user: PortalUserDep,
+    context: ContextDep,
+    order_id: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    """The refunds page's "refund an order" box: to that order's refund form (finance reach
+    orders by their id, from a patient's request or a statement, not by browsing them)."""
+    _may_refund(user, context)
+    try:
+        target = uuid.UUID(order_id.strip())
+    except ValueError as exc:
+        raise BadRequest(
+            "Enter the order's id, as shown on its receipt.", code="invalid_input"
+        ) from exc
+    return RedirectResponse(f"{PREFIX}/orders/{target}/refund", status_code=303)
+
+
 @router.get("/refunds")
 def refund_list(
     request: Request,
@@ -208,6 +227,7 @@ def refund_list(
     initiated_by: Text = None,
     status: Text = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    saved: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     entered = {
         "date_from": date_from or "",
@@ -227,6 +247,12 @@ def refund_list(
             "filters": entered,
             "query": {k: v for k, v in entered.items() if v},
             "reasons": context.refunds.reasons.all(),
+            "saved": saved,
+            # Finance refunds orders without browsing them (spec §9): links go to the refund
+            # form for those who may refund, to the order for those who may view it.
+            "orders_visible": allowed(user.actor, Action.VIEW_PRACTICE_ORDERS),
+            "refund_allowed": allowed(user.actor, Action.INITIATE_REFUND)
+            and user.actor.role.value in context.settings.refund_roles,
         },
         actor=user.actor,
         csrf_token=user.csrf_token,

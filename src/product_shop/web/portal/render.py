@@ -129,7 +129,7 @@ class Pages:
             if origin and origin not in targets:
                 targets.append(origin)
         return (
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; "
             f"form-action {' '.join(targets)}; frame-ancestors 'none'; base-uri 'none'"
         )
 
