@@ -345,6 +345,12 @@ def test_a_malformed_body_is_400_and_another_event_type_is_ignored(
         {**good, "data": {**good["data"], "ended_at": "2024-01-01T10:00:00"}},  # no offset
         {**good, "data": {**good["data"], "treatment_codes": "PERIO-SRP"}},
         {**good, "data": {**good["data"], "appointment_id": ""}},
+        # control characters are never in a name, an id, a code or a reason (core/text.py)
+        {**good, "data": {**good["data"], "clinician_name": "Dr\u0000X"}},
+        {**good, "data": {**good["data"], "clinician_id": "c\u001b1"}},
+        {**good, "data": {**good["data"], "treatment_codes": ["PERIO\u0007"]}},
+        {**good, "data": {**good["data"], "reason": "pain\u0000"}},
+        {**good, "data": {**good["data"], "ended_at": "9999-12-31T23:59:59-12:00"}},
     ]
     for body in bad_bodies:
         _problem(send_event(client, body), 400, "malformed_webhook")

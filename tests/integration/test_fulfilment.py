@@ -697,6 +697,9 @@ def test_staff_cannot_move_a_drop_ship_line_the_supplier_has_not_answered_for(
         {"sequence": 0},
         {"tracking_url": "javascript:alert(1)"},
         {"carrier": "c" * 200},
+        {"sequence": True},  # a number is a number
+        {"carrier": "DPD\u0000\u001b[31m"},  # control characters are never a carrier's name
+        {"tracking_number": "T\nX"},
     ],
 )
 def test_a_signed_but_malformed_supplier_update_is_a_400_not_a_500(
@@ -722,3 +725,27 @@ def test_a_webhook_id_longer_than_the_inbox_keeps_is_a_400(client: TestClient) -
     response = _supplier_webhook(client, data, event_id="e" * 121)
 
     assert (response.status_code, response.json()["code"]) == (400, "malformed_webhook")
+
+
+def test_a_dispatched_line_never_goes_back_to_sent_to_supplier_after_an_exception(
+    client: TestClient, context: AppContext, world: World, shop: Shop
+) -> None:
+    """README: never moving a line back. "Accepted" again for a shipment already dispatched is
+    stale; the exception's way back to the supplier is a staff resend (a new shipment)."""
+    order = place_order(client, world.patient_a, [(shop.toothbrush, 1)])
+    line_item_id = order["lines"][0]["line_item_id"]
+    steps = [
+        (
+            "evt_d",
+            {"status": "dispatched", "sequence": 2, "carrier": "DPD", "tracking_number": "T1"},
+        ),
+        ("evt_e", {"status": "exception", "sequence": 3, "exception_reason": "lost"}),
+        ("evt_a", {"status": "accepted", "sequence": 4}),
+    ]
+    outcomes = [
+        _apply(context, event_id, _update(line_item_id, **fields)) for event_id, fields in steps
+    ]
+
+    assert outcomes == ["applied", "applied", "stale"]
+    line = read_order(client, world.admin_a, order["order_id"])["lines"][0]
+    assert (line["fulfilment_status"], line["exception_reason"]) == ("exception", "lost")

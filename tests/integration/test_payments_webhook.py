@@ -205,3 +205,27 @@ def test_recording_an_inbox_message_says_whether_it_was_new(database: Database) 
         first = inbox.record(session, "test", "m-1", "t", datetime.now(UTC))
         again = inbox.record(session, "test", "m-1", "t", datetime.now(UTC))
     assert (first, again) == (True, False)
+
+
+def test_an_intent_id_that_is_not_one_is_a_400_and_never_reaches_integrated_payments(
+    client: TestClient, world: World, shop: Shop, database: Database, payments_url: str
+) -> None:
+    """The id names the intent we then read at Integrated Payments: a number, an object, null,
+    a path or a query in its place is not a payment event (400), never a call we make."""
+    checkout = paid_checkout(client, world.patient_a, [(shop.voucher, 1)])
+    intent = simulator_intent(payments_url, checkout["payment"]["intent_id"])
+
+    for bad in (
+        None,
+        123,
+        {"a": 1},
+        "x" * 200,
+        "../../_simulator/intents",
+        intent["intent_id"] + "/",
+        intent["intent_id"] + "?x=1",
+    ):
+        response = payments_webhook(client, {**intent, "intent_id": bad})
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["code"] == "malformed_webhook"
+    assert count_rows(database, Order) == 0
+    assert payments_webhook(client, intent).json() == {"status": "order_created"}

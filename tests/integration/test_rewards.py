@@ -709,3 +709,92 @@ def test_an_order_paid_wholly_with_points_is_refunded_by_asking_for_the_points_b
     # without MFA nothing happens
     no_mfa = refund(api, world.finance_a.headers, order_id, {"reason_code": "customer_request"})
     assert no_mfa.status_code == 403
+
+
+def _send_rewards(api: httpx.Client, event_id: str, event_type: str, data: Any) -> httpx.Response:
+    body = json.dumps({"id": event_id, "type": event_type, "data": data}).encode()
+    signed = sign(REWARDS_WEBHOOK_SECRET, event_id, int(time.time()), body).as_dict()
+    return api.post(
+        "/v1/webhooks/rewards", content=body, headers={**signed, "Content-Type": "application/json"}
+    )
+
+
+def _confirmation(redemption: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {
+        "redemption_ref": redemption["redemption_ref"],
+        "reference": redemption["reference"],
+        "points": redemption["points"],
+        "amount_minor": redemption["amount_minor"],
+        "currency": redemption["currency"],
+        "settlement_ref": "RM-SET-SHARED",
+        **changes,
+    }
+
+
+def test_a_confirmation_of_the_wrong_types_or_a_reused_settlement_is_refused_not_a_500(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database
+) -> None:
+    """A number is a number (not `true`, not 100.99 cut to 100), a reference is never cut short
+    (two long ones must not become one), and one settlement settles one redemption."""
+    httpx.post(f"{rewards}/_simulator/config", json={"auto_confirm": False}).raise_for_status()
+    first = start(api, world.patient_a, shop.voucher, 2000).json()
+    second = start(api, world.patient_a, shop.voucher, 2000).json()
+    (one,) = redemptions_at(rewards, first["id"])
+    (two,) = redemptions_at(rewards, second["id"])
+
+    for n, changes in enumerate(
+        [
+            {"points": True},
+            {"points": one["points"] + 0.99},
+            {"amount_minor": str(one["amount_minor"])},
+            {"settlement_ref": "S" * 65},
+            {"redemption_ref": one["redemption_ref"] + "\u0000"},
+        ]
+    ):
+        refused = _send_rewards(
+            api, f"evt_bad_{n}", "redemption.confirmed", _confirmation(one, **changes)
+        )
+        assert refused.status_code == 400, (changes, refused.text)
+        assert refused.json()["code"] == "malformed_webhook"
+    assert orders_of(database, first["id"]) == []
+
+    accepted = _send_rewards(api, "evt_one", "redemption.confirmed", _confirmation(one))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["status"] == "awaiting_payment"  # the rest is paid by card
+    reused = _send_rewards(api, "evt_two", "redemption.confirmed", _confirmation(two))
+
+    assert reused.status_code == 409, reused.text
+    assert reused.json()["code"] == "settlement_ref_reused"
+    assert orders_of(database, second["id"]) == []
+    with Session(database.engine) as session:
+        assert session.get(PointsRedemption, two["redemption_ref"]).status == "requested"  # type: ignore[union-attr]
+    assert checkout_of(api, world.patient_a, second["id"])["status"] == "awaiting_redemption"
+
+
+def test_a_reversal_rewards_manager_made_on_its_own_is_recorded_and_the_order_can_still_be_refunded(
+    api: httpx.Client, rewards: str, world: World, shop: Shop, database: Database, with_mfa: Any
+) -> None:
+    """README: `redemption.reversed` is recorded only; we never act on one we did not ask for."""
+    created = start(api, world.patient_a, shop.voucher, 6000).json()
+    done = wait_for(
+        lambda: checkout_of(api, world.patient_a, created["id"]),
+        lambda c: c["order_id"] is not None,
+    )
+    (redemption,) = redemptions_at(rewards, created["id"])
+
+    unasked = _send_rewards(
+        api,
+        "evt_unasked",
+        "redemption.reversed",
+        {"redemption_ref": redemption["redemption_ref"], "reversal_ref": "RV-1", "points": 6000},
+    )
+
+    assert unasked.status_code == 200, unasked.text
+    assert unasked.json()["status"] == "recorded"
+    assert "redemption.reversed" in checkout_audit(database, created["id"])
+    with Session(database.engine) as session:
+        assert session.get(PointsRedemption, redemption["redemption_ref"]).status == "confirmed"  # type: ignore[union-attr]
+    made = refund(
+        api, with_mfa(world.finance_a), done["order_id"], {"reason_code": "customer_request"}
+    )
+    assert made.status_code == 201, made.text

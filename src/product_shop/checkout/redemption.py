@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from product_shop.access.actor import Actor
@@ -28,12 +29,13 @@ from product_shop.audit.log import AuditLog
 from product_shop.checkout.complete import CheckoutCompletion
 from product_shop.checkout.model import CheckoutStatus, transition
 from product_shop.checkout.outcomes import Outcome
+from product_shop.checkout.redemption_messages import Confirmation
 from product_shop.checkout.repository import lock_checkout
 from product_shop.checkout.reversals import REWARDS_ACTOR, RedemptionReversals
 from product_shop.checkout.service import NewCheckout
 from product_shop.checkout.tables import Checkout, PointsRedemption
 from product_shop.core.clock import Clock
-from product_shop.core.errors import BadGateway, BadRequest, ServiceUnavailable, Unprocessable
+from product_shop.core.errors import BadGateway, Conflict, ServiceUnavailable, Unprocessable
 from product_shop.events import inbox
 from product_shop.events.outbox import Outbox
 from product_shop.insights.counting import count_on_commit
@@ -52,18 +54,6 @@ INBOX_SOURCE = "rewards_manager"
 class PlannedRedemption:
     points: int
     amount_minor: int
-
-
-@dataclass(frozen=True, slots=True)
-class Confirmation:
-    """What a `redemption.confirmed` callback says (its `data`)."""
-
-    redemption_ref: str
-    reference: str  # our checkout id
-    points: int
-    amount_minor: int
-    currency: str
-    settlement_ref: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +208,16 @@ class PointsRedemptions:
             found = self._row(session, checkout, confirmation.redemption_ref, now)
         if found.status != "requested":  # confirmed before: a redelivery with another id
             return self._after_confirmation(session, message_id, checkout, now)
+        taken = session.scalar(
+            select(PointsRedemption.redemption_ref).where(
+                PointsRedemption.settlement_ref == confirmation.settlement_ref
+            )
+        )
+        if taken is not None:  # one settlement settles one redemption (a unique column)
+            raise Conflict(
+                "Rewards Manager named a settlement that already settled another redemption.",
+                code="settlement_ref_reused",
+            )
         found.status, found.confirmed_at = "confirmed", now
         found.settlement_ref = confirmation.settlement_ref
         count_on_commit(session, REDEMPTIONS, outcome="confirmed")
@@ -340,7 +340,11 @@ class PointsRedemptions:
             return "ignored"
         # The checkout first: the lock order of every writer of its audit stream.
         session.get(Checkout, found.checkout_id, with_for_update=True)
-        if found.status in ("confirmed", "reversal_requested"):
+        # Only a reversal we asked for closes the redemption. One we did not ask for is a
+        # reconciliation signal (README: recorded only): the order keeps its payment and its
+        # own refund path (refunds/points.py); staff see it in the checkout's audit trail.
+        requested = found.status == "reversal_requested"
+        if requested:
             found.status, found.reversed_at = "reversed", now
         self._audit.record(
             session,
@@ -354,6 +358,7 @@ class PointsRedemptions:
                 "reversal_ref": str(data.get("reversal_ref"))[:64],
                 "points": data.get("points") if isinstance(data.get("points"), int) else None,
                 "status": found.status,
+                "requested": requested,
             },
             at=now,
         )
@@ -409,25 +414,3 @@ class PointsRedemptions:
 
 def _order_result(outcome: Outcome) -> str:
     return "order_created" if outcome.order is not None else outcome.result.value
-
-
-def parse_confirmation(data: Any) -> Confirmation:
-    """A `redemption.confirmed` callback's data, or 400 `malformed_webhook`."""
-    try:
-        confirmation = Confirmation(
-            redemption_ref=str(data["redemption_ref"])[:64],
-            reference=str(data["reference"]),
-            points=int(data["points"]),
-            amount_minor=int(data["amount_minor"]),
-            currency=str(data["currency"]),
-            settlement_ref=str(data["settlement_ref"])[:64],
-        )
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise BadRequest(
-            "The webhook body is not a redemption confirmation.", code="malformed_webhook"
-        ) from exc
-    if not (0 < confirmation.points <= 10**9 and 0 < confirmation.amount_minor <= 10**11):
-        raise BadRequest(
-            "The webhook body is not a redemption confirmation.", code="malformed_webhook"
-        )
-    return confirmation

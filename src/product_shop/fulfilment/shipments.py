@@ -19,9 +19,9 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     ValidationError,
 )
@@ -33,6 +33,7 @@ from product_shop.core.clock import Clock
 from product_shop.core.errors import BadRequest, InvalidTransition
 from product_shop.core.ids import new_id
 from product_shop.core.moments import Timestamp
+from product_shop.core.text import InputModel
 from product_shop.events import inbox
 from product_shop.events.delivery import PendingEvent, PermanentDeliveryError, Sink
 from product_shop.fulfilment.acceptance import SubmissionAccepted, awaiting_acceptance
@@ -272,14 +273,16 @@ class CancellationFollowUp:
         self._lines.staff_task(session, order, line, "cancellation_refused", now)
 
 
-class SupplierUpdateIn(BaseModel):
-    """A callback's `data` (integrations/suppliers.py has the contract)."""
+class SupplierUpdateIn(InputModel):
+    """A callback's `data` (integrations/suppliers.py has the contract): fields the contract
+    does not name are ignored (a newer supplier network may send more); text holds no control
+    characters, and numbers are numbers (`true` is not a sequence)."""
 
     model_config = ConfigDict(extra="ignore")
     shipment_id: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     reference: Annotated[str, StringConstraints(min_length=1, max_length=80)]
     status: ShipmentStatus
-    sequence: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    sequence: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
     occurred_at: Timestamp | None = None
     carrier: Annotated[str, StringConstraints(max_length=80)] | None = None
     tracking_number: Annotated[str, StringConstraints(max_length=120)] | None = None
@@ -335,9 +338,18 @@ class SupplierUpdates:
         inbox.record(session, INBOX_SOURCE, message_id, "shipment", now)
         if update.sequence <= line.supplier_sequence:
             return "stale"
+        stage = STAGE[update.status]
+        if (
+            stage is LineState.SENT_TO_SUPPLIER
+            and line.fulfilment_status == LineState.EXCEPTION
+            and line.fulfilment_ref == update.shipment_id
+            and line.dispatched_at is not None
+        ):
+            # "Accepted" again for a shipment already dispatched: the exception's way back to
+            # the supplier is a staff resend (a new shipment), never this; a line never goes back.
+            return "stale"
         line.supplier_sequence = update.sequence
         line.fulfilment_ref = update.shipment_id
-        stage = STAGE[update.status]
         reason = update.exception_reason.value if update.exception_reason else None
         if stage is LineState.CANCELLED and line.refunded_quantity < line.quantity:
             # Only a refund stops a line; a supplier that drops a paid shipment on its own

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from product_shop.core.moments import parse_timestamp
+from product_shop.core.text import has_control_characters
 
 APPOINTMENT_ENDED = "appointment.ended"
 MAX_CODES = 20
@@ -64,14 +65,21 @@ def parse_event(event: Any) -> tuple[str, AppointmentEnded | None]:
     if (
         not isinstance(codes, list)
         or len(codes) > MAX_CODES
-        or not all(isinstance(c, str) and 0 < len(c.strip()) <= MAX_CODE_LENGTH for c in codes)
+        or not all(
+            isinstance(c, str) and 0 < len(c.strip()) <= MAX_CODE_LENGTH and not _controls(c)
+            for c in codes
+        )
     ):
         raise MalformedAppointmentEvent("data.treatment_codes")
     reason = data.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH):
+    if reason is not None and (
+        not isinstance(reason, str)
+        or len(reason) > MAX_REASON_LENGTH
+        or has_control_characters(reason, multiline=True)
+    ):
         raise MalformedAppointmentEvent("data.reason")
     name = data.get("clinician_name")
-    if name is not None and (not isinstance(name, str) or len(name) > 200):
+    if name is not None and (not isinstance(name, str) or len(name) > 200 or _controls(name)):
         raise MalformedAppointmentEvent("data.clinician_name")
     return APPOINTMENT_ENDED, AppointmentEnded(
         appointment_id=_short_text(data, "appointment_id"),
@@ -87,9 +95,14 @@ def parse_event(event: Any) -> tuple[str, AppointmentEnded | None]:
 
 def _short_text(data: dict[str, Any], field: str) -> str:
     value = data.get(field)
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH or _controls(value):
         raise MalformedAppointmentEvent(f"data.{field}")
     return value
+
+
+def _controls(text: str) -> bool:
+    """Control characters (or line breaks) in a one-line field: never meant (core/text.py)."""
+    return has_control_characters(text)
 
 
 def _uuid(data: dict[str, Any], field: str) -> uuid.UUID:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from product_shop.integrations.json_http import (
     RETRY_AFTER_MAX_SECONDS,
@@ -86,7 +86,7 @@ class HttpIntegratedPayments:
         )
 
     def get_payment(self, intent_id: str) -> PaymentStatus:
-        data = self._call("GET", f"/v1/payment-intents/{intent_id}")
+        data = self._call("GET", f"/v1/payment-intents/{quote(intent_id, safe='')}")
         try:
             status = _status(data)
         except (KeyError, ValueError, TypeError) as exc:
@@ -99,7 +99,7 @@ class HttpIntegratedPayments:
         # Safe to resend: cancelling is idempotent at Integrated Payments (the key says so).
         data = self._call(
             "POST",
-            f"/v1/payment-intents/{intent_id}/cancel",
+            f"/v1/payment-intents/{quote(intent_id, safe='')}/cancel",
             json_body={},
             idempotency_key=f"cancel:{intent_id}",
         )
@@ -111,7 +111,7 @@ class HttpIntegratedPayments:
     def set_order_reference(self, intent_id: str, order_id: uuid.UUID | str) -> None:
         self._call(
             "PUT",
-            f"/v1/payment-intents/{intent_id}/order-reference",
+            f"/v1/payment-intents/{quote(intent_id, safe='')}/order-reference",
             json_body={"order_id": str(order_id)},
         )
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -117,8 +117,12 @@ class PaymentEventData(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    intent_id: str
-    merchant_reference: str = Field(description="The checkout id the intent was opened for")
+    # Strict and shaped: an id is never a number, an object or a path (it names the intent we
+    # then read at Integrated Payments).
+    intent_id: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+    merchant_reference: Annotated[str, StringConstraints(strict=True, max_length=64)] = Field(
+        description="The checkout id the intent was opened for"
+    )
     status: str | None = Field(default=None, description="e.g. `captured`, `failed`")
     amount_minor: int | None = None
     currency: str | None = None
@@ -201,10 +205,9 @@ async def payments_webhook(request: Request, context: ContextDep) -> JSONRespons
         context, context.settings.webhook_secret, dict(request.headers), body
     )
     try:
-        event = json.loads(body)
-        data = event["data"]
-        intent_id, reference = str(data["intent_id"]), str(data["merchant_reference"])
-    except (ValueError, KeyError, TypeError) as exc:
+        data = PaymentEventData.model_validate(json.loads(body)["data"])
+        intent_id, reference = data.intent_id, data.merchant_reference
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
         raise BadRequest(
             "The webhook body is not a payment event.", code="malformed_webhook"
         ) from exc

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from product_shop.access.actor import Actor
 from product_shop.checkout.complete import PAYMENTS_ACTOR, Pending
 from product_shop.checkout.outcomes import Outcome, Result, answer
-from product_shop.checkout.redemption import parse_confirmation
+from product_shop.checkout.redemption_messages import parse_confirmation
 from product_shop.checkout.schemas import CheckoutIn, CheckoutOut
 from product_shop.checkout.service import NewCheckout
 from product_shop.context import AppContext
