@@ -8,6 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+import sqlalchemy.exc
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from product_shop import (
     cli_access,
     cli_audit,
@@ -37,7 +41,52 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"product-shop: {exc}", file=sys.stderr)
         return 2
+    except OPERATOR_ERRORS as exc:
+        # What an operator can put right (a setting, the database, a path, a port): one line,
+        # no traceback (PRODUCT_SHOP_LOG_LEVEL=DEBUG shows it).
+        if os.environ.get("PRODUCT_SHOP_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        print(f"product-shop: {operator_message(exc)}", file=sys.stderr)
+        return 2
     return result
+
+
+# Failures that come from the environment rather than from a bug: settings that do not
+# validate, a database that cannot be reached, is not migrated or refuses the role, a file or a
+# port that cannot be used.
+OPERATOR_ERRORS: tuple[type[BaseException], ...] = (
+    ValidationError,
+    SettingsError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.ProgrammingError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DataError,
+    sqlalchemy.exc.ArgumentError,
+    OSError,
+)
+
+
+def operator_message(exc: BaseException) -> str:
+    """One line saying what is wrong and where to look."""
+    if isinstance(exc, ValidationError | SettingsError):
+        fields = []
+        if isinstance(exc, ValidationError):
+            fields = [
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            ]
+        detail = "; ".join(fields) if fields else str(exc).splitlines()[0]
+        return f"the settings (PRODUCT_SHOP_*) are not valid: {detail}"
+    if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return (
+            f"the database (PRODUCT_SHOP_DATABASE_URL) could not be used: {first[:300]}"
+            " (is it running, reachable, migrated with `product-shop db upgrade`?)"
+        )
+    assert isinstance(exc, OSError)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}: {str(exc)[:300]}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="Set up and serve the embedded demo (SQLite + demo data)")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--port", type=cli_simulators.port, default=8000)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument(
         "--data-dir",
@@ -60,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_events.add_receivers_simulator(simulate_sub)
     cli_access.add_access_simulator(simulate_sub)
     payments = simulate_sub.add_parser("payments", help="Integrated Payments (DNA Payments)")
-    payments.add_argument("--port", type=int, default=8101)
+    payments.add_argument("--port", type=cli_simulators.port, default=8101)
     payments.add_argument("--host", default="127.0.0.1")
     payments.add_argument("--callback-url", default=None, help="Where signed callbacks go")
     payments.add_argument("--api-key", default="demo-payments-api-key")
@@ -72,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     payments.add_argument("--duplicate-rate", type=float, default=0.3)
     payments.set_defaults(handler=cli_simulators.simulate_payments)
     suppliers = simulate_sub.add_parser("suppliers", help="The supplier network (drop-ship)")
-    suppliers.add_argument("--port", type=int, default=8102)
+    suppliers.add_argument("--port", type=cli_simulators.port, default=8102)
     suppliers.add_argument("--host", default="127.0.0.1")
     suppliers.add_argument(
         "--callback-url",
@@ -102,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     suppliers.set_defaults(handler=cli_simulators.simulate_suppliers)
     rewards = simulate_sub.add_parser("rewards", help="Rewards Manager (loyalty points)")
-    rewards.add_argument("--port", type=int, default=8103)
+    rewards.add_argument("--port", type=cli_simulators.port, default=8103)
     rewards.add_argument("--host", default="127.0.0.1")
     rewards.add_argument(
         "--callback-url",
@@ -134,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     rewards.add_argument("--duplicate-rate", type=float, default=0.3)
     rewards.set_defaults(handler=cli_simulators.simulate_rewards)
     ai = simulate_sub.add_parser("ai", help="The platform AI service (product suggestions)")
-    ai.add_argument("--port", type=int, default=8105)
+    ai.add_argument("--port", type=cli_simulators.port, default=8105)
     ai.add_argument("--host", default="127.0.0.1")
     ai.add_argument(
         "--api-key",
@@ -161,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Appointment Manager (signed appointment.ended events; end one with "
         "POST /_simulator/appointments/end)",
     )
-    appointments.add_argument("--port", type=int, default=8106)
+    appointments.add_argument("--port", type=cli_simulators.port, default=8106)
     appointments.add_argument("--host", default="127.0.0.1")
     appointments.add_argument(
         "--callback-url",
@@ -205,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default="127.0.0.1", help="Default 127.0.0.1; :: is IPv6 and IPv4, ::1 IPv6 only"
     )
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=cli_simulators.port, default=8000)
     serve.add_argument(
         "--workers",
         type=_at_least_one,
@@ -214,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--grace",
-        type=float,
+        type=cli_simulators.seconds,
         default=serving.DEFAULT_GRACE_SECONDS,
         metavar="SECONDS",
         help="With --workers > 1: how long workers may take to stop before they are killed "
@@ -321,15 +370,33 @@ def _refunds_settle(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+
     from product_shop.db.engine import make_engine
-    from product_shop.db.migrate import upgrade
+    from product_shop.db.migrate import current_revision, upgrade
 
     settings = Settings()
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
         )
-    upgrade(make_engine(settings.database_url), args.revision)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine, args.revision)
+    except CommandError as exc:  # an unknown revision, or one this code does not have
+        print(f"product-shop: {exc}", file=sys.stderr)
+        return 2
+    with engine.connect() as connection:
+        now = current_revision(connection)
+    engine.dispose()
+    if args.revision != "head" and now != args.revision:
+        # Alembic moves only forward here: an older revision leaves the database where it is.
+        print(
+            f"product-shop: the database is at {now}, past {args.revision}; nothing was changed"
+            " (an upgrade never goes back)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"migrated to {args.revision}")
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from product_shop.cli_simulators import serve_simulator
+from product_shop.cli_simulators import port, serve_simulator
 from product_shop.logging import configure_logging
 
 DEFAULT_PORT = 8107
@@ -25,7 +25,7 @@ def add_access_simulator(simulate_sub: Any) -> None:
         "access",
         help="Access Manager (OpenID Connect sign-in for the staff portal, with a TOTP step)",
     )
-    access.add_argument("--port", type=int, default=DEFAULT_PORT)
+    access.add_argument("--port", type=port, default=DEFAULT_PORT)
     access.add_argument("--host", default="127.0.0.1")
     access.add_argument(
         "--public-url",

@@ -136,18 +136,26 @@ def _export(args: argparse.Namespace) -> int:
     since, until = _aware(args.since), _aware(args.until)
     assert since is not None
     database = Database(settings.database_url)
-    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
-    count = 0
+    # To a file: written beside it and moved into place once complete, so an export that fails
+    # (the database unreachable, the disk full) leaves the previous file as it was.
+    partial = args.output.with_name(f".{args.output.name}.partial") if args.output else None
+    out = partial.open("w", encoding="utf-8") if partial else sys.stdout
+    count, done = 0, False
     try:
         with database.reading() as session:
             for line in export_lines(session, since, until):
                 out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
                 count += 1
+        done = True
     except DBAPIError as exc:
         return _database_error(exc)
     finally:
-        if args.output:
+        if partial is not None:
             out.close()
+            if done:
+                partial.replace(args.output)
+            else:
+                partial.unlink(missing_ok=True)
         database.dispose()
     print(f"exported {count} lines", file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from product_shop.cli_simulators import serve_simulator
+from product_shop.cli_simulators import port, seconds, serve_simulator
 from product_shop.config import Settings
 from product_shop.core.moments import RANGE, parse_timestamp
 from product_shop.core.process import freeze_start_up
@@ -25,7 +25,7 @@ def add_commands(sub: Any) -> None:
     """`relay` and `events` (the subparsers action of the top-level parser)."""
     relay = sub.add_parser("relay", help="Deliver outbox events (its own process at scale)")
     relay.add_argument("--once", action="store_true", help="Deliver what is due, then exit")
-    relay.add_argument("--interval", type=float, default=1.0)
+    relay.add_argument("--interval", type=seconds, default=1.0)
     relay.set_defaults(handler=_relay)
 
     events = sub.add_parser("events", help="Event delivery to the other modules")
@@ -53,7 +53,7 @@ def add_receivers_simulator(simulate_sub: Any) -> None:
         help="The modules that receive our events over signed webhooks (Communication Hub, "
         "Finance, Financial Insights, Hygiene Subscriptions, module owners)",
     )
-    receivers.add_argument("--port", type=int, default=8104)
+    receivers.add_argument("--port", type=port, default=8104)
     receivers.add_argument("--host", default="127.0.0.1")
     receivers.add_argument(
         "--secret",

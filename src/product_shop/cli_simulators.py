@@ -13,6 +13,28 @@ from product_shop.core.process import freeze_start_up
 from product_shop.logging import configure_logging
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1 to 65535): {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds above zero (at most a day)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text}")
+    return value
+
+
 def serve_simulator(app: ASGIApp, args: argparse.Namespace) -> None:
     """Serve a simulator until stopped, what it built at start-up frozen out of the garbage
     collector's way, as the product's own processes do (`core/process.py`)."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from product_shop.core.crypto import DEMO_KEY_ID, Keyring, KeyringError, demo_keyring
@@ -36,6 +36,10 @@ class ConfigurationError(RuntimeError):
     """The service cannot start safely with these settings."""
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 class EventSinkSettings(BaseModel):
     """How one receiving module gets its events (settings `event_sinks`, by destination key).
 
@@ -48,6 +52,14 @@ class EventSinkSettings(BaseModel):
 
     kind: Literal["webhook", "nats", "off"] = "webhook"
     url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("a webhook sink's url is an http(s) URL")
+        return value
+
     secret: SecretStr | None = None
     connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
@@ -74,7 +86,7 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = Field(default=None, description="PEM public key")
     jwt_public_key_file: Path | None = None
     jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
-    jwt_leeway_seconds: int = 30
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     demo_mode: bool = False
     # Secret for signed inbound webhooks (Standard Webhooks: `whsec_` + base64 of >= 24 random
@@ -84,7 +96,7 @@ class Settings(BaseSettings):
     # Integrated Payments (the only payment path, spec §5.1).
     payments_base_url: str = "http://127.0.0.1:8101"
     payments_api_key: SecretStr = SecretStr("demo-payments-api-key")
-    payments_timeout_seconds: float = 5.0
+    payments_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     # The Primoro supplier network (drop-ship, spec §6.1), and the secret its signed callbacks to
     # `/v1/webhooks/suppliers` carry (same format and checks as `webhook_secret`, its own value).
     suppliers_base_url: str = "http://127.0.0.1:8102"
@@ -126,7 +138,7 @@ class Settings(BaseSettings):
     # Run the outbox relay inside the API process (the embedded default); at scale run
     # `product-shop relay` as its own process instead.
     relay_in_process: bool = True
-    relay_interval_seconds: float = 1.0
+    relay_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     # The relay's own transactions (routing, claims, each delivery's record) on PostgreSQL commit
     # without waiting for the WAL flush, on a pool of their own: a database crash may forget the
     # last fraction of a second of them, and those deliveries are sent again (receivers drop
@@ -165,7 +177,7 @@ class Settings(BaseSettings):
     # anything moved since the last (`jobs/audit_checkpoint.py`; on demand: `audit checkpoint`).
     audit_checkpoint_interval_seconds: float = Field(default=3600.0, ge=1)
     # How long an unpaid checkout stays open.
-    checkout_ttl_minutes: int = 24 * 60
+    checkout_ttl_minutes: int = Field(default=24 * 60, ge=1, le=30 * 24 * 60)
 
     # Background jobs (`jobs/schedule.py`; `product-shop worker`, or in the API process). Unset,
     # the API process runs them when it runs the relay (`relay_in_process`: the embedded
@@ -255,7 +267,9 @@ class Settings(BaseSettings):
     # caller's choosing (`checkout/return_urls.py`).
     payment_return_origins: list[str] = Field(default_factory=list)
 
-    log_level: str = "INFO"
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+    ] = "INFO"
     log_json: bool = True
 
     def payment_return_allowed(self) -> frozenset[str]:

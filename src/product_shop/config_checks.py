@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from limits import parse as parse_rate
 
 from product_shop.config import (
@@ -39,6 +41,7 @@ def check_settings(settings: Settings) -> None:
             f"jwt_algorithms may only name asymmetric algorithms "
             f"{', '.join(ALLOWED_JWT_ALGORITHMS)}; refused: {', '.join(bad) or '(empty)'}"
         )
+    _check_token_key(settings)
     try:  # the message never repeats the value: it is a secret
         webhook_key = decode_secret(settings.webhook_secret.get_secret_value())
     except ValueError as exc:
@@ -151,6 +154,27 @@ def check_settings(settings: Settings) -> None:
         )
     if problems:
         raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
+
+
+def _check_token_key(settings: Settings) -> None:
+    """A JWT public key given must be one: a file that cannot be read or text that is not a PEM
+    public key would start a service that refuses every token."""
+    try:
+        pem = settings.public_key_pem()
+    except OSError as exc:
+        raise ConfigurationError(
+            "jwt_public_key_file (PRODUCT_SHOP_JWT_PUBLIC_KEY_FILE) cannot be read: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from exc
+    if not pem:
+        return
+    try:
+        serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigurationError(
+            "the JWT public key (PRODUCT_SHOP_JWT_PUBLIC_KEY or PRODUCT_SHOP_JWT_PUBLIC_KEY_FILE)"
+            " is not a PEM public key"
+        ) from exc
 
 
 def _check_transport_and_limits(settings: Settings) -> None:

@@ -18,7 +18,7 @@ import jwt
 from jwt import PyJWKClient
 
 from product_shop.access.actor import PRACTICE_ROLES, Actor, Role
-from product_shop.config import ALLOWED_JWT_ALGORITHMS, Settings
+from product_shop.config import ALLOWED_JWT_ALGORITHMS, ConfigurationError, Settings
 from product_shop.core.errors import Forbidden, InvalidToken
 
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub", "role"]
@@ -47,7 +47,10 @@ class TokenVerifier:
         if unsafe or not algorithms:
             raise ValueError(f"refusing JWT algorithms {unsafe or algorithms}")
         if not (public_key or jwks_url):
-            raise ValueError("a public key or a JWKS URL is required")
+            raise ConfigurationError(
+                "no JWT verification key: set PRODUCT_SHOP_JWT_PUBLIC_KEY,"
+                " PRODUCT_SHOP_JWT_PUBLIC_KEY_FILE or PRODUCT_SHOP_JWT_JWKS_URL"
+            )
         self._issuer = issuer
         self._audience = audience
         self._algorithms = list(algorithms)
