@@ -46,6 +46,7 @@ from product_shop.integrations.rewards import (
     RewardsRejected,
     RewardsUnavailable,
 )
+from product_shop.orders.tables import Order
 
 INBOX_SOURCE = "rewards_manager"
 
@@ -340,11 +341,16 @@ class PointsRedemptions:
             return "ignored"
         # The checkout first: the lock order of every writer of its audit stream.
         session.get(Checkout, found.checkout_id, with_for_update=True)
-        # Only a reversal we asked for closes the redemption. One we did not ask for is a
-        # reconciliation signal (README: recorded only): the order keeps its payment and its
-        # own refund path (refunds/points.py); staff see it in the checkout's audit trail.
-        requested = found.status == "reversal_requested"
-        if requested:
+        # Only a reversal we asked for closes the redemption: for a checkout that made no order
+        # (`reversal_requested`), or for an order refunded since (refunds/notices.py asks for
+        # the refund's share of the points). One we did not ask for is a reconciliation signal
+        # (README: recorded only): the order keeps its payment and its own refund path
+        # (refunds/points.py); staff see it in the checkout's audit trail.
+        refunded = session.scalar(
+            select(Order.refund_status).where(Order.redemption_ref == found.redemption_ref)
+        )
+        requested = found.status == "reversal_requested" or refunded not in (None, "none")
+        if requested and found.status in ("confirmed", "reversal_requested"):
             found.status, found.reversed_at = "reversed", now
         self._audit.record(
             session,
