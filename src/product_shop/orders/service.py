@@ -84,13 +84,7 @@ class OrderService:
         """One order for a caller who may see it, in the view their role gets (a patient never
         sees the internal audit trail); the read is audited (spec §8)."""
         order = load_visible(session, actor, order_id)
-        self.record_read(
-            session,
-            actor,
-            order_ids=[order.order_id],
-            action="order.read",
-            practice_id=order.practice_id,
-        )
+        self._record_order_read(session, actor, order)
         return order_document_for(session, actor, order, self.reveal)
 
     def read_for_refund(self, session: Session, actor: Actor, order_id: uuid.UUID) -> OrderOut:
@@ -102,15 +96,20 @@ class OrderService:
         order = session.get(Order, order_id)
         if order is None or not same(order.practice_id, actor.practice_id):
             raise NotFound("No such order.")
+        self._record_order_read(session, actor, order, purpose="refund")
+        return order_document(session, order)
+
+    def _record_order_read(
+        self, session: Session, actor: Actor, order: Order, **details: object
+    ) -> None:
         self.record_read(
             session,
             actor,
             order_ids=[order.order_id],
             action="order.read",
             practice_id=order.practice_id,
-            details={"purpose": "refund"},
+            details=details or None,
         )
-        return order_document(session, order)
 
     def list_orders(
         self,
