@@ -3,13 +3,28 @@ port): one line naming it and exit status 2, never a traceback, and nothing half
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from product_shop.cli import main
 from product_shop.config import ConfigurationError, Settings
+
+
+@pytest.fixture(autouse=True)
+def _logging_to_an_open_stream() -> Iterator[None]:
+    """Another test in this process may have left the root logger writing to an output capture
+    pytest has closed since (a 'Logging error' report on stderr, not this command's): warnings
+    go to the current stderr for the test's length."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers = [logging.StreamHandler()]
+    root.setLevel(logging.WARNING)
+    yield
+    root.handlers, root.level = saved, level
 
 
 @pytest.fixture(autouse=True)
